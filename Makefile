@@ -1,0 +1,22 @@
+# Two commands on a fresh machine: `make demo` (the main job) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup data demo test lint bench
+setup:
+	bash scripts/setup.sh
+
+data:
+	bash scripts/fetch-data.sh
+
+demo: setup data
+	$(VENV)/bin/gradgeo demo
+
+test: setup data
+	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff check src tests benchmarks
+
+bench: setup
+	$(PY) benchmarks/transforms.py

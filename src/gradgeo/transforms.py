@@ -1,0 +1,372 @@
+"""Pure gradient transforms: the Riesz representatives of a gradient under channel metrics.
+
+Every function takes a gradient tensor and returns a new tensor of the same shape, dtype and device.
+Half-precision inputs are computed in float32. The math is fixed in DESIGN.md section 1:
+
+* :func:`reweighted_h0` - re-weighted H0 metric, closed form (1a).
+* :func:`sobolev` - the H~1 metric (mean + lam * derivative energy), two cumulative sums (1b).
+* :func:`h1` - the full H1 metric ``(I + lam C^2 D^T D)``, two exponential recurrences (1b').
+* :func:`laplacian_smooth` - Laplacian smoothing of the flattened tensor (Osher et al., 1c).
+* :func:`smoothing_view` - which axis a direction (``"out"``, ``"in"``, ...) means for a layer (1d).
+
+The ``*_`` functions (``reweighted_h0_`` ...) are the in-place kernels the optimizer wrapper uses; each
+overwrites its input and returns a small *probe* tensor that is non-finite exactly when the input held a
+NaN or an infinity, so that a caller can check a gradient without another pass over memory.
+
+References:
+    Sundaramoorthi, Yezzi, Mennucci, "Sobolev Active Contours", IJCV 2007.
+    Osher, Wang, Yin, Li, Lin, Yang, "Laplacian Smoothing Gradient Descent", 2018.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+__all__ = [
+    "BOUNDARIES",
+    "DIRECTIONS",
+    "LAYER_KINDS",
+    "h1",
+    "h1_",
+    "laplacian_smooth",
+    "laplacian_smooth_",
+    "reweighted_h0",
+    "reweighted_h0_",
+    "smoothing_view",
+    "sobolev",
+    "sobolev_",
+]
+
+Boundary = Literal["neumann", "periodic"]
+Direction = Literal["out", "in", "spatial", "flat"]
+LayerKind = Literal["conv", "conv_transpose", "linear", "vector"]
+
+BOUNDARIES: tuple[str, ...] = ("neumann", "periodic")
+DIRECTIONS: tuple[str, ...] = ("out", "in", "spatial", "flat")
+LAYER_KINDS: tuple[str, ...] = ("conv", "conv_transpose", "linear", "vector")
+
+# Chunk length of the blocked exponential scan used by h1 and laplacian_smooth: each chunk is one small
+# triangular matmul, so the Python-level loop runs over C / _CHUNK chunks at each recursion level.
+_CHUNK = 32
+
+
+# --------------------------------------------------------------------------------------------- checks
+
+
+def _check_positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _check_nonnegative(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _check_boundary(boundary: str) -> None:
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"unknown boundary {boundary!r}; expected one of {BOUNDARIES}")
+
+
+def _check_grad(grad: torch.Tensor) -> None:
+    if not isinstance(grad, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor gradient, got {type(grad).__name__}")
+    if grad.is_sparse or grad.layout != torch.strided:
+        raise ValueError(f"channel transforms need a dense (strided) gradient, got layout {grad.layout}")
+    if grad.is_complex() or not grad.is_floating_point():
+        raise ValueError(f"channel transforms need a real floating-point gradient, got dtype {grad.dtype}")
+
+
+def _normalize_dim(grad: torch.Tensor, dim: int) -> int:
+    if grad.dim() == 0:
+        raise ValueError("channel transforms need a tensor with at least one dimension, got a scalar")
+    if not -grad.dim() <= dim < grad.dim():
+        raise ValueError(f"dim {dim} is out of range for a gradient of shape {tuple(grad.shape)}")
+    return dim % grad.dim()
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _as_3d(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """View (or, for non-contiguous input, copy) ``x`` as ``P x C x Q`` with the channel axis in the middle."""
+    shape = x.shape
+    return x.reshape(math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1 :]))
+
+
+def _pure(kernel, grad: torch.Tensor, strength: float, dim: int, *rest) -> torch.Tensor:
+    """Run an in-place kernel on a fresh working copy of ``grad`` and return it in ``grad``'s dtype."""
+    _check_grad(grad)
+    dim = _normalize_dim(grad, dim)
+    work = grad.to(_compute_dtype(grad.dtype), copy=True, memory_format=torch.contiguous_format)
+    kernel(work, strength, dim, *rest)
+    return work.to(grad.dtype)
+
+
+# -------------------------------------------------------------------------------------- re-weighted H0
+
+
+def reweighted_h0_(x: torch.Tensor, lam: float, dim: int = 0) -> torch.Tensor:
+    """In place: ``x <- mean(x) + (x - mean(x)) / lam`` along ``dim``; returns the channel mean (probe)."""
+    mean = x.mean(dim, keepdim=True)
+    # one fused pass: x / lam + (1 - 1/lam) mean
+    torch.add(mean * (1.0 - 1.0 / lam), x, alpha=1.0 / lam, out=x)
+    return mean
+
+
+def reweighted_h0(grad: torch.Tensor, lam: float, dim: int = 0) -> torch.Tensor:
+    """Gradient under the re-weighted H0 metric along ``dim``.
+
+    Metric: ``<h, k> = mean(h) mean(k) + lam * mean((h - mean h)(k - mean k))`` over the channel index.
+    Riesz representative: ``g = mean(G) + (G - mean(G)) / lam``. ``lam = 1`` is the identity; ``lam > 1``
+    damps what varies across channels.
+
+    Args:
+        grad: gradient tensor (any shape, floating dtype, any device).
+        lam: weight of the zero-mean part, ``> 0``.
+        dim: the channel axis.
+
+    Returns:
+        A new tensor with ``grad``'s shape and dtype.
+
+    Example:
+        >>> g = torch.tensor([1.0, 3.0])
+        >>> reweighted_h0(g, lam=2.0)
+        tensor([1.5000, 2.5000])
+    """
+    return _pure(reweighted_h0_, grad, _check_positive("lam", lam), dim)
+
+
+# ------------------------------------------------------------------------------------------- Sobolev
+
+
+def sobolev_(x: torch.Tensor, lam: float, dim: int = 0, boundary: Boundary = "neumann") -> torch.Tensor:
+    """In place Sobolev (H~1) gradient along ``dim``; returns the channel mean (probe). See :func:`sobolev`."""
+    c = x.shape[dim]
+    mean = x.mean(dim, keepdim=True)
+    if c == 1:
+        return mean
+    # s_c = sum_{j<=c} (x_j - mean): the forward differences of g are v = -s / (lam C^2).
+    s = torch.cumsum(x.sub_(mean), dim)
+    if boundary == "periodic":
+        # the ring closes: pick the constant of integration so that sum(v) = 0
+        s.sub_(s.mean(dim, keepdim=True))
+    # g = mean - (u - mean(u)) / (lam C^2) with u_c = U_{c-1} (u_0 = 0), U the running sum of s.
+    big_u = torch.cumsum(s, dim)
+    scale = 1.0 / (lam * c * c)
+    u_mean = (big_u.sum(dim, keepdim=True) - big_u.narrow(dim, c - 1, 1)) / c
+    offset = mean + scale * u_mean
+    x.narrow(dim, 0, 1).copy_(offset)
+    torch.add(offset, big_u.narrow(dim, 0, c - 1), alpha=-scale, out=x.narrow(dim, 1, c - 1))
+    return mean
+
+
+def sobolev(grad: torch.Tensor, lam: float, dim: int = 0, boundary: Boundary = "neumann") -> torch.Tensor:
+    """Gradient under the Sobolev (H~1) metric along ``dim``, in O(C*M) with two cumulative sums.
+
+    Metric: ``<h, k> = mean(h) mean(k) + lam * C * sum_c (Dh)_c (Dk)_c`` with forward differences
+    ``(Dh)_c = h_{c+1} - h_c`` (``boundary="neumann"``: an open chain; ``"periodic"``: a ring).
+    The gradient keeps the channel mean and solves ``lam C^2 D^T D g = G - mean(G)``; the k-th cosine mode
+    of the zero-mean part is scaled by about ``1 / (lam pi^2 k^2)``. ``lam`` is dimensionless: the same value
+    smooths a 16- and a 512-channel layer over the same fraction of their axis. A larger ``lam`` also
+    shrinks the step along everything that varies across channels, so tune it together with the learning
+    rate (``lam`` near 0.1 keeps the smoothest mode at unit gain).
+
+    Args:
+        grad: gradient tensor (any shape, floating dtype, any device).
+        lam: smoothing strength, ``> 0``.
+        dim: the channel axis.
+        boundary: ``"neumann"`` (default) or ``"periodic"``.
+
+    Returns:
+        A new tensor with ``grad``'s shape and dtype.
+
+    Example:
+        >>> sobolev(torch.ones(4, 3), lam=0.5)  # constant along the axis: unchanged
+        tensor([[1., 1., 1.],
+                [1., 1., 1.],
+                [1., 1., 1.],
+                [1., 1., 1.]])
+    """
+    _check_boundary(boundary)
+    return _pure(sobolev_, grad, _check_positive("lam", lam), dim, boundary)
+
+
+# --------------------------------------------------------------------------- exponential recurrences
+
+
+def _powers(rho: float, n: int, like: torch.Tensor) -> torch.Tensor:
+    """``[rho^0, rho^1, ..., rho^(n-1)]`` computed in float64, cast to ``like``'s dtype."""
+    return torch.pow(torch.tensor(rho, dtype=torch.float64), torch.arange(n, dtype=torch.float64)).to(
+        device=like.device, dtype=like.dtype
+    )
+
+
+def _causal_scan(x: torch.Tensor, rho: float) -> torch.Tensor:
+    """``w_c = x_c + rho * w_{c-1}`` (``w_{-1} = 0``) along axis 1 of a ``P x C x Q`` tensor.
+
+    A blocked scan: each chunk of ``_CHUNK`` channels is one lower-triangular Toeplitz matmul, and the
+    chunk carries (the last value of each chunk) form the same recurrence with ``rho^_CHUNK``, solved
+    recursively. No Python loop over C, no overflow (all weights are powers of ``rho <= 1``).
+    """
+    p, c, q = x.shape
+    if c <= _CHUNK:
+        pw = _powers(rho, c, x)
+        lower = torch.tril(pw[(torch.arange(c)[:, None] - torch.arange(c)[None, :]).clamp_(min=0)])
+        return torch.matmul(lower, x)
+    n = -(-c // _CHUNK)
+    padded = torch.nn.functional.pad(x, (0, 0, 0, n * _CHUNK - c)) if n * _CHUNK != c else x
+    blocks = padded.reshape(p * n, _CHUNK, q)
+    local = _causal_scan(blocks, rho).reshape(p, n, _CHUNK, q)
+    ends = local[:, :, -1, :]  # P x n x Q
+    carry = _causal_scan(ends, rho**_CHUNK)  # the true w at the end of every chunk
+    pw = _powers(rho, _CHUNK + 1, x)[1:].view(1, 1, _CHUNK, 1)
+    local[:, 1:].add_(carry[:, :-1, None, :] * pw)
+    return local.reshape(p, n * _CHUNK, q)[:, :c]
+
+
+def _tridiagonal_solve_(x: torch.Tensor, a: float, boundary: Boundary, dim: int) -> torch.Tensor:
+    """In place: ``x <- (I + a D^T D)^{-1} x`` along ``dim``; returns a probe (the last channel).
+
+    ``(1 + 2a) - a (S + S^-1) = (a / rho) (1 - rho S)(1 - rho S^-1)`` with ``rho < 1`` the small root of
+    ``rho + 1/rho = (1 + 2a) / a``, so the inverse is a causal then an anti-causal exponential recurrence
+    scaled by ``rho / a``. Boundary values: periodic closes each recurrence on itself; Neumann (the
+    half-sample symmetric extension of the chain) starts the causal one from the mirrored signal.
+    """
+    c = x.shape[dim]
+    if c == 1 or a == 0.0:
+        return x.select(dim, c - 1)
+    root = math.sqrt(1.0 + 4.0 * a)
+    rho = 2.0 * a / ((1.0 + 2.0 * a) + root)  # = small root, without cancellation for large a
+    gain = 2.0 / ((1.0 + 2.0 * a) + root)  # = rho / a
+    v = _as_3d(x, dim)
+    pw = _powers(rho, c + 1, v).view(1, c + 1, 1)
+    w = _causal_scan(v, rho)
+    if boundary == "periodic":
+        w_init = w[:, -1:, :] / (1.0 - rho**c)
+    else:
+        forward = (pw[:, :c] * v).sum(1, keepdim=True)  # sum_k rho^k x_k
+        w_init = (forward + rho**c * w[:, -1:, :]) / (1.0 - rho ** (2 * c))
+    w.add_(pw[:, 1:] * w_init)
+    y = _causal_scan(w.flip(1), rho).flip(1)  # anti-causal: y_c = w_c + rho y_{c+1}, y_C = 0
+    y_end = y[:, :1, :] / (1.0 - rho**c) if boundary == "periodic" else w[:, -1:, :] / (1.0 - rho)
+    y.add_(pw[:, 1:].flip(1) * y_end).mul_(gain)
+    x.copy_(y.view(x.shape))
+    return y_end
+
+
+def h1_(x: torch.Tensor, lam: float, dim: int = 0, boundary: Boundary = "neumann") -> torch.Tensor:
+    """In place full-H1 gradient along ``dim``; returns a probe. See :func:`h1`."""
+    c = x.shape[dim]
+    return _tridiagonal_solve_(x, lam * c * c, boundary, dim)
+
+
+def h1(grad: torch.Tensor, lam: float, dim: int = 0, boundary: Boundary = "neumann") -> torch.Tensor:
+    """Gradient under the full Sobolev (H1) metric along ``dim``: ``(I + lam C^2 D^T D) g = G``.
+
+    Metric: ``<h, k> = mean(h k) + lam * C * sum_c (Dh)_c (Dk)_c``. The mean is preserved, the k-th cosine
+    mode is scaled by about ``1 / (1 + lam pi^2 k^2)`` (never amplified) and ``lam -> 0`` gives back the
+    plain gradient. Solved in O(C*M) by two first-order recurrences (a blocked scan), no dense solve.
+
+    Args:
+        grad: gradient tensor (any shape, floating dtype, any device).
+        lam: smoothing strength, ``> 0``.
+        dim: the channel axis.
+        boundary: ``"neumann"`` (default) or ``"periodic"``.
+
+    Returns:
+        A new tensor with ``grad``'s shape and dtype.
+    """
+    _check_boundary(boundary)
+    return _pure(h1_, grad, _check_positive("lam", lam), dim, boundary)
+
+
+# ------------------------------------------------------------------------------- Laplacian smoothing
+
+
+def laplacian_smooth_(x: torch.Tensor, sigma: float, dim: int = 0) -> torch.Tensor:
+    """In place Laplacian smoothing of the row-major flattened ``x``; returns a probe. ``dim`` is unused."""
+    del dim  # the baseline always acts on the whole flattened tensor
+    return _tridiagonal_solve_(x.view(-1), sigma, "periodic", 0)
+
+
+def laplacian_smooth(grad: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Laplacian smoothing gradient (LS-SGD, Osher et al. 2018): ``(I - sigma L)^{-1}`` on the flat tensor.
+
+    The tensor is flattened row-major to length n and ``L`` is the periodic 1-D discrete Laplacian: in
+    Fourier space mode k is divided by ``1 + 4 sigma sin^2(pi k / n)``. Computed here without an FFT, as
+    the equivalent periodic tridiagonal solve by two exponential recurrences (O(n), real arithmetic).
+    ``sigma = 0`` is the identity.
+
+    Args:
+        grad: gradient tensor (any shape, floating dtype, any device).
+        sigma: smoothing strength, ``>= 0``.
+
+    Returns:
+        A new tensor with ``grad``'s shape and dtype.
+    """
+    sigma = _check_nonnegative("sigma", sigma)
+    _check_grad(grad)
+    work = grad.to(_compute_dtype(grad.dtype), copy=True, memory_format=torch.contiguous_format)
+    if work.numel():
+        laplacian_smooth_(work, sigma)
+    return work.to(grad.dtype)
+
+
+# ----------------------------------------------------------------------------------------- directions
+
+
+def smoothing_view(
+    shape: torch.Size | tuple[int, ...], direction: Direction = "out", kind: LayerKind = "conv"
+) -> tuple[tuple[int, ...], int] | None:
+    """Where a direction points for a parameter of a given layer kind (DESIGN.md 1d).
+
+    Returns ``(view_shape, dim)``: view the (contiguous) parameter as ``view_shape`` and smooth along
+    ``dim``; or ``None`` when the direction has no axis for this kind (``"in"``/``"spatial"`` of a vector,
+    ``"spatial"`` of a Linear weight), in which case the parameter is left as it is.
+
+    Kinds and their weight layouts (torch's own):
+
+    * ``"conv"``: Conv1d/2d/3d, grouped or not, ``(out, in/groups, *kernel)``: ``"out"`` is dim 0.
+    * ``"conv_transpose"``: ConvTranspose1d/2d/3d, ``(in, out/groups, *kernel)``: ``"out"`` is dim 1.
+    * ``"linear"``: ``(out, in)``.
+    * ``"vector"``: per-channel vectors (bias, BatchNorm weight and bias), ``(C,)``.
+
+    ``"spatial"`` smooths along the flattened kernel window; ``"flat"`` along the whole flattened tensor.
+
+    Example:
+        >>> smoothing_view((64, 32, 3, 3), "out", "conv")
+        ((64, 32, 3, 3), 0)
+        >>> smoothing_view((32, 64, 3, 3), "out", "conv_transpose")
+        ((32, 64, 3, 3), 1)
+        >>> smoothing_view((64, 32, 3, 3), "spatial", "conv")
+        ((2048, 9), 1)
+    """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; expected one of {DIRECTIONS}")
+    if kind not in LAYER_KINDS:
+        raise ValueError(f"unknown layer kind {kind!r}; expected one of {LAYER_KINDS}")
+    shape = tuple(int(s) for s in shape)
+    expected = {"conv": 3, "conv_transpose": 3, "linear": 2, "vector": 1}[kind]
+    if (kind in ("conv", "conv_transpose") and len(shape) < 3) or (kind != "conv" and kind != "conv_transpose"
+                                                                  and len(shape) != expected):
+        raise ValueError(f"a {kind} parameter has {'at least ' if expected == 3 else ''}{expected} dims, "
+                         f"got shape {shape}")
+    if direction == "flat":
+        return (math.prod(shape),), 0
+    if kind == "vector":
+        return (shape, 0) if direction == "out" else None
+    out_dim = 1 if kind == "conv_transpose" else 0
+    if direction == "out":
+        return shape, out_dim
+    if direction == "in":
+        return shape, 1 - out_dim
+    if kind == "linear":
+        return None
+    return (shape[0] * shape[1], math.prod(shape[2:])), 1
