@@ -291,9 +291,11 @@ def h1(grad: torch.Tensor, lam: float, dim: int = 0, boundary: Boundary = "neuma
 
 
 def laplacian_smooth_(x: torch.Tensor, sigma: float, dim: int = 0) -> torch.Tensor:
-    """In place Laplacian smoothing of the row-major flattened ``x``; returns a probe. ``dim`` is unused."""
-    del dim  # the baseline always acts on the whole flattened tensor
-    return _tridiagonal_solve_(x.view(-1), sigma, "periodic", 0)
+    """In place ``x <- (I - sigma L)^{-1} x`` along ``dim`` (periodic L); returns a probe.
+
+    :func:`laplacian_smooth` applies it to the flattened tensor, as LS-SGD does.
+    """
+    return _tridiagonal_solve_(x, sigma, "periodic", dim)
 
 
 def laplacian_smooth(grad: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -315,7 +317,7 @@ def laplacian_smooth(grad: torch.Tensor, sigma: float) -> torch.Tensor:
     _check_grad(grad)
     work = grad.to(_compute_dtype(grad.dtype), copy=True, memory_format=torch.contiguous_format)
     if work.numel():
-        laplacian_smooth_(work, sigma)
+        laplacian_smooth_(work.view(-1), sigma, 0)
     return work.to(grad.dtype)
 
 

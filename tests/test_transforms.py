@@ -1,0 +1,249 @@
+"""The pure transforms against independent references: dense solves of each metric's Riesz equation."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gradgeo import transforms as T
+
+F64 = torch.float64
+
+
+def difference_matrix(c: int, boundary: str) -> torch.Tensor:
+    """Forward differences (Dh)_c = h_{c+1} - h_c: (C-1) x C open chain or C x C ring."""
+    if boundary == "periodic":
+        return torch.roll(torch.eye(c, dtype=F64), 1, dims=1) - torch.eye(c, dtype=F64)
+    d = torch.zeros(c - 1, c, dtype=F64)
+    for i in range(c - 1):
+        d[i, i], d[i, i + 1] = -1.0, 1.0
+    return d
+
+
+def riesz(metric_matrix: torch.Tensor, grad: torch.Tensor, dim: int) -> torch.Tensor:
+    """Solve <g, k>_A = mean(G k) for all k, i.e. A g = G / C, along ``dim`` with a dense solve."""
+    c = grad.shape[dim]
+    moved = grad.to(F64).movedim(dim, 0).reshape(c, -1)
+    solved = torch.linalg.solve(metric_matrix, moved / c)
+    return solved.reshape(grad.movedim(dim, 0).shape).movedim(0, dim)
+
+
+def h0_matrix(c: int, lam: float) -> torch.Tensor:
+    ones = torch.ones(c, 1, dtype=F64)
+    centre = torch.eye(c, dtype=F64) - ones @ ones.T / c
+    # mean(h) mean(k) + lam mean((h - mean h)(k - mean k))
+    return ones @ ones.T / c**2 + lam * centre.T @ centre / c
+
+
+def sobolev_matrix(c: int, lam: float, boundary: str) -> torch.Tensor:
+    ones = torch.ones(c, 1, dtype=F64)
+    d = difference_matrix(c, boundary)
+    return ones @ ones.T / c**2 + lam * c * d.T @ d  # mean(h)mean(k) + lam C sum (Dh)(Dk)
+
+
+def h1_matrix(c: int, lam: float, boundary: str) -> torch.Tensor:
+    d = difference_matrix(c, boundary)
+    return torch.eye(c, dtype=F64) / c + lam * c * d.T @ d  # mean(h k) + lam C sum (Dh)(Dk)
+
+
+SHAPES_AND_DIMS = [((1, 5), 0), ((2, 3), 0), ((3, 4, 2), 1), ((7, 2, 3, 3), 0), ((4, 33, 2), 1), ((5, 3, 40), -1),
+                   ((70, 3), 0)]
+
+
+@pytest.mark.parametrize("shape,dim", SHAPES_AND_DIMS)
+@pytest.mark.parametrize("lam", [0.01, 0.5, 3.0])
+def test_reweighted_h0_equals_dense_solve(shape, dim, lam):
+    g = torch.randn(shape, dtype=F64)
+    expected = riesz(h0_matrix(shape[dim], lam), g, dim)
+    torch.testing.assert_close(T.reweighted_h0(g, lam, dim), expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("shape,dim", SHAPES_AND_DIMS)
+@pytest.mark.parametrize("lam", [0.003, 0.1, 2.0])
+@pytest.mark.parametrize("boundary", T.BOUNDARIES)
+def test_sobolev_equals_dense_solve(shape, dim, lam, boundary):
+    g = torch.randn(shape, dtype=F64)
+    expected = riesz(sobolev_matrix(shape[dim], lam, boundary), g, dim)
+    torch.testing.assert_close(T.sobolev(g, lam, dim, boundary), expected, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("shape,dim", SHAPES_AND_DIMS)
+@pytest.mark.parametrize("lam", [1e-4, 0.01, 0.5, 20.0])
+@pytest.mark.parametrize("boundary", T.BOUNDARIES)
+def test_h1_equals_dense_solve(shape, dim, lam, boundary):
+    g = torch.randn(shape, dtype=F64)
+    expected = riesz(h1_matrix(shape[dim], lam, boundary), g, dim)
+    torch.testing.assert_close(T.h1(g, lam, dim, boundary), expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(1,), (2,), (3, 2), (6, 4, 3, 3), (1000,)])
+@pytest.mark.parametrize("sigma", [0.0, 0.5, 3.0])
+def test_laplacian_smooth_equals_dense_inverse(shape, sigma):
+    g = torch.randn(shape, dtype=F64)
+    n = g.numel()
+    lap = torch.roll(torch.eye(n, dtype=F64), 1, 0) + torch.roll(torch.eye(n, dtype=F64), -1, 0) - 2 * torch.eye(n)
+    if n == 1:
+        lap = torch.zeros(1, 1, dtype=F64)
+    expected = torch.linalg.solve(torch.eye(n, dtype=F64) - sigma * lap, g.reshape(-1)).reshape(shape)
+    torch.testing.assert_close(T.laplacian_smooth(g, sigma), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_laplacian_smooth_matches_the_fourier_definition():
+    """DESIGN.md 1c: mode k of the flattened tensor is divided by 1 + 4 sigma sin^2(pi k / n)."""
+    g = torch.randn(16, 8, 3, 3, dtype=F64)
+    n, sigma = g.numel(), 1.5
+    k = torch.arange(n, dtype=F64)
+    expected = torch.fft.ifft(torch.fft.fft(g.reshape(-1)) / (1 + 4 * sigma * torch.sin(math.pi * k / n) ** 2))
+    torch.testing.assert_close(T.laplacian_smooth(g, sigma), expected.real.reshape(g.shape))
+
+
+def test_sobolev_mode_gain_matches_the_documented_scale():
+    """The k-th cosine mode of the zero-mean part is scaled by about 1 / (lam pi^2 k^2)."""
+    c, lam = 256, 0.1
+    x = (torch.arange(c, dtype=F64) + 0.5) / c
+    for k in (1, 2, 3):
+        mode = torch.cos(math.pi * k * x)
+        gain = (T.sobolev(mode, lam) @ mode / (mode @ mode)).item()
+        assert gain == pytest.approx(1 / (lam * math.pi**2 * k**2), rel=0.01)
+        gain_h1 = (T.h1(mode, lam) @ mode / (mode @ mode)).item()
+        assert gain_h1 == pytest.approx(1 / (1 + lam * math.pi**2 * k**2), rel=0.01)
+
+
+def test_h0_with_lam_one_is_the_identity():
+    g = torch.randn(9, 4, 3, 3)
+    torch.testing.assert_close(T.reweighted_h0(g, 1.0), g)
+
+
+def test_h0_hand_derived_case():
+    # mean 2, deviations -1/+1 halved by lam = 2
+    torch.testing.assert_close(T.reweighted_h0(torch.tensor([1.0, 3.0]), 2.0), torch.tensor([1.5, 2.5]))
+
+
+def test_sobolev_hand_derived_two_channels():
+    # C = 2, Neumann: lam * 4 * D^T D g = r with r = (-d, d): g = mean + (-d, d) / (8 lam)
+    g = torch.tensor([1.0, 3.0], dtype=F64)
+    torch.testing.assert_close(T.sobolev(g, 0.25), torch.tensor([2.0 - 0.5, 2.0 + 0.5], dtype=F64))
+
+
+@pytest.mark.parametrize("transform", ["h0", "sobolev", "h1"])
+@pytest.mark.parametrize("boundary", T.BOUNDARIES)
+def test_channel_mean_preserved_linear_and_constant_kept(transform, boundary):
+    fn = {
+        "h0": lambda g, dim=0: T.reweighted_h0(g, 0.3, dim),
+        "sobolev": lambda g, dim=0: T.sobolev(g, 0.3, dim, boundary),
+        "h1": lambda g, dim=0: T.h1(g, 0.3, dim, boundary),
+    }[transform]
+    a, b = torch.randn(12, 5, 3, dtype=F64), torch.randn(12, 5, 3, dtype=F64)
+    torch.testing.assert_close(fn(a, 1).mean(1), a.mean(1))
+    torch.testing.assert_close(fn(2.0 * a - 3.0 * b), 2.0 * fn(a) - 3.0 * fn(b))
+    constant = torch.randn(1, 5, 3, dtype=F64).expand(12, 5, 3)
+    torch.testing.assert_close(fn(constant), constant)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 9), min_size=1, max_size=4),
+    data=st.data(),
+    lam=st.floats(1e-3, 10.0),
+    boundary=st.sampled_from(T.BOUNDARIES),
+)
+def test_property_sobolev_and_h1_match_dense_solve_on_any_axis(shape, data, lam, boundary):
+    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
+    g = torch.randn(shape, dtype=F64)
+    c = shape[dim]
+    torch.testing.assert_close(T.sobolev(g, lam, dim, boundary), riesz(sobolev_matrix(c, lam, boundary), g, dim),
+                               rtol=1e-7, atol=1e-7)
+    torch.testing.assert_close(T.h1(g, lam, dim, boundary), riesz(h1_matrix(c, lam, boundary), g, dim),
+                               rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_dtypes_are_kept_and_half_types_computed_in_float32(dtype):
+    g = torch.randn(64, 8, 3, 3).to(dtype)
+    reference = T.sobolev(g.double(), 0.1)
+    out = T.sobolev(g, 0.1)
+    assert out.dtype == dtype and out.shape == g.shape
+    # rounding the float32 result once to the half type: within one ulp of the half type
+    torch.testing.assert_close(out.double(), reference, rtol=2 * torch.finfo(dtype).eps, atol=1e-6)
+
+
+def test_float32_accuracy_on_wide_layers():
+    g = torch.randn(2048, 64, 3, 3)
+    for fn in (T.sobolev, T.h1):
+        out, ref = fn(g, 0.05), fn(g.double(), 0.05)
+        assert ((out - ref).abs().max() / ref.abs().max()).item() < 1e-5
+
+
+def test_non_contiguous_input_and_input_untouched():
+    g = torch.randn(8, 16, 3, 3).permute(1, 0, 2, 3)  # (16, 8, 3, 3), not contiguous
+    before = g.clone()
+    for fn in (lambda x: T.sobolev(x, 0.2), lambda x: T.h1(x, 0.2), lambda x: T.reweighted_h0(x, 2.0)):
+        torch.testing.assert_close(fn(g), fn(g.contiguous()))
+    torch.testing.assert_close(g, before)
+
+
+def test_chunked_scan_crosses_many_chunks():
+    """C much longer than the scan chunk, including the recursive carry level."""
+    g = torch.randn(3 * 32 * 32 + 5, 2, dtype=F64)
+    c = g.shape[0]
+    torch.testing.assert_close(T.h1(g, 1e-6), riesz(h1_matrix(c, 1e-6, "neumann"), g, 0), rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda g: T.sobolev(g, 0.0), "lam must be a finite number > 0, got 0.0"),
+        (lambda g: T.reweighted_h0(g, -1.0), "lam must be a finite number > 0, got -1.0"),
+        (lambda g: T.h1(g, float("nan")), "lam must be a finite number > 0"),
+        (lambda g: T.laplacian_smooth(g, -0.5), "sigma must be a finite number >= 0, got -0.5"),
+        (lambda g: T.sobolev(g, 0.1, boundary="dirichlet"), "unknown boundary 'dirichlet'; expected one of"),
+        (lambda g: T.sobolev(g, 0.1, dim=4), "dim 4 is out of range"),
+        (lambda g: T.sobolev(g.to(torch.complex64), 0.1), "real floating-point gradient"),
+        (lambda g: T.sobolev(g.to_sparse(), 0.1), "dense"),
+        (lambda g: T.sobolev(g.long(), 0.1), "real floating-point gradient"),
+    ],
+)
+def test_bad_input_is_named(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(torch.randn(4, 3))
+
+
+@pytest.mark.parametrize(
+    "shape,direction,kind,expected",
+    [
+        ((64, 32, 3, 3), "out", "conv", ((64, 32, 3, 3), 0)),
+        ((64, 32, 3, 3), "in", "conv", ((64, 32, 3, 3), 1)),
+        ((64, 32, 3, 3), "spatial", "conv", ((2048, 9), 1)),
+        ((64, 32, 3, 3), "flat", "conv", ((18432,), 0)),
+        ((64, 32, 5), "out", "conv", ((64, 32, 5), 0)),
+        ((8, 4, 3, 3, 3), "spatial", "conv", ((32, 27), 1)),
+        ((32, 64, 4, 4), "out", "conv_transpose", ((32, 64, 4, 4), 1)),
+        ((32, 64, 4, 4), "in", "conv_transpose", ((32, 64, 4, 4), 0)),
+        ((10, 20), "out", "linear", ((10, 20), 0)),
+        ((10, 20), "in", "linear", ((10, 20), 1)),
+        ((10, 20), "spatial", "linear", None),
+        ((16,), "out", "vector", ((16,), 0)),
+        ((16,), "in", "vector", None),
+    ],
+)
+def test_smoothing_view(shape, direction, kind, expected):
+    assert T.smoothing_view(shape, direction, kind) == expected
+
+
+def test_smoothing_view_matches_torch_layer_layouts():
+    conv = torch.nn.Conv2d(6, 12, 3, groups=3)  # weight (out, in/groups, k, k)
+    assert T.smoothing_view(conv.weight.shape, "out", "conv")[0][0] == conv.out_channels
+    tconv = torch.nn.ConvTranspose2d(6, 12, 4)  # weight (in, out/groups, k, k)
+    view, dim = T.smoothing_view(tconv.weight.shape, "out", "conv_transpose")
+    assert view[dim] == tconv.out_channels
+
+
+def test_smoothing_view_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown direction 'diagonal'; expected one of"):
+        T.smoothing_view((4, 4, 3, 3), "diagonal")
+    with pytest.raises(ValueError, match="unknown layer kind 'rnn'"):
+        T.smoothing_view((4, 4, 3, 3), "out", "rnn")
+    with pytest.raises(ValueError, match="a conv parameter has at least 3 dims"):
+        T.smoothing_view((4, 4), "out", "conv")
