@@ -90,9 +90,10 @@ def test_laplacian_smooth_equals_dense_inverse(shape, sigma):
     torch.testing.assert_close(T.laplacian_smooth(g, sigma), expected, rtol=1e-9, atol=1e-9)
 
 
-def test_laplacian_smooth_matches_the_fourier_definition():
+@pytest.mark.parametrize("shape", [(16, 8, 3, 3), (T._FFT_MAX + 3,)])  # the FFT and the recurrence paths
+def test_laplacian_smooth_matches_the_fourier_definition(shape):
     """DESIGN.md 1c: mode k of the flattened tensor is divided by 1 + 4 sigma sin^2(pi k / n)."""
-    g = torch.randn(16, 8, 3, 3, dtype=F64)
+    g = torch.randn(shape, dtype=F64)
     n, sigma = g.numel(), 1.5
     k = torch.arange(n, dtype=F64)
     expected = torch.fft.ifft(torch.fft.fft(g.reshape(-1)) / (1 + 4 * sigma * torch.sin(math.pi * k / n) ** 2))

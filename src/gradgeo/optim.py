@@ -37,7 +37,9 @@ NONFINITE: tuple[str, ...] = ("raise", "skip")
 #: 0.1 keeps the smoothest mode at unit gain); the measured sweeps in results/REPORT.md say what to tune.
 DEFAULT_LAM: dict[str, float] = {"h0": 2.0, "sobolev": 0.1, "h1": 0.01}
 
-_OPTIONS = ("metric", "lam", "direction", "boundary", "sigma", "apply_to")
+# With foreach, gradients up to this size that share a shape are stacked and transformed as one batch:
+# below it the per-call overhead dominates; above it the stacking copies cost more than they save.
+_BATCH_NUMEL = 1 << 16
 
 
 def _validate_options(group: Mapping[str, Any]) -> None:
@@ -136,7 +138,7 @@ class ChannelDirected(Optimizer):
         nonfinite: what to do when a transformed gradient holds NaN or Inf: ``"raise"`` (default; the error
             names the parameter) or ``"skip"`` (skip this step, like ``GradScaler``; ``skipped_steps``
             counts them). Checked on the channel means the transform computes anyway.
-        foreach: batch parameters of equal shape into one transform call (default: on).
+        foreach: batch small parameters of equal shape into one transform call (default: on).
         kinds: parameter -> layer kind (``"conv"``, ``"conv_transpose"``, ``"linear"``, ``"vector"``),
             e.g. from :func:`layer_kinds`. Without it a tensor with 3+ dims counts as a conv weight.
         names: parameter -> name, for error messages (else the base's ``param_names`` when present).
@@ -280,7 +282,8 @@ class ChannelDirected(Optimizer):
             for index, p in enumerate(group["params"]):
                 plan = self._plan(p, group)
                 if plan is not None:
-                    key = (*plan, p.grad.dtype, p.grad.device, None if self.foreach else index)
+                    alone = not self.foreach or p.numel() > _BATCH_NUMEL
+                    key = (*plan, p.grad.dtype, p.grad.device, index if alone else None)
                     batches.setdefault(key, []).append((p, index))
             for (view_shape, dim, *_), members in batches.items():
                 grads = [p.grad for p, _ in members]

@@ -48,11 +48,6 @@ BOUNDARIES: tuple[str, ...] = ("neumann", "periodic")
 DIRECTIONS: tuple[str, ...] = ("out", "in", "spatial", "flat")
 LAYER_KINDS: tuple[str, ...] = ("conv", "conv_transpose", "linear", "vector")
 
-# Chunk length of the blocked exponential scan used by h1 and laplacian_smooth: each chunk is one small
-# triangular matmul, so the Python-level loop runs over C / _CHUNK chunks at each recursion level.
-_CHUNK = 32
-
-
 # --------------------------------------------------------------------------------------------- checks
 
 
@@ -94,10 +89,16 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _as_3d(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """View (or, for non-contiguous input, copy) ``x`` as ``P x C x Q`` with the channel axis in the middle."""
+def _as_3d(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, bool]:
+    """``x`` as a contiguous ``P x C x Q`` tensor with the channel axis in the middle.
+
+    Returns the tensor and whether it is a copy (then the caller writes the result back into ``x``).
+    """
     shape = x.shape
-    return x.reshape(math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1 :]))
+    view = (math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1 :]))
+    if x.is_contiguous():
+        return x.view(view), False
+    return x.contiguous().view(view), True
 
 
 def _pure(kernel, grad: torch.Tensor, strength: float, dim: int, *rest) -> torch.Tensor:
@@ -149,21 +150,22 @@ def reweighted_h0(grad: torch.Tensor, lam: float, dim: int = 0) -> torch.Tensor:
 def sobolev_(x: torch.Tensor, lam: float, dim: int = 0, boundary: Boundary = "neumann") -> torch.Tensor:
     """In place Sobolev (H~1) gradient along ``dim``; returns the channel mean (probe). See :func:`sobolev`."""
     c = x.shape[dim]
-    mean = x.mean(dim, keepdim=True)
+    v, copied = _as_3d(x, dim)
+    mean = v.mean(1, keepdim=True)
     if c == 1:
         return mean
-    # s_c = sum_{j<=c} (x_j - mean): the forward differences of g are v = -s / (lam C^2).
-    s = torch.cumsum(x.sub_(mean), dim)
+    # s_c = sum_{j<=c} (x_j - mean): the forward differences of g are -s / (lam C^2)
+    _scan_(v.sub_(mean), 1.0)
     if boundary == "periodic":
-        # the ring closes: pick the constant of integration so that sum(v) = 0
-        s.sub_(s.mean(dim, keepdim=True))
-    # g = mean - (u - mean(u)) / (lam C^2) with u_c = U_{c-1} (u_0 = 0), U the running sum of s.
-    big_u = torch.cumsum(s, dim)
+        # the ring closes: pick the constant of integration so that the differences sum to 0
+        v.sub_(v.mean(1, keepdim=True))
+    # g_c = mean - (u_c - mean(u)) / (lam C^2) with u_c = sum_{j<c} s_j = total - R_c, R the reverse
+    # running sum of s: so g = mean + (R - mean(R)) / (lam C^2), one reverse scan and one fused pass
+    _scan_(v, 1.0, reverse=True)
     scale = 1.0 / (lam * c * c)
-    u_mean = (big_u.sum(dim, keepdim=True) - big_u.narrow(dim, c - 1, 1)) / c
-    offset = mean + scale * u_mean
-    x.narrow(dim, 0, 1).copy_(offset)
-    torch.add(offset, big_u.narrow(dim, 0, c - 1), alpha=-scale, out=x.narrow(dim, 1, c - 1))
+    torch.add(mean - scale * v.mean(1, keepdim=True), v, alpha=scale, out=v)
+    if copied:
+        x.copy_(v.view(x.shape))
     return mean
 
 
@@ -202,37 +204,62 @@ def sobolev(grad: torch.Tensor, lam: float, dim: int = 0, boundary: Boundary = "
 
 
 def _powers(rho: float, n: int, like: torch.Tensor) -> torch.Tensor:
-    """``[rho^0, rho^1, ..., rho^(n-1)]`` computed in float64, cast to ``like``'s dtype."""
+    """``[rho^0, rho^1, ..., rho^(n-1)]`` computed in float64, cast to ``like``'s dtype and device."""
     return torch.pow(torch.tensor(rho, dtype=torch.float64), torch.arange(n, dtype=torch.float64)).to(
         device=like.device, dtype=like.dtype
     )
 
 
-def _causal_scan(x: torch.Tensor, rho: float) -> torch.Tensor:
-    """``w_c = x_c + rho * w_{c-1}`` (``w_{-1} = 0``) along axis 1 of a ``P x C x Q`` tensor.
+def _scan_(v: torch.Tensor, rho: float, reverse: bool = False) -> None:
+    """In place along axis 1 of a ``P x C x Q`` tensor: ``w_c = v_c + rho w_{c-1}`` (``reverse``: ``w_{c+1}``).
 
-    A blocked scan: each chunk of ``_CHUNK`` channels is one lower-triangular Toeplitz matmul, and the
-    chunk carries (the last value of each chunk) form the same recurrence with ``rho^_CHUNK``, solved
-    recursively. No Python loop over C, no overflow (all weights are powers of ``rho <= 1``).
+    ``rho = 1`` is a cumulative sum. A two-level blocked scan with chunks of ``L ~ sqrt(C)`` rows: first
+    every chunk is scanned at once (L vector operations over all chunks), then the chunk ends are chained
+    (C / L small operations), then each chunk adds ``rho^k`` times the carry of the chunk before it. About
+    three passes over memory and ``3 sqrt(C)`` tensor operations, whatever the axis' stride; torch's own
+    ``cumsum`` along a non-innermost axis walks memory column by column and is tens of times slower.
     """
-    p, c, q = x.shape
-    if c <= _CHUNK:
-        pw = _powers(rho, c, x)
-        lower = torch.tril(pw[(torch.arange(c)[:, None] - torch.arange(c)[None, :]).clamp_(min=0)])
-        return torch.matmul(lower, x)
-    n = -(-c // _CHUNK)
-    padded = torch.nn.functional.pad(x, (0, 0, 0, n * _CHUNK - c)) if n * _CHUNK != c else x
-    blocks = padded.reshape(p * n, _CHUNK, q)
-    local = _causal_scan(blocks, rho).reshape(p, n, _CHUNK, q)
-    ends = local[:, :, -1, :]  # P x n x Q
-    carry = _causal_scan(ends, rho**_CHUNK)  # the true w at the end of every chunk
-    pw = _powers(rho, _CHUNK + 1, x)[1:].view(1, 1, _CHUNK, 1)
-    local[:, 1:].add_(carry[:, :-1, None, :] * pw)
-    return local.reshape(p, n * _CHUNK, q)[:, :c]
+    p, c, q = v.shape
+    if c == 1:
+        return
+    # rows of Q elements: ~sqrt(C) chunks balance the two loops; single elements (Q = 1): short chunks,
+    # so that each operation spans many chunks, and a recursive scan of the chunk ends
+    size = min(c, 32) if q == 1 else max(2, math.isqrt(c))
+    n, r = divmod(c, size)
+    # chunks tile the axis from the start of the scan; a ragged remainder comes last in scan order
+    main = (v[:, r:] if reverse else v[:, : n * size]).view(p, n, size, q)
+    tail = v[:, :r] if reverse else v[:, n * size :]
+    step = -1 if reverse else 1
+    first, last = (size - 1, 0) if reverse else (0, size - 1)
+    for i in range(first + step, last + step, step):
+        main[:, :, i].add_(main[:, :, i - step], alpha=rho)
+    carry = rho**size
+    if n > 64:
+        ends = main[:, :, last].contiguous()
+        _scan_(ends, carry, reverse)
+        main[:, :, last].copy_(ends)
+    else:
+        for k in range(n - 2, -1, -1) if reverse else range(1, n):
+            main[:, k, last].add_(main[:, k - step, last], alpha=carry)
+    pw = _powers(rho, size + 1, v)
+    ends = main[:, :, last].unsqueeze(2)  # P x n x 1 x Q: the scan's value at every chunk end
+    if n > 1:
+        rest = slice(0, size - 1) if not reverse else slice(1, size)
+        weights = (pw[1:size] if not reverse else pw[1:size].flip(0)).view(1, 1, size - 1, 1)
+        if reverse:
+            main[:, :-1, rest].addcmul_(ends[:, 1:], weights)
+        else:
+            main[:, 1:, rest].addcmul_(ends[:, :-1], weights)
+    if r:
+        for j in (range(r - 2, -1, -1) if reverse else range(1, r)):
+            tail[:, j].add_(tail[:, j - step], alpha=rho)
+        boundary = ends[:, 0] if reverse else ends[:, -1]  # P x 1 x Q
+        weights = (pw[1 : r + 1].flip(0) if reverse else pw[1 : r + 1]).view(1, r, 1)
+        tail.addcmul_(boundary, weights)
 
 
 def _tridiagonal_solve_(x: torch.Tensor, a: float, boundary: Boundary, dim: int) -> torch.Tensor:
-    """In place: ``x <- (I + a D^T D)^{-1} x`` along ``dim``; returns a probe (the last channel).
+    """In place: ``x <- (I + a D^T D)^{-1} x`` along ``dim``; returns a probe.
 
     ``(1 + 2a) - a (S + S^-1) = (a / rho) (1 - rho S)(1 - rho S^-1)`` with ``rho < 1`` the small root of
     ``rho + 1/rho = (1 + 2a) / a``, so the inverse is a causal then an anti-causal exponential recurrence
@@ -245,19 +272,24 @@ def _tridiagonal_solve_(x: torch.Tensor, a: float, boundary: Boundary, dim: int)
     root = math.sqrt(1.0 + 4.0 * a)
     rho = 2.0 * a / ((1.0 + 2.0 * a) + root)  # = small root, without cancellation for large a
     gain = 2.0 / ((1.0 + 2.0 * a) + root)  # = rho / a
-    v = _as_3d(x, dim)
-    pw = _powers(rho, c + 1, v).view(1, c + 1, 1)
-    w = _causal_scan(v, rho)
+    v, copied = _as_3d(x, dim)
+    pw = _powers(rho, c + 1, v)
+    if boundary == "neumann":
+        forward = torch.matmul(pw[:c].view(1, c), v)  # sum_k rho^k x_k, P x 1 x Q
+    _scan_(v, rho)
     if boundary == "periodic":
-        w_init = w[:, -1:, :] / (1.0 - rho**c)
+        w_init = v[:, -1:] / (1.0 - rho**c)
     else:
-        forward = (pw[:, :c] * v).sum(1, keepdim=True)  # sum_k rho^k x_k
-        w_init = (forward + rho**c * w[:, -1:, :]) / (1.0 - rho ** (2 * c))
-    w.add_(pw[:, 1:] * w_init)
-    y = _causal_scan(w.flip(1), rho).flip(1)  # anti-causal: y_c = w_c + rho y_{c+1}, y_C = 0
-    y_end = y[:, :1, :] / (1.0 - rho**c) if boundary == "periodic" else w[:, -1:, :] / (1.0 - rho)
-    y.add_(pw[:, 1:].flip(1) * y_end).mul_(gain)
-    x.copy_(y.view(x.shape))
+        w_init = (forward + rho**c * v[:, -1:]) / (1.0 - rho ** (2 * c))
+    v.addcmul_(pw[1:].view(1, c, 1), w_init)
+    if boundary == "neumann":
+        y_end = v[:, -1:] / (1.0 - rho)
+    _scan_(v, rho, reverse=True)  # anti-causal: y_c = w_c + rho y_{c+1}, y_C = 0
+    if boundary == "periodic":
+        y_end = v[:, :1] / (1.0 - rho**c)
+    v.addcmul_(pw[1:].flip(0).view(1, c, 1), y_end).mul_(gain)
+    if copied:
+        x.copy_(v.view(x.shape))
     return y_end
 
 
@@ -290,20 +322,35 @@ def h1(grad: torch.Tensor, lam: float, dim: int = 0, boundary: Boundary = "neuma
 # ------------------------------------------------------------------------------- Laplacian smoothing
 
 
+# Up to this length the FFT form of the Laplacian smoothing is faster than the recurrences (per-call
+# overhead); beyond it the O(n) recurrences win (benchmarks/transforms.py). Both are exact.
+_FFT_MAX = 1 << 17
+
+
 def laplacian_smooth_(x: torch.Tensor, sigma: float, dim: int = 0) -> torch.Tensor:
     """In place ``x <- (I - sigma L)^{-1} x`` along ``dim`` (periodic L); returns a probe.
 
     :func:`laplacian_smooth` applies it to the flattened tensor, as LS-SGD does.
     """
-    return _tridiagonal_solve_(x, sigma, "periodic", dim)
+    n = x.shape[dim]
+    if n > _FFT_MAX or n == 1 or sigma == 0.0:
+        return _tridiagonal_solve_(x, sigma, "periodic", dim)
+    k = torch.arange(n // 2 + 1, device=x.device, dtype=torch.float64)
+    shape = [1] * x.dim()
+    shape[dim] = n // 2 + 1
+    denominator = (1 + 4 * sigma * torch.sin(math.pi * k / n) ** 2).to(x.dtype).view(shape)
+    smoothed = torch.fft.irfft(torch.fft.rfft(x, dim=dim) / denominator, n=n, dim=dim)
+    x.copy_(smoothed)
+    return smoothed.narrow(dim, 0, 1)
 
 
 def laplacian_smooth(grad: torch.Tensor, sigma: float) -> torch.Tensor:
     """Laplacian smoothing gradient (LS-SGD, Osher et al. 2018): ``(I - sigma L)^{-1}`` on the flat tensor.
 
     The tensor is flattened row-major to length n and ``L`` is the periodic 1-D discrete Laplacian: in
-    Fourier space mode k is divided by ``1 + 4 sigma sin^2(pi k / n)``. Computed here without an FFT, as
-    the equivalent periodic tridiagonal solve by two exponential recurrences (O(n), real arithmetic).
+    Fourier space mode k is divided by ``1 + 4 sigma sin^2(pi k / n)``. Computed with a real FFT for
+    small tensors and, above 2^17 elements where it is faster, as the equivalent periodic tridiagonal
+    solve by two exponential recurrences (O(n), real arithmetic).
     ``sigma = 0`` is the identity.
 
     Args:
