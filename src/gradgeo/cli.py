@@ -1,0 +1,155 @@
+"""The ``gradgeo`` command line: ``train``, ``compare``, ``analyze`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+
+from gradgeo.engine import TrainConfig
+
+__all__ = ["main"]
+
+_HELP = {
+    "dataset": "fashion-mnist, mnist, cifar10 or cifar100",
+    "data_dir": "folder with the dataset files (default: the standard places, see README)",
+    "model": "small_cnn, resnet20/32/56, vgg11/16",
+    "width": "channel width multiplier",
+    "optimizer": "optimizer spec, e.g. sgd, sgd+sobolev:lam=0.1, adam:lr=1e-3+h0:lam=2",
+    "schedule": "cosine, step or constant",
+    "augment": "random crop + flip (default: on for CIFAR)",
+    "train_size": "train on a stratified subset of this many images",
+    "val_size": "carve this many training images out as a validation set",
+    "compile": "torch.compile the model",
+    "device": "auto, cpu, cuda, cuda:1, ...",
+}
+DEMO_SPECS = ("sgd", "sgd+h0:lam=2", "sgd+sobolev:lam=0.1", "sgd+h1:lam=0.01")
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field, typed from its annotation, with the field's default."""
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default
+        kind = hints[field.name]
+        options = [a for a in typing.get_args(kind) if a is not type(None)] if isinstance(
+            kind, types.UnionType) else [kind]
+        help_text = _HELP.get(field.name, "") + f" (default: {default})"
+        if options[0] is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            parser.add_argument(flag, type=options[0], default=default, help=help_text)
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}).validate()
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from gradgeo.engine import train
+
+    train(_config(args), args.out, resume=args.resume, progress=False if args.quiet else None,
+          log=None if args.quiet else print)
+    print(f"metrics and checkpoint in {args.out}")
+
+
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from gradgeo.compare import compare
+
+    seeds = args.seed_list if args.seed_list else list(range(args.seeds))
+    compare(args.specs, seeds, _config(args), args.out, jobs=args.jobs,
+            progress=False if args.quiet else None)
+    print(f"summary.json, summary.csv and curves.png in {args.out}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from gradgeo.compare import compare
+
+    config = TrainConfig(dataset="fashion-mnist", data_dir=args.data_dir, model="small_cnn", epochs=args.epochs,
+                             train_size=args.train_size, batch_size=64, lr=0.05)
+    print(f"gradgeo demo: {len(DEMO_SPECS)} optimizers x {args.seeds} seeds, small CNN, Fashion-MNIST "
+          f"({args.train_size} training images, {args.epochs} epochs, batch 64)")
+    compare(DEMO_SPECS, list(range(args.seeds)), config, args.out, jobs=args.jobs, progress=False)
+    print(f"summary.json, summary.csv and curves.png in {args.out}")
+
+
+def _cmd_analyze(args: argparse.Namespace) -> None:
+    from gradgeo.analyze import analyze_checkpoint
+
+    report = analyze_checkpoint(args.checkpoint, batches=args.batches)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"{'layer':<28} {'shape':<18} {'adj corr out':>12} {'adj corr in':>11} {'|corr| out':>10} "
+          f"{'|corr| in':>9}")
+    for r in report["correlation"]:
+        print(f"{r['layer']:<28} {'x'.join(map(str, r['shape'])):<18} {r['adjacent_out']:>12.3f} "
+              f"{r['adjacent_in']:>11.3f} {r['all_pairs_out']:>10.3f} {r['all_pairs_in']:>9.3f}")
+    print(f"\nstochastic gradient of the conv weights over {args.batches} batches (relative variance, lower is "
+          "less noisy)")
+    for r in report["gradient_noise"]:
+        print(f"  {r['metric']:<10} lam {r['lam']:<6g} {r['relative_variance']:.4f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gradgeo", description="Channel-directed gradients and OSGD for CNNs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train one run", description="Train one run; prints a per-epoch table.")
+    _add_config_arguments(p)
+    p.add_argument("--out", type=Path, default=Path("runs/train"), help="output folder (default: runs/train)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--quiet", action="store_true", help="no table, no progress bars")
+    p.set_defaults(run=_cmd_train)
+
+    p = sub.add_parser("compare", help="optimizer specs x seeds, with a table and a plot",
+                       description="Run every spec with every seed (resumable), then a table of mean ± 95%% CI "
+                                   "and a paired test against the first spec.")
+    p.add_argument("specs", nargs="+", help="optimizer specs; the first is the baseline")
+    _add_config_arguments(p)
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
+    p.add_argument("--seed-list", type=int, nargs="+", help="explicit seeds instead of --seeds")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default: 1)")
+    p.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder (default: runs/compare)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=_cmd_compare)
+
+    p = sub.add_parser("analyze", help="channel correlations and gradient noise of a checkpoint")
+    p.add_argument("checkpoint", type=Path, help="a checkpoint.pt written by gradgeo train or compare")
+    p.add_argument("--batches", type=int, default=8, help="mini-batches for the gradient noise (default: 8)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(run=_cmd_analyze)
+
+    p = sub.add_parser("demo", help="a short comparison on Fashion-MNIST (a few minutes on 2 CPU cores)")
+    p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--train-size", type=int, default=10000)
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError) as error:  # includes DatasetNotFoundError
+        print(f"gradgeo {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Compare optimizer specs over several seeds: resumable runs, a table with 95% CIs, a paired test, a plot.
+
+Layout of a comparison folder::
+
+    OUT/plan.json                       what was asked (specs, seeds, the shared configuration)
+    OUT/runs/<spec>/seed-<k>/...        one training run each (metrics.jsonl, checkpoint.pt, result.json)
+    OUT/summary.json, OUT/summary.csv   the table, machine-readable
+    OUT/curves.png                      test accuracy and training loss per epoch, mean and 95% CI band
+
+Running the same command again skips finished runs and resumes interrupted ones from their checkpoint.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import dataclasses
+import json
+import multiprocessing
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gradgeo.engine import RESULT, TrainConfig, load_splits, train
+from gradgeo.factory import parse_spec
+from gradgeo.stats import Summary, mean_ci, paired_test
+
+__all__ = ["compare", "run_dir", "summarize"]
+
+
+def _slug(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+=-]", "_", spec)
+
+
+def run_dir(out: Path, spec: str, seed: int) -> Path:
+    """Where the run of ``spec`` with ``seed`` lives inside a comparison folder."""
+    return out / "runs" / _slug(spec) / f"seed-{seed}"
+
+
+def _run_config(base: TrainConfig, spec: str, seed: int) -> TrainConfig:
+    return dataclasses.replace(base, optimizer=spec, seed=seed)
+
+
+def _worker(config: dict[str, Any], directory: str, threads: int) -> str:
+    torch.set_num_threads(threads)
+    train(TrainConfig(**config), directory, resume=True, progress=False, log=None)
+    return directory
+
+
+def compare(
+    specs: Sequence[str],
+    seeds: Sequence[int],
+    base: TrainConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    jobs: int = 1,
+    log: Callable[[str], None] = print,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Train every spec with every seed (skipping finished runs), then write and return the summary.
+
+    The first spec is the baseline of the paired comparison. Runs with the same seed share the
+    initialization and the data order, so differences are paired.
+
+    Args:
+        specs: optimizer spec strings (see :func:`gradgeo.factory.parse_spec`).
+        seeds: the seeds; every spec runs with each.
+        base: the shared configuration (its ``optimizer`` and ``seed`` are replaced per run).
+        out_dir: the comparison folder.
+        jobs: runs in parallel processes (each gets ``cores // jobs`` threads).
+        log: receives progress lines and the final table.
+        progress: tqdm bars for sequential runs; default only on a terminal.
+
+    Returns:
+        The summary (also written to ``summary.json``).
+    """
+    if not specs:
+        raise ValueError("compare needs at least one optimizer spec")
+    if len(set(specs)) != len(specs):
+        raise ValueError(f"duplicate optimizer specs in {list(specs)}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"compare needs distinct seeds, got {list(seeds)}")
+    for spec in specs:
+        parse_spec(spec)
+    base.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = {"specs": list(specs), "seeds": list(seeds), "config": dataclasses.asdict(base)}
+    plan_path = out / "plan.json"
+    if plan_path.exists():
+        previous = json.loads(plan_path.read_text())
+        if previous["config"] != plan["config"]:
+            raise ValueError(f"{out} holds a comparison with another configuration; pick a new --out folder")
+    plan_path.write_text(json.dumps(plan, indent=2) + "\n")
+
+    todo = [(spec, seed) for seed in seeds for spec in specs
+            if not (run_dir(out, spec, seed) / RESULT).exists()]
+    done = len(specs) * len(seeds) - len(todo)
+    log(f"{len(specs)} specs x {len(seeds)} seeds: {done} runs finished, {len(todo)} to go -> {out}")
+    if jobs > 1 and len(todo) > 1:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            futures = {pool.submit(_worker, dataclasses.asdict(_run_config(base, spec, seed)),
+                                   str(run_dir(out, spec, seed)), threads): (spec, seed) for spec, seed in todo}
+            for future in concurrent.futures.as_completed(futures):
+                spec, seed = futures[future]
+                future.result()
+                done += 1
+                log(f"[{done}/{len(specs) * len(seeds)}] {spec} seed {seed}: {_final(out, spec, seed)}")
+    else:
+        splits = load_splits(base) if todo else None
+        for spec, seed in todo:
+            train(_run_config(base, spec, seed), run_dir(out, spec, seed), resume=True, progress=progress,
+                  log=None, splits=splits)
+            done += 1
+            log(f"[{done}/{len(specs) * len(seeds)}] {spec} seed {seed}: {_final(out, spec, seed)}")
+    summary = summarize(out, specs, seeds)
+    log(format_table(summary))
+    return summary
+
+
+def _final(out: Path, spec: str, seed: int) -> str:
+    result = json.loads((run_dir(out, spec, seed) / RESULT).read_text())
+    return f"final test acc {result['final_test_acc'] * 100:.2f}%"
+
+
+def _histories(out: Path, spec: str, seeds: Sequence[int]) -> list[list[dict[str, Any]]]:
+    return [json.loads((run_dir(out, spec, seed) / RESULT).read_text())["history"] for seed in seeds]
+
+
+def summarize(out_dir: str | os.PathLike[str], specs: Sequence[str], seeds: Sequence[int]) -> dict[str, Any]:
+    """Per spec: final and best test accuracy (and final validation accuracy when there is a validation
+    split) as mean ± 95% CI over seeds, the paired difference to the first spec, and the curves plot."""
+    out = Path(out_dir)
+    rows = []
+    finals: dict[str, list[float]] = {}
+    for spec in specs:
+        histories = _histories(out, spec, seeds)
+        final = [h[-1]["test_acc"] for h in histories]
+        best = [max(r["test_acc"] for r in h) for h in histories]
+        finals[spec] = final
+        row: dict[str, Any] = {"spec": spec, "n": len(final), "final_test_acc": dataclasses.asdict(mean_ci(final)),
+                               "best_test_acc": dataclasses.asdict(mean_ci(best)), "final_per_seed": final}
+        if histories[0][-1].get("val_acc") is not None:
+            row["final_val_acc"] = dataclasses.asdict(mean_ci([h[-1]["val_acc"] for h in histories]))
+        if spec != specs[0]:
+            test = paired_test(final, finals[specs[0]])
+            row["vs_baseline"] = {"difference": dataclasses.asdict(test.difference), "p_value": test.p_value}
+        rows.append(row)
+    summary = {"baseline": specs[0], "seeds": list(seeds), "rows": rows}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["spec", "n", "final_test_acc_mean", "final_test_acc_ci95", "best_test_acc_mean",
+                         "best_test_acc_ci95", "diff_vs_baseline", "diff_ci95", "p_value"])
+        for r in rows:
+            vs = r.get("vs_baseline", {"difference": {"mean": 0.0, "half_width": 0.0}, "p_value": ""})
+            writer.writerow([r["spec"], r["n"], r["final_test_acc"]["mean"], r["final_test_acc"]["half_width"],
+                             r["best_test_acc"]["mean"], r["best_test_acc"]["half_width"],
+                             vs["difference"]["mean"], vs["difference"]["half_width"], vs["p_value"]])
+    plot_curves(out, specs, seeds, out / "curves.png")
+    return summary
+
+
+def _fmt(summary: dict[str, Any]) -> str:
+    return Summary(**summary).format()
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The summary as a fixed-width table (accuracies in %, ± the 95% CI half-width)."""
+    has_val = any("final_val_acc" in r for r in summary["rows"])
+    width = max(28, *(len(r["spec"]) for r in summary["rows"]))
+    header = f"{'optimizer':<{width}} {'n':>2} {'final test acc':>15} {'best test acc':>15}"
+    header += f" {'final val acc':>15}" if has_val else ""
+    header += f" {'diff vs ' + summary['baseline']:>20} {'p':>7}"
+    lines = [header, "-" * len(header)]
+    for r in summary["rows"]:
+        line = f"{r['spec']:<{width}} {r['n']:>2} {_fmt(r['final_test_acc']):>15} {_fmt(r['best_test_acc']):>15}"
+        line += f" {_fmt(r['final_val_acc']):>15}" if has_val else ""
+        if "vs_baseline" in r:
+            d = r["vs_baseline"]
+            line += f" {_fmt(d['difference']):>20} {d['p_value']:>7.3f}"
+        else:
+            line += f" {'(baseline)':>20} {'':>7}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def plot_curves(out: Path, specs: Sequence[str], seeds: Sequence[int], path: Path) -> None:
+    """Test accuracy and training loss per epoch: mean over seeds with a 95% CI band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    for spec in specs:
+        histories = _histories(out, spec, seeds)
+        epochs = [r["epoch"] for r in histories[0]]
+        for ax, key, scale in ((ax_acc, "test_acc", 100), (ax_loss, "train_loss", 1)):
+            stats = [mean_ci([h[i][key] * scale for h in histories]) for i in range(len(epochs))]
+            mean = [s.mean for s in stats]
+            ax.plot(epochs, mean, label=spec)
+            if len(seeds) > 1:
+                ax.fill_between(epochs, [s.mean - s.half_width for s in stats],
+                                [s.mean + s.half_width for s in stats], alpha=0.2)
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"test accuracy, mean ± 95% CI ({len(seeds)} seeds)")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", yscale="log", title="training loss")
+    ax_acc.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

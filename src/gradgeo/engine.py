@@ -1,0 +1,252 @@
+"""The training engine: one readable loop, one hyper-parameter record, resumable to the identical result.
+
+The data sits in memory (on the device), batches are augmented as tensors, the optimizer comes from a
+spec string (:mod:`gradgeo.factory`). Every epoch appends a line to ``metrics.jsonl`` and writes an
+atomic checkpoint; a run is finished when ``result.json`` exists. Randomness is derived from
+``(seed, epoch)`` alone, so ``resume=True`` continues to the same numbers as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradgeo.data import Augment, DatasetSplits, load_dataset
+from gradgeo.factory import create_optimizer, parse_spec
+from gradgeo.models import build_model
+
+__all__ = ["SCHEDULES", "TrainConfig", "evaluate", "load_splits", "train"]
+
+SCHEDULES = ("cosine", "step", "constant")
+CHECKPOINT, METRICS, RESULT = "checkpoint.pt", "metrics.jsonl", "result.json"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every hyper-parameter of a run, in one record (saved with each checkpoint and result)."""
+
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    model: str = "small_cnn"
+    width: float = 1.0
+    optimizer: str = "sgd"  # a spec: "sgd", "sgd+sobolev:lam=0.1", "adam:lr=1e-3+h0:lam=2", ...
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    epochs: int = 10
+    batch_size: int = 128
+    schedule: str = "cosine"  # per-iteration cosine to 0, "step" (x0.1 at 50% and 75%), or "constant"
+    label_smoothing: float = 0.0
+    augment: bool | None = None  # None: crop + flip for CIFAR, none for the 28x28 sets
+    train_size: int | None = None  # a stratified subset of the training set, for short runs
+    val_size: int = 0  # images carved from the training set for validation (tuning never sees the test set)
+    seed: int = 0
+    compile: bool = False
+    device: str = "auto"  # "auto": cuda when available
+
+    def validate(self) -> TrainConfig:
+        """Raise a ValueError naming the bad field and the accepted values."""
+        parse_spec(self.optimizer)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("lr", "width"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.weight_decay < 0 or self.momentum < 0 or self.val_size < 0:
+            raise ValueError("weight_decay, momentum and val_size must be >= 0")
+        return self
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+def load_splits(config: TrainConfig) -> DatasetSplits:
+    """The dataset of a config: subset and validation split applied (both fixed by the seed 0, not the run's
+    seed, so every run of a comparison sees the same images)."""
+    splits = load_dataset(config.dataset, config.data_dir)
+    if config.val_size:
+        splits = splits.split_validation(config.val_size, seed=0)
+    if config.train_size:
+        splits = splits.subset(config.train_size, seed=0)
+    return splits
+
+
+def _lr_lambda(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "cosine":
+        return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    if config.schedule == "step":
+        return lambda step: 0.1 ** ((step >= total // 2) + (step >= (3 * total) // 4))
+    return lambda step: 1.0
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, splits: DatasetSplits, split: str, batch_size: int = 1000) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of ``model`` on a split (``"train"``, ``"val"``, ``"test"``)."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    dtype = next(model.parameters()).dtype
+    for x, y in splits.loader(split, batch_size, shuffle=False, dtype=dtype).epoch(0):
+        logits = model(x).float()
+        total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        count += len(y)
+    model.train(was_training)
+    return {"loss": total_loss / count, "acc": correct / count}
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if path.suffix == ".json":
+            Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")
+        else:
+            torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _progress(iterable, total: int, description: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=description, leave=False, dynamic_ncols=True)
+
+
+TABLE_HEADER = f"{'epoch':>5} {'train loss':>10} {'train acc':>9} {'val acc':>8} {'test loss':>9} {'test acc':>8} " \
+               f"{'lr':>9} {'time s':>7}"
+
+
+def format_row(row: dict[str, Any]) -> str:
+    val = f"{row['val_acc'] * 100:7.2f}%" if row.get("val_acc") is not None else f"{'-':>8}"
+    return (f"{row['epoch']:>5} {row['train_loss']:>10.4f} {row['train_acc'] * 100:>8.2f}% {val} "
+            f"{row['test_loss']:>9.4f} {row['test_acc'] * 100:>7.2f}% {row['lr']:>9.2e} {row['time']:>7.1f}")
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    resume: bool = False,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = print,
+    splits: DatasetSplits | None = None,
+    stop_after: int | None = None,
+) -> list[dict[str, Any]]:
+    """Train one run and return its per-epoch metrics.
+
+    Args:
+        config: the run's hyper-parameters.
+        out_dir: where ``metrics.jsonl``, ``checkpoint.pt`` and ``result.json`` go (``None``: nowhere).
+        resume: continue from ``out_dir/checkpoint.pt`` if it exists (to the identical result).
+        progress: tqdm bars; default: only on a terminal.
+        log: receives the fixed-width table lines (``None``: silent).
+        splits: the loaded dataset, to share one load across runs (must match ``config``).
+        stop_after: stop after this many epochs in total (simulates an interruption; no result.json).
+
+    Returns:
+        One dict per epoch: ``epoch``, ``train_loss``, ``train_acc``, ``val_acc``, ``test_loss``,
+        ``test_acc``, ``lr``, ``time``.
+    """
+    config.validate()
+    device = config.resolved_device()
+    progress = sys.stderr.isatty() if progress is None else progress
+    splits = (splits or load_splits(config)).to(device)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(config.seed)
+    model_args = {"num_classes": splits.num_classes, "in_channels": splits.image_shape[0]}
+    model = build_model(config.model, width=config.width, **model_args).to(device)
+    optimizer = create_optimizer(model, config.optimizer, lr=config.lr, momentum=config.momentum,
+                                 nesterov=config.nesterov or None, weight_decay=config.weight_decay)
+    augment = config.augment if config.augment is not None else config.dataset.startswith("cifar")
+    loader = splits.loader("train", config.batch_size, shuffle=True, drop_last=True, seed=config.seed,
+                           augment=Augment(padding=4, flip=True) if augment else None)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, len(loader)))
+    forward = torch.compile(model) if config.compile else model
+
+    history: list[dict[str, Any]] = []
+    checkpoint_path = out / CHECKPOINT if out is not None else None
+    if resume and checkpoint_path is not None and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        if state["config"] != dataclasses.asdict(config):
+            raise ValueError(f"{checkpoint_path} was written by another configuration; use a new --out folder "
+                             "or drop --resume to start over")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history = state["history"]
+    if out is not None:  # the metrics file always matches the checkpoint it sits beside
+        (out / METRICS).write_text("".join(json.dumps(row) + "\n" for row in history))
+
+    if log is not None:
+        log(TABLE_HEADER)
+        for row in history:
+            log(format_row(row))
+    last_epoch = config.epochs if stop_after is None else min(stop_after, config.epochs)
+    for epoch in range(len(history), last_epoch):
+        started = time.perf_counter()
+        torch.manual_seed(config.seed * 100_003 + epoch)  # any randomness inside the model, per epoch
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        lr = optimizer.param_groups[0]["lr"]
+        batches = _progress(loader.epoch(epoch), len(loader), f"epoch {epoch + 1}/{config.epochs}", progress)
+        for x, y in batches:
+            logits = forward(x)
+            loss = nn.functional.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen,
+                               "train_acc": correct.item() / seen,
+                               "val_acc": evaluate(model, splits, "val")["acc"] if config.val_size else None}
+        test = evaluate(model, splits, "test")
+        row.update(test_loss=test["loss"], test_acc=test["acc"], lr=lr, time=time.perf_counter() - started)
+        history.append(row)
+        if log is not None:
+            log(format_row(row))
+        if out is not None:
+            with open(out / METRICS, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            _atomic_save({"config": dataclasses.asdict(config), "model_args": model_args, "model": model.state_dict(),
+                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                          "history": history}, checkpoint_path)
+    if out is not None and len(history) == config.epochs:
+        _atomic_save({"config": dataclasses.asdict(config), "history": history,
+                      "final_test_acc": history[-1]["test_acc"],
+                      "best_test_acc": max(r["test_acc"] for r in history)}, out / RESULT)
+    return history

@@ -1,0 +1,165 @@
+"""Optimizers from spec strings: ``"sgd"``, ``"sgd+sobolev:lam=0.5"``, ``"adamw:lr=1e-3+h0:lam=2"``.
+
+A spec is ``BASE[:key=value,...][+METRIC[:key=value,...]]``. ``BASE`` is one of :data:`BASES`; its options
+(``lr``, ``momentum``, ``weight_decay``, ``nesterov``, ``betas``...) override the keyword defaults given to
+:func:`create_optimizer`. ``METRIC`` is one of :data:`gradgeo.optim.METRICS` with the options of
+:class:`~gradgeo.optim.ChannelDirected` (``lam``, ``direction``, ``boundary``, ``sigma``, ``apply_to`` as
+``conv/linear/vector``). The same strings drive the command line (``gradgeo compare``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradgeo.optim import METRICS, ChannelDirected, layer_kinds
+
+__all__ = ["BASES", "OptimizerSpec", "create_optimizer", "parse_spec"]
+
+BASES: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
+}
+# options each base understands, from the spec string or the keyword defaults
+_BASE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "sgd": ("lr", "momentum", "weight_decay", "nesterov", "dampening"),
+    "adam": ("lr", "betas", "eps", "weight_decay", "amsgrad"),
+    "adamw": ("lr", "betas", "eps", "weight_decay", "amsgrad"),
+    "rmsprop": ("lr", "alpha", "eps", "weight_decay", "momentum", "centered"),
+    "adagrad": ("lr", "lr_decay", "weight_decay", "eps"),
+}
+_METRIC_OPTIONS = ("lam", "direction", "boundary", "sigma", "apply_to")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    """A parsed optimizer spec: the base optimizer and the optional channel metric with their options."""
+
+    base: str
+    base_options: dict[str, Any]
+    metric: str
+    metric_options: dict[str, Any]
+    text: str
+
+    @property
+    def label(self) -> str:
+        """The spec as written: a stable name for tables, plots and result folders."""
+        return self.text
+
+
+def _value(text: str) -> Any:
+    """Spec values: numbers, booleans, ``a/b`` tuples (``betas=0.9/0.99``, ``apply_to=conv/linear``)."""
+    if "/" in text:
+        return tuple(_value(part) for part in text.split("/"))
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _options(part: str, allowed: tuple[str, ...], where: str, spec: str) -> tuple[str, dict[str, Any]]:
+    name, _, rest = part.partition(":")
+    name = name.strip().lower()
+    options: dict[str, Any] = {}
+    for item in filter(None, (i.strip() for i in rest.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not value.strip():
+            raise ValueError(f"bad option {item!r} in optimizer spec {spec!r}: write key=value")
+        if key not in allowed:
+            raise ValueError(f"unknown option {key!r} for {where} {name!r} in spec {spec!r}; accepted: {allowed}")
+        options[key] = _value(value.strip())
+    return name, options
+
+
+def parse_spec(spec: str) -> OptimizerSpec:
+    """Parse ``BASE[:k=v,...][+METRIC[:k=v,...]]`` with a clear error for anything unknown.
+
+    Example:
+        >>> parse_spec("sgd:lr=0.1+sobolev:lam=0.5,boundary=periodic").metric_options
+        {'lam': 0.5, 'boundary': 'periodic'}
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"an optimizer spec is a non-empty string like 'sgd+sobolev:lam=0.5', got {spec!r}")
+    parts = spec.strip().split("+")
+    if len(parts) > 2:
+        raise ValueError(f"optimizer spec {spec!r} has more than one '+': write BASE[+METRIC]")
+    base_name = parts[0].partition(":")[0].strip().lower()
+    if base_name not in BASES:
+        raise ValueError(f"unknown base optimizer {base_name!r} in spec {spec!r}; expected one of {tuple(BASES)}")
+    base, base_options = _options(parts[0], _BASE_OPTIONS[base_name], "optimizer", spec)
+    metric, metric_options = "none", {}
+    if len(parts) == 2:
+        metric_name = parts[1].partition(":")[0].strip().lower()
+        if metric_name not in METRICS:
+            raise ValueError(f"unknown metric {metric_name!r} in spec {spec!r}; expected one of {METRICS}")
+        metric, metric_options = _options(parts[1], _METRIC_OPTIONS, "metric", spec)
+    if "apply_to" in metric_options and isinstance(metric_options["apply_to"], str):
+        metric_options["apply_to"] = (metric_options["apply_to"],)
+    return OptimizerSpec(base, base_options, metric, metric_options, spec.strip())
+
+
+def _decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on weights only: biases and norm parameters (all 1-D tensors) get none."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.dim() <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def create_optimizer(
+    model: nn.Module,
+    spec: str | OptimizerSpec,
+    *,
+    lr: float | None = None,
+    weight_decay: float = 0.0,
+    exclude_from_decay: bool = True,
+    nonfinite: str = "raise",
+    foreach: bool | None = None,
+    **defaults: Any,
+) -> torch.optim.Optimizer:
+    """Build the optimizer a spec string names, for ``model`` (timm's ``create_optimizer_v2`` style).
+
+    Keyword arguments are defaults that options written in the spec override; a default the base does not
+    take (``momentum`` for Adam) is ignored, an option no base takes is an error. Weight decay skips biases
+    and norm parameters unless ``exclude_from_decay=False``. A spec with a metric returns a
+    :class:`~gradgeo.optim.ChannelDirected` that knows every parameter's module type; without one, the
+    bare torch optimizer.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
+        >>> opt = create_optimizer(model, "sgd+sobolev:lam=0.1", lr=0.1, momentum=0.9, weight_decay=5e-4)
+    """
+    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    known = {k for accepted in _BASE_OPTIONS.values() for k in accepted}
+    unknown = sorted(set(defaults) - known)
+    if unknown:
+        raise ValueError(f"unknown optimizer options {unknown}; accepted: {sorted(known)}")
+    # a default that another base understands (momentum for a list mixing sgd and adam) is dropped here
+    accepted = _BASE_OPTIONS[parsed.base]
+    options = {k: v for k, v in {"lr": lr, **defaults}.items() if v is not None and k in accepted}
+    options.update(parsed.base_options)
+    wd = options.pop("weight_decay", weight_decay)
+    if "lr" not in options:
+        raise ValueError(f"no learning rate for spec {parsed.text!r}: pass lr=... or write {parsed.base}:lr=...")
+    groups = _decay_groups(model, wd) if exclude_from_decay else [
+        {"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": wd}]
+    base = BASES[parsed.base](groups, **options)
+    if parsed.metric == "none":
+        return base
+    names = {p: n for n, p in model.named_parameters()}
+    return ChannelDirected(base, parsed.metric, **parsed.metric_options, nonfinite=nonfinite, foreach=foreach,
+                           kinds=layer_kinds(model), names=names)
