@@ -450,3 +450,6 @@ def test_rejects_bad_arguments():
         osgd.backward(losses, [*params, frozen])
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         osgd.backward(losses, params, eps=2.0)
+    elsewhere = nn.Parameter(torch.empty(2, device="meta"))
+    with pytest.raises(ValueError, match=r"one device.*granularity='tensor'"):
+        osgd.backward(losses, [*params, elsewhere])

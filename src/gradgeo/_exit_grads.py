@@ -110,12 +110,18 @@ def exit_gradients(
 
 
 def exit_gradient_matrix(
-    losses: Sequence[torch.Tensor], params: Sequence[torch.Tensor], who: str
+    losses: Sequence[torch.Tensor], params: Sequence[torch.Tensor], who: str, device_hint: str = ""
 ) -> tuple[torch.Tensor, list[bool]]:
     """The K x N matrix whose row k is exit k's gradient over all ``params`` flattened and concatenated.
 
     Rows are filled one exit at a time, so the peak memory is the K x N buffer plus one exit's gradients.
     Parameters an exit does not reach get zeros in its row. The buffer's dtype is :func:`compute_dtype`.
+
+    Args:
+        losses: the checked per-exit losses.
+        params: the checked parameters, all on one device.
+        who: the caller's name, for error messages.
+        device_hint: appended to the error raised when the parameters span several devices.
 
     Returns:
         ``(G, reached)``: ``G`` is K x N; ``reached[i]`` says whether any exit reaches ``params[i]``.
@@ -123,9 +129,8 @@ def exit_gradient_matrix(
     devices = {p.device for p in params}
     if len(devices) > 1:
         raise ValueError(
-            f"{who}: a K x N gradient matrix needs all parameters on one device, got "
-            f"{sorted(map(str, devices))}; use the per-tensor variant (granularity='tensor') for models "
-            "spread over several devices"
+            f"{who}: the K x N gradient matrix needs all parameters on one device, got "
+            f"{sorted(map(str, devices))}{device_hint}"
         )
     sizes = [p.numel() for p in params]
     dtype = compute_dtype(p.dtype for p in params)

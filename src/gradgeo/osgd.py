@@ -218,7 +218,8 @@ def _sum_rows_(W: torch.Tensor) -> torch.Tensor:
 def _backward_global(
     losses: list[torch.Tensor], params: list[torch.Tensor], eps: float | None, who: str
 ) -> None:
-    G, reached = exit_gradient_matrix(losses, params, who)
+    hint = "; granularity='tensor' works with parameters on several devices"
+    G, reached = exit_gradient_matrix(losses, params, who, device_hint=hint)
     with torch.no_grad():
         direction = _sum_rows_(_orthogonalize_(G, _resolve_eps(eps, G.dtype)))
         for p, piece, hit in zip(params, direction.split([p.numel() for p in params]), reached, strict=True):
