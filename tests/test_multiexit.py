@@ -32,13 +32,12 @@ class BranchedCNN(nn.Module):
             nn.Sequential(nn.Conv2d(1 if s == 0 else width, width, 3, padding=1), nn.ReLU()) for s in range(3)
         )
         self.heads = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * width, classes))
-            for _ in range(3)
+            nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * width, classes)) for _ in range(3)
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outputs = []
-        for stage, head in zip(self.stages, self.heads, strict=True):
+        for stage, head in zip(self.stages, self.heads):
             x = stage(x)
             outputs.append(head(x))
         return outputs
@@ -146,7 +145,7 @@ def test_sum_equals_backward_of_the_summed_loss():
     twin = copy.deepcopy(net)
     multiexit.make_strategy("sum", 3).backward(exit_losses(net, x, y), net.parameters())
     sum(exit_losses(twin, x, y)).backward()
-    for p, q in zip(net.parameters(), twin.parameters(), strict=True):
+    for p, q in zip(net.parameters(), twin.parameters()):
         torch.testing.assert_close(p.grad, q.grad)
 
 
@@ -164,7 +163,7 @@ def test_osgd_strategy_is_osgd_backward(granularity):
     strategy = multiexit.make_strategy("osgd", 3, granularity=granularity)
     strategy.backward(exit_losses(net, x, y), net.parameters())
     osgd.backward(exit_losses(twin, x, y), twin.parameters(), granularity=granularity)
-    for p, q in zip(net.parameters(), twin.parameters(), strict=True):
+    for p, q in zip(net.parameters(), twin.parameters()):
         assert torch.equal(p.grad, q.grad)
     with pytest.raises(ValueError, match="granularity"):
         multiexit.make_strategy("osgd", 3, granularity="layer")
@@ -242,7 +241,7 @@ def test_adaloss_state_round_trips():
     net2 = copy.deepcopy(net)
     ada.backward(exit_losses(net, x * 2, y), net.parameters())
     restored.backward(exit_losses(net2, x * 2, y), net2.parameters())
-    for p, q in zip(net.parameters(), net2.parameters(), strict=True):
+    for p, q in zip(net.parameters(), net2.parameters()):
         torch.testing.assert_close(p.grad, q.grad)
     assert not torch.equal(state["averages"], ada.state_dict()["averages"])
     fresh = multiexit.AdaLoss(3)

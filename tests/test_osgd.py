@@ -195,7 +195,7 @@ class BranchedCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outputs = []
-        for stage, head in zip(self.stages, self.heads, strict=True):
+        for stage, head in zip(self.stages, self.heads):
             x = stage(x)
             outputs.append(head(x))
         return outputs
@@ -228,25 +228,18 @@ def per_exit_flat_gradients(net: nn.Module, x: torch.Tensor, y: torch.Tensor) ->
         loss = exit_losses(net, x, y)[k]
         gs = torch.autograd.grad(loss, trainable(net), allow_unused=True)
         rows.append(
-            torch.cat(
-                [
-                    torch.zeros(p.numel()) if g is None else g.flatten()
-                    for p, g in zip(trainable(net), gs, strict=True)
-                ]
-            )
+            torch.cat([torch.zeros(p.numel()) if g is None else g.flatten() for p, g in zip(trainable(net), gs)])
         )
     return torch.stack(rows)
 
 
 def flat_grad(net: nn.Module) -> torch.Tensor:
-    return torch.cat(
-        [torch.zeros(p.numel()) if p.grad is None else p.grad.flatten() for p in net.parameters()]
-    )
+    return torch.cat([torch.zeros(p.numel()) if p.grad is None else p.grad.flatten() for p in net.parameters()])
 
 
 def assert_bitwise_equal(a: list[torch.Tensor | None], b: list[torch.Tensor | None]) -> None:
     assert len(a) == len(b)
-    for u, v in zip(a, b, strict=True):
+    for u, v in zip(a, b):
         assert (u is None) == (v is None)
         if u is not None:
             assert u.dtype == v.dtype and u.shape == v.shape and u.stride() == v.stride()
@@ -292,9 +285,7 @@ def test_backward_matches_gram_schmidt_of_separately_computed_gradients(granular
 def test_parameters_an_exit_does_not_reach_get_zero_gradient_for_it():
     net, x, y = make_problem()
     G = per_exit_flat_gradients(net, x, y)
-    head3 = torch.cat(
-        [torch.full((p.numel(),), name.startswith("heads.2")) for name, p in net.named_parameters()]
-    )
+    head3 = torch.cat([torch.full((p.numel(),), name.startswith("heads.2")) for name, p in net.named_parameters()])
     assert (G[:2, head3] == 0).all()  # exits 1 and 2 do not reach head 3: zero rows there
     osgd.backward(exit_losses(net, x, y), trainable(net))
     # h_1, h_2 vanish on head 3, and projecting g_3 on them leaves g_3's head-3 part as it is
@@ -317,9 +308,7 @@ def test_first_exit_trains_as_if_alone(granularity):
     d = flat_grad(net).double()
     torch.testing.assert_close(d @ G[0], G[0] @ G[0], rtol=1e-5, atol=0)
     sizes = [p.numel() for p in net.parameters()]
-    per_tensor = [
-        (di @ gi).item() - (gi @ gi).item() for di, gi in zip(d.split(sizes), G[0].split(sizes), strict=True)
-    ]
+    per_tensor = [(di @ gi).item() - (gi @ gi).item() for di, gi in zip(d.split(sizes), G[0].split(sizes))]
     scale = (G[0] @ G[0]).item()
     if granularity == "tensor":
         assert max(abs(v) for v in per_tensor) < 1e-5 * scale
@@ -359,11 +348,11 @@ def test_accumulates_into_existing_grad(granularity):
     osgd.backward(exit_losses(net, x, y), trainable(net), granularity=granularity)
     fresh = grads(net)
     preset = [torch.randn_like(p) for p in net.parameters()]
-    for p, g in zip(net.parameters(), preset, strict=True):
+    for p, g in zip(net.parameters(), preset):
         p.grad = g.clone()
     net.unused.weight.grad = None
     osgd.backward(exit_losses(net, x, y), trainable(net), granularity=granularity)
-    for (name, p), f, g in zip(net.named_parameters(), fresh, preset, strict=True):
+    for (name, p), f, g in zip(net.named_parameters(), fresh, preset):
         if name.startswith("unused.weight"):
             assert p.grad is None
         elif name.startswith("unused"):
@@ -378,7 +367,7 @@ def test_each_exit_backward_traverses_only_its_sub_graph():
     h = net.stages[0](x)
     h.register_hook(lambda g: calls.__setitem__("stage1", calls["stage1"] + 1))
     outs = [net.heads[0](h)]
-    for stage, head in zip(net.stages[1:], net.heads[1:], strict=True):
+    for stage, head in zip(net.stages[1:], net.heads[1:]):
         h = stage(h)
         outs.append(head(h))
     outs[2].register_hook(lambda g: calls.__setitem__("head3", calls["head3"] + 1))
@@ -415,9 +404,7 @@ def test_zero_loss_gradient_gives_no_nan():
 def test_refuses_a_pre_summed_loss():
     net, x, y = make_problem()
     losses = exit_losses(net, x, y)
-    with pytest.raises(
-        TypeError, match=r"per-exit losses as a list.*sum\(losses\).*lost the per-exit gradients"
-    ):
+    with pytest.raises(TypeError, match=r"per-exit losses as a list.*sum\(losses\).*lost the per-exit gradients"):
         osgd.backward(sum(losses), trainable(net))
     with pytest.raises(TypeError, match="not stacked"):
         osgd.backward(torch.stack(losses), trainable(net))

@@ -94,9 +94,7 @@ def compute_dtype(dtypes: Iterable[torch.dtype]) -> torch.dtype:
     return out
 
 
-def exit_gradients(
-    losses: Sequence[torch.Tensor], params: Sequence[torch.Tensor]
-) -> list[list[torch.Tensor | None]]:
+def exit_gradients(losses: Sequence[torch.Tensor], params: Sequence[torch.Tensor]) -> list[list[torch.Tensor | None]]:
     """``grads[k][i]``: the gradient of ``losses[k]`` w.r.t. ``params[i]``; None if exit k does not reach it.
 
     One ``torch.autograd.grad`` call per exit, so each call traverses only that exit's sub-graph. The graph
@@ -139,7 +137,7 @@ def exit_gradient_matrix(
     last = len(losses) - 1
     for k, loss in enumerate(losses):
         grads = torch.autograd.grad(loss, params, retain_graph=k < last, allow_unused=True)
-        for i, (piece, p, g) in enumerate(zip(G[k].split(sizes), params, grads, strict=True)):
+        for i, (piece, p, g) in enumerate(zip(G[k].split(sizes), params, grads)):
             if g is None:
                 piece.zero_()
             else:

@@ -111,9 +111,7 @@ class MultiExitStrategy(ABC):
         self._backward(losses, params, progress)
 
     @abstractmethod
-    def _backward(
-        self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None
-    ) -> None:
+    def _backward(self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None) -> None:
         """The strategy's rule, on arguments that :meth:`backward` has checked."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -142,7 +140,7 @@ def _weighted_backward(
     losses: list[torch.Tensor], weights: Sequence[float] | torch.Tensor, params: list[torch.Tensor]
 ) -> None:
     """Backward of ``sum_k weights[k] * losses[k]`` into ``params`` only (weights are constants)."""
-    total = sum(w * loss.reshape(()) for w, loss in zip(weights, losses, strict=True))
+    total = sum(w * loss.reshape(()) for w, loss in zip(weights, losses))
     torch.autograd.backward(total, inputs=params)
 
 
@@ -161,9 +159,7 @@ class SumLoss(MultiExitStrategy):
 
     name = "sum"
 
-    def _backward(
-        self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None
-    ) -> None:
+    def _backward(self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None) -> None:
         _weighted_backward(losses, [1.0] * len(losses), params)
 
 
@@ -196,9 +192,7 @@ class SDN(MultiExitStrategy):
 
     name = "sdn"
 
-    def __init__(
-        self, num_exits: int, relative_depths: Sequence[float] | None = None, start: float = 0.01
-    ) -> None:
+    def __init__(self, num_exits: int, relative_depths: Sequence[float] | None = None, start: float = 0.01) -> None:
         super().__init__(num_exits)
         if relative_depths is None:
             relative_depths = [k / num_exits for k in range(1, num_exits)]
@@ -220,9 +214,7 @@ class SDN(MultiExitStrategy):
         _check_progress(progress)
         return [min(q, self.start + progress * q) for q in self.relative_depths] + [1.0]
 
-    def _backward(
-        self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None
-    ) -> None:
+    def _backward(self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None) -> None:
         if progress is None:
             raise ValueError(
                 "SDN weights ramp up over training: pass backward(..., progress=step / total_steps) "
@@ -284,9 +276,7 @@ class AdaLoss(MultiExitStrategy):
         inverse = 1.0 / self._averages.clamp_min(self.min_loss)
         return inverse * (self.num_exits / inverse.sum())
 
-    def _backward(
-        self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None
-    ) -> None:
+    def _backward(self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None) -> None:
         current = torch.stack([loss.detach().reshape(()).float() for loss in losses])
         if self._averages is None:
             self._averages = current
@@ -306,9 +296,7 @@ class AdaLoss(MultiExitStrategy):
         if averages is not None:
             averages = torch.as_tensor(averages, dtype=torch.float32)
             if averages.shape != (self.num_exits,):
-                raise ValueError(
-                    f"AdaLoss state holds {tuple(averages.shape)} averages, expected ({self.num_exits},)"
-                )
+                raise ValueError(f"AdaLoss state holds {tuple(averages.shape)} averages, expected ({self.num_exits},)")
             averages = averages.clone()
         self._averages = averages
 
@@ -352,9 +340,7 @@ class PCGrad(MultiExitStrategy):
         self.seed = seed
         self._generator = torch.Generator().manual_seed(seed)
 
-    def _backward(
-        self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None
-    ) -> None:
+    def _backward(self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None) -> None:
         G, reached = exit_gradient_matrix(losses, params, f"{type(self).__name__}.backward")
         with torch.no_grad():
             gram = G @ G.T
@@ -368,9 +354,7 @@ class PCGrad(MultiExitStrategy):
                     conflict = (C[i] @ gram[:, j]).clamp_max(0.0)
                     C[i, j] -= conflict / squared_norms[j]
             direction = C.sum(0) @ G
-            for p, piece, hit in zip(
-                params, direction.split([p.numel() for p in params]), reached, strict=True
-            ):
+            for p, piece, hit in zip(params, direction.split([p.numel() for p in params]), reached):
                 if hit:
                     accumulate_grad(p, piece)
 
@@ -408,27 +392,21 @@ class OSGD(MultiExitStrategy):
 
     name = "osgd"
 
-    def __init__(
-        self, num_exits: int, granularity: osgd.Granularity = "global", eps: float | None = None
-    ) -> None:
+    def __init__(self, num_exits: int, granularity: osgd.Granularity = "global", eps: float | None = None) -> None:
         super().__init__(num_exits)
         if granularity not in osgd.GRANULARITIES:
             raise ValueError(f"unknown granularity {granularity!r}; expected one of {osgd.GRANULARITIES}")
         self.granularity = granularity
         self.eps = eps
 
-    def _backward(
-        self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None
-    ) -> None:
+    def _backward(self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None) -> None:
         osgd.backward(losses, params, granularity=self.granularity, eps=self.eps)
 
     def __repr__(self) -> str:
         return f"OSGD(num_exits={self.num_exits}, granularity={self.granularity!r}, eps={self.eps})"
 
 
-STRATEGIES: dict[str, type[MultiExitStrategy]] = {
-    cls.name: cls for cls in (SumLoss, SDN, AdaLoss, PCGrad, OSGD)
-}
+STRATEGIES: dict[str, type[MultiExitStrategy]] = {cls.name: cls for cls in (SumLoss, SDN, AdaLoss, PCGrad, OSGD)}
 
 
 def make_strategy(name: str, num_exits: int, **kwargs: Any) -> MultiExitStrategy:

@@ -215,21 +215,17 @@ def _sum_rows_(W: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def _backward_global(
-    losses: list[torch.Tensor], params: list[torch.Tensor], eps: float | None, who: str
-) -> None:
+def _backward_global(losses: list[torch.Tensor], params: list[torch.Tensor], eps: float | None, who: str) -> None:
     hint = "; granularity='tensor' works with parameters on several devices"
     G, reached = exit_gradient_matrix(losses, params, who, device_hint=hint)
     with torch.no_grad():
         direction = _sum_rows_(_orthogonalize_(G, _resolve_eps(eps, G.dtype)))
-        for p, piece, hit in zip(params, direction.split([p.numel() for p in params]), reached, strict=True):
+        for p, piece, hit in zip(params, direction.split([p.numel() for p in params]), reached):
             if hit:
                 accumulate_grad(p, piece)
 
 
-def _backward_tensor(
-    losses: list[torch.Tensor], params: list[torch.Tensor], eps: float | None, who: str
-) -> None:
+def _backward_tensor(losses: list[torch.Tensor], params: list[torch.Tensor], eps: float | None, who: str) -> None:
     grads = exit_gradients(losses, params)
     with torch.no_grad():
         for i, p in enumerate(params):
@@ -243,7 +239,7 @@ def _backward_tensor(
                 check_dense(g, i, who)
             dtype = compute_dtype([p.dtype])
             block = torch.empty(len(rows), p.numel(), dtype=dtype, device=p.device)
-            for row, g in zip(block, rows, strict=True):
+            for row, g in zip(block, rows):
                 row.view(p.shape).copy_(g)
             del rows
             accumulate_grad(p, _sum_rows_(_orthogonalize_(block, _resolve_eps(eps, dtype))))
