@@ -23,6 +23,16 @@ ALL_CONFIGS = [
 CONFIG_IDS = ["sum", "sdn", "adaloss", "pcgrad", "osgd-global", "osgd-tensor"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The toy tensors are tiny: extra intra-op threads only add overhead, and on a loaded shared CPU their
+    contention made the training test up to 50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class BranchedCNN(nn.Module):
     """Trunk of three conv stages with a classifier exit after each."""
 
