@@ -5,8 +5,9 @@
 * Orthogonalized SGD for anytime (multi-exit) networks: :mod:`gradgeo.osgd`.
 """
 
-from gradgeo import transforms
+from gradgeo import multiexit, osgd, transforms
 from gradgeo.optim import DEFAULT_LAM, METRICS, ChannelDirected, channel_directed, layer_kinds
 
-__all__ = ["DEFAULT_LAM", "METRICS", "ChannelDirected", "channel_directed", "layer_kinds", "transforms"]
+__all__ = ["DEFAULT_LAM", "METRICS", "ChannelDirected", "channel_directed", "layer_kinds", "multiexit", "osgd",
+           "transforms"]
 __version__ = "0.1.0"

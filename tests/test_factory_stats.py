@@ -1,0 +1,86 @@
+"""Optimizer spec strings, create_optimizer, and the multi-seed statistics (against hand computations)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gradgeo.factory import create_optimizer, parse_spec
+from gradgeo.optim import ChannelDirected
+from gradgeo.stats import mean_ci, paired_test
+
+
+def test_parse_spec_full():
+    spec = parse_spec("SGD:lr=0.1,nesterov=true,momentum=0.9+sobolev:lam=0.5,boundary=periodic,apply_to=conv/linear")
+    assert spec.base == "sgd" and spec.metric == "sobolev"
+    assert spec.base_options == {"lr": 0.1, "nesterov": True, "momentum": 0.9}
+    assert spec.metric_options == {"lam": 0.5, "boundary": "periodic", "apply_to": ("conv", "linear")}
+    assert parse_spec("adam").metric == "none"
+    assert parse_spec("sgd+h0:apply_to=conv").metric_options["apply_to"] == ("conv",)
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("", "non-empty string"),
+    ("sgdd", "unknown base optimizer 'sgdd'"),
+    ("sgd+fisher", "unknown metric 'fisher'"),
+    ("sgd:lam=1", "unknown option 'lam' for optimizer 'sgd'"),
+    ("sgd+h0:lr=1", "unknown option 'lr' for metric 'h0'"),
+    ("sgd+h0+h1", r"more than one '\+'"),
+    ("sgd:lr", "bad option 'lr'"),
+])
+def test_parse_spec_errors(spec, match):
+    with pytest.raises(ValueError, match=match):
+        parse_spec(spec)
+
+
+def model():
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8, 2))
+
+
+def test_create_optimizer_excludes_biases_and_norms_from_weight_decay():
+    m = model()
+    opt = create_optimizer(m, "sgd:lr=0.2", weight_decay=5e-4, momentum=0.9)
+    assert isinstance(opt, torch.optim.SGD)
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 5e-4 and plain["weight_decay"] == 0.0
+    assert {id(p) for p in decayed["params"]} == {id(m[0].weight), id(m[3].weight)}
+    assert decayed["lr"] == 0.2 and decayed["momentum"] == 0.9  # the spec's lr overrides no default here
+
+
+def test_create_optimizer_wraps_with_module_kinds_and_drops_foreign_defaults():
+    m = nn.Sequential(nn.ConvTranspose2d(3, 8, 3))
+    opt = create_optimizer(m, "adam+sobolev:lam=0.2", lr=1e-3, momentum=0.9)  # momentum: an SGD default
+    assert isinstance(opt, ChannelDirected) and isinstance(opt.base, torch.optim.Adam)
+    assert opt._kinds[m[0].weight] == "conv_transpose" and opt.param_groups[0]["lam"] == 0.2
+    with pytest.raises(ValueError, match="unknown optimizer options \\['momentun'\\]"):
+        create_optimizer(m, "sgd", lr=0.1, momentun=0.9)
+    with pytest.raises(ValueError, match="no learning rate"):
+        create_optimizer(m, "sgd")
+
+
+def test_mean_ci_by_hand():
+    values = [0.90, 0.92, 0.91, 0.93, 0.89]
+    s = mean_ci(values)
+    sd = math.sqrt(sum((v - 0.91) ** 2 for v in values) / 4)
+    assert s.mean == pytest.approx(0.91) and s.n == 5
+    assert s.half_width == pytest.approx(2.7764451 * sd / math.sqrt(5), rel=1e-6)  # t(0.975, df=4)
+    assert math.isnan(mean_ci([0.5]).half_width)
+    assert s.format() == f"91.00 ± {s.half_width * 100:.2f}"
+
+
+def test_paired_test_by_hand():
+    a, b = [0.91, 0.92, 0.90, 0.94], [0.90, 0.90, 0.90, 0.91]
+    d = [x - y for x, y in zip(a, b)]
+    mean = sum(d) / 4
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 3)
+    t = mean / (sd / 2)
+    test = paired_test(a, b)
+    assert test.difference.mean == pytest.approx(mean)
+    # two-sided p of t with 3 degrees of freedom, from the closed-form CDF of Student's t (df = 3)
+    x = t / math.sqrt(3)
+    cdf_tail = 0.5 - (math.atan(x) + x / (1 + x * x)) / math.pi
+    assert test.p_value == pytest.approx(2 * cdf_tail, rel=1e-6)
+    assert paired_test([0.5, 0.6], [0.5, 0.6]).p_value == 1.0
+    with pytest.raises(ValueError, match="equally many"):
+        paired_test([0.1], [0.1, 0.2])
