@@ -90,7 +90,8 @@ def test_cifar10_real_files(cifar10):
 def test_real_data_split_and_loader(fashion):
     splits = fashion.split_validation(5000, seed=0)
     assert len(splits.train_y) == 55000 and torch.equal(torch.bincount(splits.val_y), torch.full((10,), 500))
-    assert sum(len(yb) for _, yb in splits.loader("val", 1000, shuffle=False).epoch(0)) == 5000
+    val = torch.cat([yb for _, yb in splits.loader("val", 1000).epoch(0)])
+    assert torch.equal(val, splits.val_y)  # evaluation splits are not shuffled by default
     xb, _ = next(splits.loader("train", 2000, seed=0).epoch(0))
     # normalized with the training statistics: about zero mean and unit variance
     assert abs(xb.mean().item()) < 0.05 and abs(xb.std().item() - 1) < 0.05
@@ -502,3 +503,5 @@ def test_loader_errors():
         Loader(x, torch.arange(3), 2, mean=(0.5,), std=(0.5,))
     with pytest.raises(ValueError, match="batch_size"):
         Loader(x, torch.arange(4), 0, mean=(0.5,), std=(0.5,))
+    with pytest.raises(ValueError, match=r"start_batch must be an integer in \[0, 2\]"):
+        Loader(x, torch.arange(4), 2, mean=(0.5,), std=(0.5,)).epoch(0, start_batch=-1)

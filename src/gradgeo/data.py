@@ -214,13 +214,14 @@ class DatasetSplits:
         Args:
             split: which part to iterate.
             batch_size: images per batch.
-            **kwargs: passed on to :class:`Loader` (``shuffle``, ``drop_last``, ``augment``, ``seed`` ...).
+            **kwargs: passed on to :class:`Loader` (``drop_last``, ``augment``, ``seed`` ...); ``shuffle``
+                defaults to ``True`` for ``"train"`` and ``False`` for the evaluation splits.
 
         Returns:
             The loader.
 
         Example:
-            >>> test = splits.loader("test", 1000, shuffle=False)  # doctest: +SKIP
+            >>> test = splits.loader("test", 1000)  # doctest: +SKIP
         """
         parts = {
             "train": (self.train_x, self.train_y),
@@ -232,6 +233,7 @@ class DatasetSplits:
         x, y = parts[split]
         if x is None:
             raise ValueError("these splits have no validation set; call split_validation(n_val, seed) first")
+        kwargs.setdefault("shuffle", split == "train")
         return Loader(x, y, batch_size, mean=self.mean, std=self.std, **kwargs)
 
     def _with_train(self, idx: torch.Tensor, **changes) -> DatasetSplits:
@@ -1013,6 +1015,15 @@ class Loader:
         Returns:
             An iterator over the batches.
         """
+        if (
+            isinstance(start_batch, bool)
+            or not isinstance(start_batch, int)
+            or not 0 <= start_batch <= len(self)
+        ):
+            raise ValueError(f"start_batch must be an integer in [0, {len(self)}], got {start_batch!r}")
+        return self._batches(epoch, start_batch)
+
+    def _batches(self, epoch: int, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.order(epoch).to(self.x.device)
         generator = torch.Generator()
         for b in range(start_batch, len(self)):
