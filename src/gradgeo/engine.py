@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from gradgeo.data import Augment, DatasetSplits, load_dataset
 from gradgeo.factory import create_optimizer, parse_spec
 from gradgeo.models import build_model
 
-__all__ = ["SCHEDULES", "TrainConfig", "evaluate", "load_splits", "train"]
+__all__ = ["SCHEDULES", "CrossEntropy", "Objective", "TrainConfig", "evaluate", "fit", "load_splits", "train"]
 
 SCHEDULES = ("cosine", "step", "constant")
 CHECKPOINT, METRICS, RESULT = "checkpoint.pt", "metrics.jsonl", "result.json"
@@ -149,6 +150,82 @@ def format_row(row: dict[str, Any]) -> str:
             f"{row['test_loss']:>9.4f} {row['test_acc'] * 100:>7.2f}% {row['lr']:>9.2e} {row['time']:>7.1f}")
 
 
+class Objective(ABC):
+    """What a training step minimizes and what an epoch reports: the part of a run that depends on the model's
+    output. :func:`fit` runs everything else (data, optimizer, schedule, checkpoints, metrics files).
+
+    :class:`CrossEntropy` is the objective of :func:`train`; :mod:`gradgeo.anytime` has a multi-exit one.
+    Every row an objective reports must hold ``train_loss``, ``train_acc``, ``val_acc`` (None without a
+    validation split), ``test_loss`` and ``test_acc``, so that comparisons can read any run.
+    """
+
+    #: the table header matching :meth:`format_row`
+    header: str = TABLE_HEADER
+
+    @abstractmethod
+    def backward(self, output: Any, y: torch.Tensor, progress: float) -> None:
+        """Compute the batch's loss from the model's ``output``, write its gradient into ``p.grad`` and add
+        the batch to the running training metrics (on the device: no host synchronization).
+
+        Args:
+            output: what the model returned for the batch.
+            y: the labels.
+            progress: fraction of training done before this step, in [0, 1).
+        """
+
+    @abstractmethod
+    def train_metrics(self) -> dict[str, Any]:
+        """The training metrics of the batches since the last call (``train_loss``, ``train_acc``, ...)."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, splits: DatasetSplits) -> dict[str, Any]:
+        """The evaluation fields of an epoch's row: ``val_acc`` (None without a validation split),
+        ``test_loss``, ``test_acc`` and any others."""
+
+    def format_row(self, row: dict[str, Any]) -> str:
+        """One line of the fixed-width table printed during training."""
+        return format_row(row)
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to checkpoint with the model and the optimizer (none by default)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` when a run resumes."""
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state, got state with keys {sorted(state)}")
+
+    def result_fields(self, model: nn.Module, splits: DatasetSplits) -> dict[str, Any]:
+        """Extra fields for ``result.json``, computed once from the trained model (none by default)."""
+        return {}
+
+
+class CrossEntropy(Objective):
+    """Cross-entropy of a classifier's logits, with optional label smoothing."""
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = label_smoothing
+        self._sums: tuple[torch.Tensor, torch.Tensor, int] | None = None
+
+    def backward(self, output: torch.Tensor, y: torch.Tensor, progress: float) -> None:
+        loss = nn.functional.cross_entropy(output, y, label_smoothing=self.label_smoothing)
+        loss.backward()
+        loss_sum, correct, seen = self._sums or (torch.zeros((), device=y.device),
+                                                 torch.zeros((), device=y.device, dtype=torch.long), 0)
+        self._sums = (loss_sum + loss.detach() * len(y), correct + (output.detach().argmax(1) == y).sum(),
+                      seen + len(y))
+
+    def train_metrics(self) -> dict[str, Any]:
+        loss_sum, correct, seen = self._sums
+        self._sums = None
+        return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen}
+
+    def evaluate(self, model: nn.Module, splits: DatasetSplits) -> dict[str, Any]:
+        test = evaluate(model, splits, "test")
+        return {"val_acc": evaluate(model, splits, "val")["acc"] if splits.val_y is not None else None,
+                "test_loss": test["loss"], "test_acc": test["acc"]}
+
+
 def train(
     config: TrainConfig,
     out_dir: str | os.PathLike[str] | None = None,
@@ -174,6 +251,45 @@ def train(
         One dict per epoch: ``epoch``, ``train_loss``, ``train_acc``, ``val_acc``, ``test_loss``,
         ``test_acc``, ``lr``, ``time``.
     """
+
+    def build(model_args: dict[str, int]) -> tuple[nn.Module, Objective]:
+        return build_model(config.model, width=config.width, **model_args), CrossEntropy(config.label_smoothing)
+
+    return fit(config, build, out_dir, resume=resume, progress=progress, log=log, splits=splits,
+               stop_after=stop_after)
+
+
+def fit(
+    config: TrainConfig,
+    build: Callable[[dict[str, int]], tuple[nn.Module, Objective]],
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    resume: bool = False,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = print,
+    splits: DatasetSplits | None = None,
+    stop_after: int | None = None,
+) -> list[dict[str, Any]]:
+    """The training loop behind :func:`train`, for any model and :class:`Objective`.
+
+    Seeds torch with ``config.seed``, calls ``build(model_args)`` (``model_args``: ``num_classes`` and
+    ``in_channels`` of the dataset) for a freshly initialized model and its objective, then trains with the
+    optimizer spec, schedule and data of ``config``; checkpoints, ``metrics.jsonl``, ``result.json`` and
+    resuming work as described in :func:`train`. Each step is ``output = model(x)``, then
+    ``objective.backward(output, y, progress)``, the optimizer step and the schedule step.
+
+    Args:
+        config: the run's hyper-parameters.
+        build: ``model_args -> (model, objective)``; the model is moved to the run's device.
+        out_dir, resume, progress, log, splits, stop_after: as in :func:`train`.
+
+    Returns:
+        One dict per epoch: the objective's training and evaluation fields, ``epoch``, ``lr``, ``time``.
+
+    Example:
+        >>> history = fit(TrainConfig(epochs=1), lambda args: (build_model("small_cnn", **args),
+        ...                                                      CrossEntropy()))  # doctest: +SKIP
+    """
     config.validate()
     device = config.resolved_device()
     progress = sys.stderr.isatty() if progress is None else progress
@@ -184,7 +300,8 @@ def train(
 
     torch.manual_seed(config.seed)
     model_args = {"num_classes": splits.num_classes, "in_channels": splits.image_shape[0]}
-    model = build_model(config.model, width=config.width, **model_args).to(device)
+    model, objective = build(model_args)
+    model = model.to(device)
     optimizer = create_optimizer(model, config.optimizer, lr=config.lr, momentum=config.momentum,
                                  nesterov=config.nesterov or None, weight_decay=config.weight_decay)
     augment = config.augment if config.augment is not None else config.dataset.startswith("cifar")
@@ -203,50 +320,43 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        objective.load_state_dict(state.get("objective", {}))
         history = state["history"]
     if out is not None:  # the metrics file always matches the checkpoint it sits beside
         (out / METRICS).write_text("".join(json.dumps(row) + "\n" for row in history))
 
     if log is not None:
-        log(TABLE_HEADER)
+        log(objective.header)
         for row in history:
-            log(format_row(row))
+            log(objective.format_row(row))
+    total_steps = config.epochs * len(loader)
     last_epoch = config.epochs if stop_after is None else min(stop_after, config.epochs)
     for epoch in range(len(history), last_epoch):
         started = time.perf_counter()
         torch.manual_seed(config.seed * 100_003 + epoch)  # any randomness inside the model, per epoch
         model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
         lr = optimizer.param_groups[0]["lr"]
         batches = _progress(loader.epoch(epoch), len(loader), f"epoch {epoch + 1}/{config.epochs}", progress)
-        for x, y in batches:
-            logits = forward(x)
-            loss = nn.functional.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+        for step, (x, y) in enumerate(batches, epoch * len(loader)):
+            output = forward(x)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward(output, y, step / total_steps)
             optimizer.step()
             scheduler.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
-        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen,
-                               "train_acc": correct.item() / seen,
-                               "val_acc": evaluate(model, splits, "val")["acc"] if config.val_size else None}
-        test = evaluate(model, splits, "test")
-        row.update(test_loss=test["loss"], test_acc=test["acc"], lr=lr, time=time.perf_counter() - started)
+        row: dict[str, Any] = {"epoch": epoch + 1, **objective.train_metrics(), **objective.evaluate(model, splits)}
+        row.update(lr=lr, time=time.perf_counter() - started)
         history.append(row)
         if log is not None:
-            log(format_row(row))
+            log(objective.format_row(row))
         if out is not None:
             with open(out / METRICS, "a") as f:
                 f.write(json.dumps(row) + "\n")
             _atomic_save({"config": dataclasses.asdict(config), "model_args": model_args, "model": model.state_dict(),
                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                          "history": history}, checkpoint_path)
+                          "objective": objective.state_dict(), "history": history}, checkpoint_path)
     if out is not None and len(history) == config.epochs:
         _atomic_save({"config": dataclasses.asdict(config), "history": history,
                       "final_test_acc": history[-1]["test_acc"],
-                      "best_test_acc": max(r["test_acc"] for r in history)}, out / RESULT)
+                      "best_test_acc": max(r["test_acc"] for r in history),
+                      **objective.result_fields(model, splits)}, out / RESULT)
     return history
