@@ -78,8 +78,10 @@ def test_one_forward_pass_per_training_step(tiny_fashion, monkeypatch):
     monkeypatch.setattr(training, "build_anytime_model", counting_build)
     config = tiny_config(tiny_fashion, strategy="osgd", epochs=2)
     train_anytime(config, None, log=None)
-    # one FLOP-count pass of one image, then per epoch 6 training batches of 50, validation and test
-    assert calls == [1] + ([50] * 6 + [100] + [300]) * 2
+    # one FLOP-count pass of one image, then per epoch 6 training batches of 50 and one pass over the 100
+    # validation and 300 test images (in evaluation batches of 64 on CPU)
+    evaluation = [64, 36, 64, 64, 64, 64, 44]
+    assert calls == [1] + ([50] * 6 + evaluation) * 2
 
 
 def test_osgd_direction_is_shaped_by_the_channel_metric_then_stepped():

@@ -101,9 +101,17 @@ def _lr_lambda(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], flo
     return lambda step: 1.0
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, splits: DatasetSplits, split: str, batch_size: int = 1000) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of ``model`` on a split (``"train"``, ``"val"``, ``"test"``)."""
+def eval_batch_size(model: nn.Module) -> int:
+    """64 on CPU (small batches stay in cache: 2-3x the images/s of batch 1000 for ResNet-20 on a 2-core
+    machine), 1000 on accelerators."""
+    return 64 if next(model.parameters()).device.type == "cpu" else 1000
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, splits: DatasetSplits, split: str, batch_size: int | None = None) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of ``model`` on a split (``"train"``, ``"val"``, ``"test"``); ``batch_size``
+    defaults to :func:`eval_batch_size`."""
+    batch_size = batch_size or eval_batch_size(model)
     was_training = model.training
     model.eval()
     total_loss, correct, count = 0.0, 0, 0

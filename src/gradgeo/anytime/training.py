@@ -20,7 +20,7 @@ from torch import nn
 
 from gradgeo.anytime.budget import ExitScores, budgeted_evaluation
 from gradgeo.data import DatasetSplits
-from gradgeo.engine import Objective, TrainConfig, fit, load_splits
+from gradgeo.engine import Objective, TrainConfig, eval_batch_size, fit, load_splits
 from gradgeo.factory import parse_options
 from gradgeo.models.anytime import ANYTIME_MODELS, AnytimeNetwork, build_anytime_model, exit_flops
 from gradgeo.multiexit import STRATEGIES, MultiExitStrategy, make_strategy
@@ -85,13 +85,15 @@ class AnytimeConfig(TrainConfig):
 
 @torch.no_grad()
 def evaluate_exits(
-    model: AnytimeNetwork, splits: DatasetSplits, split: str, batch_size: int = 1000
+    model: AnytimeNetwork, splits: DatasetSplits, split: str, batch_size: int | None = None
 ) -> tuple[list[float], ExitScores]:
-    """Every exit's mean cross-entropy and scores on a split (``"train"``, ``"val"``, ``"test"``), in one pass.
+    """Every exit's mean cross-entropy and scores on a split (``"train"``, ``"val"``, ``"test"``), in one pass;
+    ``batch_size`` defaults to :func:`~gradgeo.engine.eval_batch_size`.
 
     Returns:
         ``(losses, scores)``: ``losses[k]`` is exit k+1's mean loss; ``scores.accuracy()`` its accuracy.
     """
+    batch_size = batch_size or eval_batch_size(model)
     was_training = model.training
     model.eval()
     dtype = next(model.parameters()).dtype
