@@ -232,19 +232,27 @@ def plot_curves(out: Path, specs: Sequence[str], seeds: Sequence[int], path: Pat
     import matplotlib.pyplot as plt
 
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
-    for spec in specs:
+    colors = plt.get_cmap("tab10" if len(specs) <= 10 else "tab20").colors
+    late_means = []  # accuracies from the last two thirds of training set the y-range: early epochs are noise
+    for index, spec in enumerate(specs):
         histories = _histories(out, spec, seeds)
         epochs = [r["epoch"] for r in histories[0]]
+        style = {"color": colors[index % len(colors)], "linestyle": ("-", "--", ":")[index // len(colors) % 3]}
         for ax, key, scale in ((ax_acc, "test_acc", 100), (ax_loss, "train_loss", 1)):
             stats = [mean_ci([h[i][key] * scale for h in histories]) for i in range(len(epochs))]
             mean = [s.mean for s in stats]
-            ax.plot(epochs, mean, label=spec)
+            ax.plot(epochs, mean, label=spec if ax is ax_acc else None, **style)
             if len(seeds) > 1:
                 ax.fill_between(epochs, [s.mean - s.half_width for s in stats],
-                                [s.mean + s.half_width for s in stats], alpha=0.2)
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"test accuracy, mean ± 95% CI ({len(seeds)} seeds)")
+                                [s.mean + s.half_width for s in stats], alpha=0.2, color=style["color"])
+            if ax is ax_acc:
+                late_means += mean[len(mean) // 3:]
+    seeds_label = "1 seed" if len(seeds) == 1 else f"{len(seeds)} seeds, mean ± 95% CI"
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"test accuracy ({seeds_label})")
+    ax_acc.set_ylim(bottom=max(0.0, min(late_means) - 2), top=min(100.0, max(late_means) + 1))
     ax_loss.set(xlabel="epoch", ylabel="training loss", yscale="log", title="training loss")
-    ax_acc.legend(fontsize=8)
-    fig.tight_layout()
+    fig.legend(loc="lower center", ncol=min(len(specs), 4 if len(specs) > 8 else 3), fontsize=8, frameon=False)
+    rows = -(-len(specs) // min(len(specs), 4 if len(specs) > 8 else 3))
+    fig.tight_layout(rect=(0, min(0.6, 0.045 * rows + 0.02), 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
