@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-from gradgeo.engine import RESULT, TrainConfig, load_splits, train
+from gradgeo import ddp
+from gradgeo.engine import RESULT, TrainConfig, _atomic_save, load_splits, train
 from gradgeo.factory import parse_spec
 from gradgeo.stats import Summary, mean_ci, paired_test
 
@@ -75,6 +76,9 @@ def compare(
         log: receives progress lines and the final table.
         progress: tqdm bars for sequential runs; default only on a terminal.
 
+    Under torchrun every run is trained by all ranks together (see :mod:`gradgeo.engine`); rank 0 alone
+    logs and writes the summary, and every rank returns it. ``jobs`` must then be 1.
+
     Returns:
         The summary (also written to ``summary.json``).
     """
@@ -87,6 +91,12 @@ def compare(
     for spec in specs:
         parse_spec(spec)
     base.validate()
+    ctx = ddp.setup(base.resolved_device())
+    if ctx.distributed and jobs > 1:
+        raise ValueError("--jobs > 1 trains runs side by side in separate processes; under torchrun all ranks "
+                         "train each run together: use --jobs 1")
+    if not ctx.is_main:
+        log, progress = (lambda line: None), False
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan = {"specs": list(specs), "seeds": list(seeds), "config": dataclasses.asdict(base)}
@@ -95,7 +105,8 @@ def compare(
         previous = json.loads(plan_path.read_text())
         if previous["config"] != plan["config"]:
             raise ValueError(f"{out} holds a comparison with another configuration; pick a new --out folder")
-    plan_path.write_text(json.dumps(plan, indent=2) + "\n")
+    if ctx.is_main:
+        _atomic_save(plan, plan_path)  # atomic: the other ranks may be reading it
 
     todo = [(spec, seed) for seed in seeds for spec in specs
             if not (run_dir(out, spec, seed) / RESULT).exists()]
@@ -118,10 +129,12 @@ def compare(
             train(_run_config(base, spec, seed), run_dir(out, spec, seed), resume=True, progress=progress,
                   log=None, splits=splits)
             done += 1
-            log(f"[{done}/{len(specs) * len(seeds)}] {spec} seed {seed}: {_final(out, spec, seed)}")
-    summary = summarize(out, specs, seeds)
-    log(format_table(summary))
-    return summary
+            if ctx.is_main:  # rank 0 wrote result.json
+                log(f"[{done}/{len(specs) * len(seeds)}] {spec} seed {seed}: {_final(out, spec, seed)}")
+    summary = summarize(out, specs, seeds) if ctx.is_main else None
+    if ctx.is_main:
+        log(format_table(summary))
+    return ctx.from_main(summary)
 
 
 def _final(out: Path, spec: str, seed: int) -> str:

@@ -4,6 +4,13 @@ The data sits in memory (on the device), batches are augmented as tensors, the o
 spec string (:mod:`gradgeo.factory`). Every epoch appends a line to ``metrics.jsonl`` and writes an
 atomic checkpoint; a run is finished when ``result.json`` exists. Randomness is derived from
 ``(seed, epoch)`` alone, so ``resume=True`` continues to the same numbers as an uninterrupted run.
+
+Under ``torchrun --nproc-per-node N`` (:mod:`gradgeo.ddp`) the model is wrapped in DDP and
+``batch_size`` is the *global* batch: each rank trains on its ``batch_size / N`` share of every batch
+(``batch_size`` must be divisible by N), so the N ranks together see the single-process batches, in the
+same order, and step on their averaged gradient. Rank 0 alone evaluates, logs and writes files; every rank
+loads the checkpoint on resume. BatchNorm normalizes each rank's share (PyTorch's DDP default), so a
+model with BatchNorm trains close to, not exactly like, one process.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradgeo import ddp
 from gradgeo.data import Augment, DatasetSplits, load_dataset
 from gradgeo.factory import create_optimizer, parse_spec
 from gradgeo.models import build_model
@@ -175,8 +183,13 @@ def train(
         ``test_acc``, ``lr``, ``time``.
     """
     config.validate()
-    device = config.resolved_device()
-    progress = sys.stderr.isatty() if progress is None else progress
+    ctx = ddp.setup(config.resolved_device())
+    device = ctx.device
+    if config.batch_size % ctx.world_size:
+        raise ValueError(f"batch_size {config.batch_size} is the global batch and must be divisible by the "
+                         f"{ctx.world_size} processes")
+    progress = (sys.stderr.isatty() if progress is None else progress) and ctx.is_main
+    log = log if ctx.is_main else None
     splits = (splits or load_splits(config)).to(device)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -189,9 +202,10 @@ def train(
                                  nesterov=config.nesterov or None, weight_decay=config.weight_decay)
     augment = config.augment if config.augment is not None else config.dataset.startswith("cifar")
     loader = splits.loader("train", config.batch_size, shuffle=True, drop_last=True, seed=config.seed,
-                           augment=Augment(padding=4, flip=True) if augment else None)
+                           augment=Augment(padding=4, flip=True) if augment else None, rank=ctx.rank,
+                           world_size=ctx.world_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, len(loader)))
-    forward = torch.compile(model) if config.compile else model
+    forward = torch.compile(ctx.wrap(model)) if config.compile else ctx.wrap(model)
 
     history: list[dict[str, Any]] = []
     checkpoint_path = out / CHECKPOINT if out is not None else None
@@ -204,7 +218,7 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history = state["history"]
-    if out is not None:  # the metrics file always matches the checkpoint it sits beside
+    if out is not None and ctx.is_main:  # the metrics file always matches the checkpoint it sits beside
         (out / METRICS).write_text("".join(json.dumps(row) + "\n" for row in history))
 
     if log is not None:
@@ -231,21 +245,24 @@ def train(
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
-        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen,
-                               "train_acc": correct.item() / seen,
-                               "val_acc": evaluate(model, splits, "val")["acc"] if config.val_size else None}
-        test = evaluate(model, splits, "test")
-        row.update(test_loss=test["loss"], test_acc=test["acc"], lr=lr, time=time.perf_counter() - started)
+        seen = ctx.sum(seen)  # the training metrics of all ranks' shares: those of the global batches
+        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": ctx.sum(loss_sum.item()) / seen,
+                               "train_acc": ctx.sum(correct.item()) / seen}
+        if ctx.is_main:  # one rank evaluates (on the unwrapped model); the others wait for its row
+            row["val_acc"] = evaluate(model, splits, "val")["acc"] if config.val_size else None
+            test = evaluate(model, splits, "test")
+            row.update(test_loss=test["loss"], test_acc=test["acc"], lr=lr, time=time.perf_counter() - started)
+        row = ctx.from_main(row)
         history.append(row)
         if log is not None:
             log(format_row(row))
-        if out is not None:
+        if out is not None and ctx.is_main:
             with open(out / METRICS, "a") as f:
                 f.write(json.dumps(row) + "\n")
             _atomic_save({"config": dataclasses.asdict(config), "model_args": model_args, "model": model.state_dict(),
                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                           "history": history}, checkpoint_path)
-    if out is not None and len(history) == config.epochs:
+    if out is not None and ctx.is_main and len(history) == config.epochs:
         _atomic_save({"config": dataclasses.asdict(config), "history": history,
                       "final_test_acc": history[-1]["test_acc"],
                       "best_test_acc": max(r["test_acc"] for r in history)}, out / RESULT)

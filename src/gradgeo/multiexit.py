@@ -378,6 +378,8 @@ class OSGD(MultiExitStrategy):
         num_exits: K.
         granularity: ``"global"`` (inner products over all parameters) or ``"tensor"`` (per tensor).
         eps: skipping threshold of :func:`gradgeo.osgd.gram_schmidt` (None: machine epsilon).
+        process_group: average each exit's gradient over this group first (DDP; see
+            :func:`gradgeo.osgd.backward`).
 
     Example:
         >>> w = torch.nn.Parameter(torch.ones(2))
@@ -392,15 +394,17 @@ class OSGD(MultiExitStrategy):
 
     name = "osgd"
 
-    def __init__(self, num_exits: int, granularity: osgd.Granularity = "global", eps: float | None = None) -> None:
+    def __init__(self, num_exits: int, granularity: osgd.Granularity = "global", eps: float | None = None, *,
+                 process_group: Any = None) -> None:
         super().__init__(num_exits)
         if granularity not in osgd.GRANULARITIES:
             raise ValueError(f"unknown granularity {granularity!r}; expected one of {osgd.GRANULARITIES}")
         self.granularity = granularity
         self.eps = eps
+        self.process_group = process_group
 
     def _backward(self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None) -> None:
-        osgd.backward(losses, params, granularity=self.granularity, eps=self.eps)
+        osgd.backward(losses, params, granularity=self.granularity, eps=self.eps, process_group=self.process_group)
 
     def __repr__(self) -> str:
         return f"OSGD(num_exits={self.num_exits}, granularity={self.granularity!r}, eps={self.eps})"
