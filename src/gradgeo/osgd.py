@@ -182,9 +182,9 @@ def backward(
     exit's gradient is averaged over the group before the orthogonalization: one ``all_reduce`` of the
     K x N matrix (``"global"``) or one per parameter tensor (``"tensor"``), K times the traffic of a plain
     DDP step. Every rank then writes the same direction, equal to one process's on the concatenated batch
-    when the ranks hold equal shares. ``torch.autograd.grad`` bypasses DDP's own all-reduce hooks, so run the
-    forward pass inside ``ddp_model.no_sync()``: otherwise DDP expects a reduction that never comes and
-    fails at the next forward pass.
+    when the ranks hold equal shares. ``torch.autograd.grad`` never fires DDP's own all-reduce hooks (DDP
+    averages nothing here); run the forward pass inside ``ddp_model.no_sync()`` so that DDP does not prepare
+    a reduction for this step either.
 
     Args:
         losses: the K per-exit scalar losses of one forward pass, first exit first, as a list or tuple
