@@ -8,7 +8,8 @@ interleave across configurations, so that machine noise hits all alike. Per step
   ``optimizer.step()``; ``opt``: ``optimizer.step()`` alone (for FSDP2 it includes the transforms'
   gathers of per-shard summaries).
 * ``ratio``: the median step with the metric over the median step of plain SGD (momentum 0.9) under the
-  same engine; ``added``: the difference of the medians of ``opt``.
+  same engine; ``added``: the difference of the medians of ``opt``; ``1+added/step``: the ratio the added
+  optimizer time alone implies (steadier than ``ratio``, whose medians differ by the noise of a whole step).
 
 Under DDP each rank transforms the whole (all-reduced) gradient locally: the added time is that of one
 process. Under FSDP2 (every residual block and the root sharded) each rank transforms its shard and the
@@ -101,7 +102,8 @@ def main() -> None:
     params = sum(p.numel() for p in build_model(args.model, width=args.width).parameters())
     print(f"{args.model} (width {args.width}, {params / 1e6:.2f} M params), global batch {args.batch_size} over "
           f"2 gloo processes x 1 thread, median of {args.repeats} interleaved steps")
-    print(f"{'engine':<7}{'optimizer':<22}{'step ms':>9}{'opt ms':>9}{'added ms':>10}{'ratio':>7}")
+    print(f"{'engine':<7}{'optimizer':<22}{'step ms':>9}{'opt ms':>9}{'added ms':>10}{'ratio':>7}"
+          f"{'1+added/step':>14}")
     for engine in ENGINES:
         base_step = statistics.median(s for s, _ in samples[(engine, "sgd")])
         base_opt = statistics.median(o for _, o in samples[(engine, "sgd")])
@@ -109,7 +111,7 @@ def main() -> None:
             step = statistics.median(s for s, _ in samples[(engine, spec)])
             opt = statistics.median(o for _, o in samples[(engine, spec)])
             print(f"{engine:<7}{spec:<22}{step * 1e3:9.1f}{opt * 1e3:9.2f}{(opt - base_opt) * 1e3:10.2f}"
-                  f"{step / base_step:7.3f}")
+                  f"{step / base_step:7.3f}{1 + (opt - base_opt) / base_step:14.3f}")
 
 
 if __name__ == "__main__":
