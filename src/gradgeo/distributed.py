@@ -66,8 +66,8 @@ __all__ = ["METRICS", "ShardedJob", "h1", "is_dtensor", "laplacian_smooth", "rew
 #: The metrics with a sharded implementation: all of :data:`gradgeo.optim.METRICS` except ``"none"``.
 METRICS: tuple[str, ...] = ("h0", "sobolev", "h1", "laplacian")
 
-# a transform yields a summary and receives every shard's (stacked along a new dim 0); returns its probe
-Protocol = Generator[torch.Tensor, torch.Tensor, torch.Tensor]
+# a sharded transform: yields its summaries, receives every shard's (stacked along a new dim 0), returns a probe
+Exchange = Generator[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def is_dtensor(t: Any) -> bool:
@@ -188,7 +188,7 @@ def _zeros_like_column(v: torch.Tensor) -> torch.Tensor:
     return v.new_zeros(v.shape[0], 1, v.shape[2])
 
 
-def _sharded_h0(v: torch.Tensor, seg: _Segment, lam: float, boundary: str) -> Protocol:
+def _sharded_h0(v: torch.Tensor, seg: _Segment, lam: float, boundary: str) -> Exchange:
     """``mean + (x - mean) / lam`` with the mean over all shards (one gather of the column sums)."""
     sums = yield v.sum(1, keepdim=True)  # N x P x 1 x Q
     mean = sums.sum(0) / seg.total
@@ -196,7 +196,7 @@ def _sharded_h0(v: torch.Tensor, seg: _Segment, lam: float, boundary: str) -> Pr
     return mean
 
 
-def _sharded_sobolev(v: torch.Tensor, seg: _Segment, lam: float, boundary: str) -> Protocol:
+def _sharded_sobolev(v: torch.Tensor, seg: _Segment, lam: float, boundary: str) -> Exchange:
     """:func:`gradgeo.transforms.sobolev_` across shards: ``s = cumsum(x - mean)``, periodic ``s -= mean(s)``,
     ``R`` the reverse running sum of ``s``, ``g = mean + (R - mean(R)) / (lam C^2)``."""
     c, total = seg.length, seg.total
@@ -227,7 +227,7 @@ def _sharded_sobolev(v: torch.Tensor, seg: _Segment, lam: float, boundary: str) 
     return mean
 
 
-def _sharded_tridiagonal(v: torch.Tensor, seg: _Segment, a: float, boundary: str) -> Protocol:
+def _sharded_tridiagonal(v: torch.Tensor, seg: _Segment, a: float, boundary: str) -> Exchange:
     """``(I + a D^T D)^{-1}`` across shards, as :func:`gradgeo.transforms._tridiagonal_solve_`: a causal
     recurrence ``w_c = x_c + rho w_{c-1}`` from the boundary state ``w_init``, an anti-causal one
     ``y_c = w_c + rho y_{c+1}`` from ``y_end``, times ``rho / a``."""
@@ -268,16 +268,16 @@ def _sharded_tridiagonal(v: torch.Tensor, seg: _Segment, a: float, boundary: str
     return y_end
 
 
-def _sharded_h1(v: torch.Tensor, seg: _Segment, lam: float, boundary: str) -> Protocol:
+def _sharded_h1(v: torch.Tensor, seg: _Segment, lam: float, boundary: str) -> Exchange:
     return (yield from _sharded_tridiagonal(v, seg, lam * seg.total**2, boundary))
 
 
-def _sharded_laplacian(v: torch.Tensor, seg: _Segment, sigma: float, boundary: str) -> Protocol:
+def _sharded_laplacian(v: torch.Tensor, seg: _Segment, sigma: float, boundary: str) -> Exchange:
     # (I - sigma L)^{-1} with the periodic Laplacian L = -D^T D: the FFT form is the same operator
     return (yield from _sharded_tridiagonal(v, seg, sigma, "periodic"))
 
 
-_SHARDED: dict[str, Callable[[torch.Tensor, _Segment, float, str], Protocol]] = {
+_SHARDED: dict[str, Callable[[torch.Tensor, _Segment, float, str], Exchange]] = {
     "h0": _sharded_h0, "sobolev": _sharded_sobolev, "h1": _sharded_h1, "laplacian": _sharded_laplacian}
 
 
@@ -290,13 +290,13 @@ def _local(v: torch.Tensor, metric: str, strength: float, boundary: str) -> torc
     return (sobolev_ if metric == "sobolev" else h1_)(v, strength, 1, boundary)
 
 
-def _job_protocol(job: ShardedJob) -> tuple[Any, Protocol]:
+def _job_exchange(job: ShardedJob) -> tuple[Any, Exchange]:
     """The process group of a job and the generator that transforms its local tensor in place."""
     if job.metric not in METRICS:
         raise ValueError(f"unknown metric {job.metric!r} for a sharded gradient; expected one of {METRICS}")
     layout = _layout(job.grad, tuple(job.view_shape), job.dim % len(job.view_shape))
 
-    def protocol() -> Protocol:
+    def exchange() -> Exchange:
         local = job.grad.to_local()
         work = local.to(_compute_dtype(local.dtype), memory_format=torch.contiguous_format)
         d, view, segment = job.dim % len(job.view_shape), layout.local_view, layout.segment
@@ -317,7 +317,7 @@ def _job_protocol(job: ShardedJob) -> tuple[Any, Protocol]:
             local.copy_(work.view(local.shape))
         return probe
 
-    return layout.group, protocol()
+    return layout.group, exchange()
 
 
 def _all_gather(summary: torch.Tensor, group: Any) -> torch.Tensor:
@@ -342,13 +342,13 @@ def transform_dtensors_(jobs: Sequence[ShardedJob]) -> list[torch.Tensor]:
     Returns:
         One probe per job, the same on every rank: non-finite exactly when the gradient held a NaN or Inf.
     """
-    groups, protocols = zip(*(_job_protocol(job) for job in jobs)) if jobs else ((), ())
+    groups, exchanges = zip(*(_job_exchange(job) for job in jobs)) if jobs else ((), ())
     probes: list[torch.Tensor | None] = [None] * len(jobs)
     pending: dict[int, torch.Tensor] = {}
 
     def advance(i: int, value: torch.Tensor | None) -> None:
         try:
-            pending[i] = protocols[i].send(value)
+            pending[i] = exchanges[i].send(value)
         except StopIteration as stop:
             probes[i] = stop.value
 
