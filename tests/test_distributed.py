@@ -137,17 +137,23 @@ def _two_rank_cases(rank: int, world: int) -> dict[str, float | str]:
     for metric in METRICS:
         results[f"fsdp2-step-{metric}"] = _fsdp_step_error(rank, world, mesh, metric)
 
-    # a NaN in one rank's shard, transformed locally (direction "in"): every rank must skip the step
-    w = nn.Parameter(distribute_tensor(torch.zeros(4, 6), mesh, [Shard(0)]))
-    grad = torch.ones(4, 6)
-    grad[3, 0] = math.nan  # row 3 lives on rank 1
-    w.grad = distribute_tensor(grad, mesh, [Shard(0)])
-    opt = channel_directed(nn.Linear(6, 4), torch.optim.SGD, lr=0.1, metric="sobolev", apply_to=("linear",),
-                           direction="in", nonfinite="skip")
-    opt.base.param_groups[0]["params"] = [w]
-    opt.step()
-    results["nan-on-one-rank-skipped"] = opt.skipped_steps
+    # a NaN in rank 1's shard only: every rank must skip the step, whether the transform is sharded (sobolev
+    # along the sharded axis), local to each shard (direction "in") or the identity (laplacian, sigma 0)
+    for name, options in NAN_CASES.items():
+        w = nn.Parameter(distribute_tensor(torch.zeros(4, 6), mesh, [Shard(0)]))
+        grad = torch.ones(4, 6)
+        grad[3, 0] = math.nan  # row 3 lives on rank 1
+        w.grad = distribute_tensor(grad, mesh, [Shard(0)])
+        opt = channel_directed(nn.Linear(6, 4), torch.optim.SGD, lr=0.1, apply_to=("linear",), nonfinite="skip",
+                               **options)
+        opt.base.param_groups[0]["params"] = [w]
+        opt.step()
+        results[f"nan-{name}"] = opt.skipped_steps
     return results
+
+
+NAN_CASES = {"sharded-axis": {"metric": "sobolev"}, "other-axis": {"metric": "sobolev", "direction": "in"},
+             "identity": {"metric": "laplacian", "sigma": 0.0}}
 
 
 @pytest.fixture(scope="module")
@@ -177,8 +183,9 @@ def test_fsdp2_step_equals_the_single_process_step(two_ranks, metric):
     assert two_ranks[f"fsdp2-step-{metric}"] < 1e-12, two_ranks[f"fsdp2-step-{metric}"]
 
 
-def test_nonfinite_gradient_on_one_rank_skips_the_step_on_every_rank(two_ranks):
-    assert two_ranks["nan-on-one-rank-skipped"] == 1  # rank 0's own shard was finite; it skipped all the same
+@pytest.mark.parametrize("case", list(NAN_CASES))
+def test_nonfinite_gradient_on_one_rank_skips_the_step_on_every_rank(two_ranks, case):
+    assert two_ranks[f"nan-{case}"] == 1  # rank 0's own shard was finite; it skipped all the same
 
 
 def test_is_dtensor_is_false_for_tensors():

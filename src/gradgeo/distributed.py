@@ -302,17 +302,17 @@ def _job_exchange(job: ShardedJob) -> tuple[Any, Exchange]:
         d, view, segment = job.dim % len(job.view_shape), layout.local_view, layout.segment
         v = work.view(math.prod(view[:d]), view[d], math.prod(view[d + 1 :]))
         length = view[d] if segment is None else segment.total
-        if length <= 1 or (job.metric == "laplacian" and job.strength == 0):
-            probe = v.sum(1)  # the transform is the identity
-        elif segment is not None:
+        identity = length <= 1 or (job.metric == "laplacian" and job.strength == 0)
+        if segment is not None and not identity:
+            # from gathered summaries: the probe is the same on every rank
             probe = yield from _SHARDED[job.metric](v, segment, job.strength, job.boundary)
         else:
-            probe = _local(v, job.metric, job.strength, job.boundary)
-        if layout.group is not None and (segment is None or length <= 1):
-            # shards whose probes differ (the smoothing axis is not the sharded one) agree on whether any of
-            # them held a NaN or Inf, so that every rank takes the same skip or raise decision
-            flags = yield torch.isfinite(probe).all().to(v.dtype).view(1)
-            probe = torch.where(flags.bool().all(), 0.0, math.nan).to(v.dtype)
+            probe = v.sum(1) if identity else _local(v, job.metric, job.strength, job.boundary)
+            if layout.group is not None:
+                # each shard's own probe: agree on whether any held a NaN or Inf, so that every rank takes
+                # the same skip or raise decision
+                flags = yield torch.isfinite(probe).all().to(v.dtype).view(1)
+                probe = torch.where(flags.bool().all(), 0.0, math.nan).to(v.dtype)
         if work.data_ptr() != local.data_ptr():
             local.copy_(work.view(local.shape))
         return probe
