@@ -20,3 +20,4 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/transforms.py
+	$(PY) benchmarks/osgd.py 2>/dev/null

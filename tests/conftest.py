@@ -1,6 +1,7 @@
 """Shared fixtures: a small real problem (a slice of Fashion-MNIST) for optimizer tests."""
 
 import gzip
+import struct
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,24 @@ def fashion_slice() -> tuple[torch.Tensor, torch.Tensor]:
     with gzip.open(labels) as f:
         y = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)[8:][:512].long()
     return (x.float() / 255 - 0.286) / 0.353, y
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    """The folder with the Fashion-MNIST IDX files (the test is skipped without it)."""
+    if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"Fashion-MNIST not found in {FASHION_DIR}: apt-get install dataset-fashion-mnist")
+    return FASHION_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_fashion(fashion_dir, tmp_path_factory) -> Path:
+    """A folder holding the first 400 training and 300 test images of Fashion-MNIST as IDX files: a real
+    dataset small enough for end-to-end runs in a second (``--data-dir``)."""
+    folder = tmp_path_factory.mktemp("tiny-fashion")
+    for part, count in (("train", 400), ("t10k", 300)):
+        for kind, header, size in (("images-idx3", 16, 28 * 28), ("labels-idx1", 8, 1)):
+            with gzip.open(fashion_dir / f"{part}-{kind}-ubyte.gz") as f:
+                head, body = f.read(header), f.read(count * size)
+            (folder / f"{part}-{kind}-ubyte").write_bytes(head[:4] + struct.pack(">I", count) + head[8:] + body)
+    return folder

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from _multiexit_toys import BranchedCNN, exit_losses
 from gradgeo import multiexit, osgd
 
 ALL_CONFIGS = [
@@ -33,37 +34,13 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-class BranchedCNN(nn.Module):
-    """Trunk of three conv stages with a classifier exit after each."""
-
-    def __init__(self, classes: int = 4, width: int = 6) -> None:
-        super().__init__()
-        self.stages = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(1 if s == 0 else width, width, 3, padding=1), nn.ReLU()) for s in range(3)
-        )
-        self.heads = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * width, classes)) for _ in range(3)
-        )
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outputs = []
-        for stage, head in zip(self.stages, self.heads):
-            x = stage(x)
-            outputs.append(head(x))
-        return outputs
-
-
 def make_problem(seed: int = 0):
     """A learnable toy task: the label is the image quadrant with the largest mean."""
     torch.manual_seed(seed)
-    net = BranchedCNN()
+    net = BranchedCNN(classes=4, width=6, pool=2)
     x = torch.randn(64, 1, 6, 6)
     quadrant_means = nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
     return net, x, quadrant_means.argmax(1)
-
-
-def exit_losses(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-    return [nn.functional.cross_entropy(out, y) for out in net(x)]
 
 
 def flat_grad(params: list[torch.Tensor]) -> torch.Tensor:

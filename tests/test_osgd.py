@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from _multiexit_toys import BranchedCNN, exit_losses
 from gradgeo import osgd
 
 
@@ -180,37 +181,12 @@ def test_gram_schmidt_rejects_bad_input(G, eps, match):
 # -------------------------------------------------------------------------------------------- backward
 
 
-class BranchedCNN(nn.Module):
-    """Trunk of three conv stages with an exit head after each; ``unused`` is reached by no exit."""
-
-    def __init__(self, classes: int = 3, width: int = 4) -> None:
-        super().__init__()
-        self.stages = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(1 if s == 0 else width, width, 3, padding=1), nn.ReLU()) for s in range(3)
-        )
-        self.heads = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, classes)) for _ in range(3)
-        )
-        self.unused = nn.Linear(2, 2)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outputs = []
-        for stage, head in zip(self.stages, self.heads):
-            x = stage(x)
-            outputs.append(head(x))
-        return outputs
-
-
 def make_problem(seed: int = 0, dtype: torch.dtype = torch.float32):
     torch.manual_seed(seed)
-    net = BranchedCNN().to(dtype)
+    net = BranchedCNN(classes=3, width=4, pool=1, unused=True).to(dtype)
     x = torch.randn(8, 1, 6, 6, dtype=dtype)
     y = torch.randint(0, 3, (8,))
     return net, x, y
-
-
-def exit_losses(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-    return [nn.functional.cross_entropy(out, y) for out in net(x)]
 
 
 def trainable(net: nn.Module) -> list[nn.Parameter]:

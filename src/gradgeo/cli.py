@@ -1,4 +1,4 @@
-"""The ``gradgeo`` command line: ``train``, ``compare``, ``analyze`` and ``demo``."""
+"""The ``gradgeo`` command line: ``train``, ``compare``, ``analyze``, ``demo`` and ``anytime train|compare``."""
 
 from __future__ import annotations
 
@@ -33,24 +33,40 @@ _HELP = {
 DEMO_SPECS = ("sgd", "sgd+h0:lam=2", "sgd+sobolev:lam=0.1", "sgd+h1:lam=0.01")
 
 
-def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field, typed from its annotation, with the field's default."""
-    hints = typing.get_type_hints(TrainConfig)
-    for field in dataclasses.fields(TrainConfig):
+def _add_config_arguments(
+    parser: argparse.ArgumentParser, config_class: type[TrainConfig] = TrainConfig, helps: dict[str, str] | None = None
+) -> None:
+    """One option per field of ``config_class``, typed from its annotation, with the field's default."""
+    helps = {**_HELP, **(helps or {})}
+    hints = typing.get_type_hints(config_class)
+    for field in dataclasses.fields(config_class):
         flag = "--" + field.name.replace("_", "-")
         default = field.default
         kind = hints[field.name]
         options = [a for a in typing.get_args(kind) if a is not type(None)] if isinstance(
             kind, types.UnionType) else [kind]
-        help_text = _HELP.get(field.name, "") + f" (default: {default})"
+        help_text = helps.get(field.name, "") + f" (default: {default})"
         if options[0] is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         else:
             parser.add_argument(flag, type=options[0], default=default, help=help_text)
 
 
-def _config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}).validate()
+def _config(args: argparse.Namespace, config_class: type[TrainConfig] = TrainConfig) -> TrainConfig:
+    return config_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)}).validate()
+
+
+def _add_grid_arguments(parser: argparse.ArgumentParser, out: Path) -> None:
+    """The options of a comparison over seeds: --seeds, --seed-list, --jobs, --out, --quiet."""
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
+    parser.add_argument("--seed-list", type=int, nargs="+", help="explicit seeds instead of --seeds")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default: 1)")
+    parser.add_argument("--out", type=Path, default=out, help=f"output folder (default: {out})")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _seeds(args: argparse.Namespace) -> list[int]:
+    return args.seed_list if args.seed_list else list(range(args.seeds))
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -65,8 +81,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_compare(args: argparse.Namespace) -> None:
     from gradgeo.compare import compare
 
-    seeds = args.seed_list if args.seed_list else list(range(args.seeds))
-    compare(args.specs, seeds, _config(args), args.out, jobs=args.jobs,
+    compare(args.specs, _seeds(args), _config(args), args.out, jobs=args.jobs,
             progress=False if args.quiet else None)
     if _is_main():
         print(f"summary.json, summary.csv and curves.png in {args.out}")
@@ -125,11 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and a paired test against the first spec.")
     p.add_argument("specs", nargs="+", help="optimizer specs; the first is the baseline")
     _add_config_arguments(p)
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
-    p.add_argument("--seed-list", type=int, nargs="+", help="explicit seeds instead of --seeds")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default: 1)")
-    p.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder (default: runs/compare)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_grid_arguments(p, Path("runs/compare"))
     p.set_defaults(run=_cmd_compare)
 
     p = sub.add_parser("analyze", help="channel correlations and gradient noise of a checkpoint")
@@ -146,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.set_defaults(run=_cmd_demo)
+
+    from gradgeo.anytime.cli import add_anytime_parser  # here, not at the top: it imports this module
+
+    add_anytime_parser(sub)
     return parser
 
 

@@ -30,7 +30,7 @@ from gradgeo.engine import RESULT, TrainConfig, _atomic_save, load_splits, train
 from gradgeo.factory import parse_spec
 from gradgeo.stats import Summary, mean_ci, paired_test
 
-__all__ = ["compare", "run_dir", "summarize"]
+__all__ = ["compare", "run_dir", "run_grid", "summarize"]
 
 
 def _slug(spec: str) -> str:
@@ -46,9 +46,9 @@ def _run_config(base: TrainConfig, spec: str, seed: int) -> TrainConfig:
     return dataclasses.replace(base, optimizer=spec, seed=seed)
 
 
-def _worker(config: dict[str, Any], directory: str, threads: int) -> str:
+def _worker(train_fn: Callable[..., Any], config: TrainConfig, directory: str, threads: int) -> str:
     torch.set_num_threads(threads)
-    train(TrainConfig(**config), directory, resume=True, progress=False, log=None)
+    train_fn(config, directory, resume=True, progress=False, log=None)
     return directory
 
 
@@ -86,55 +86,94 @@ def compare(
         raise ValueError("compare needs at least one optimizer spec")
     if len(set(specs)) != len(specs):
         raise ValueError(f"duplicate optimizer specs in {list(specs)}")
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"compare needs distinct seeds, got {list(seeds)}")
     for spec in specs:
         parse_spec(spec)
     base.validate()
     ctx = ddp.setup(base.resolved_device())
-    if ctx.distributed and jobs > 1:
+    out = Path(out_dir)
+    plan = {"specs": list(specs), "seeds": list(seeds), "config": dataclasses.asdict(base)}
+    run_grid(out, specs, seeds, lambda spec, seed: _run_config(base, spec, seed), train, plan, jobs=jobs, log=log,
+             progress=progress, context=ctx)
+    summary = None
+    if ctx.is_main:  # the rank that wrote the results summarizes them; every rank returns its summary
+        summary = summarize(out, specs, seeds)
+        log(format_table(summary))
+    return ctx.from_main(summary)
+
+
+def run_grid(
+    out: Path,
+    labels: Sequence[str],
+    seeds: Sequence[int],
+    make_config: Callable[[str, int], TrainConfig],
+    train_fn: Callable[..., Any],
+    plan: dict[str, Any],
+    *,
+    jobs: int = 1,
+    log: Callable[[str], None] = print,
+    progress: bool | None = None,
+    context: ddp.Context | None = None,
+) -> None:
+    """Train every ``(label, seed)`` run of a comparison folder that has no ``result.json`` yet.
+
+    Writes ``plan.json`` first, refusing a folder whose plan has another ``"config"``; unfinished runs
+    resume from their checkpoints. Shared by :func:`compare` and :func:`gradgeo.anytime.compare_anytime`.
+    Under torchrun every rank calls this and all ranks train each run together (``train_fn`` joins them,
+    see :mod:`gradgeo.engine`; ``jobs`` must be 1); rank 0 alone writes ``plan.json`` and logs.
+
+    Args:
+        out: the comparison folder; run ``(label, seed)`` lives in :func:`run_dir`.
+        labels: what is compared (optimizer specs, training methods ...).
+        seeds: the seeds; every label runs with each (distinct).
+        make_config: ``(label, seed) -> config`` of that run.
+        train_fn: ``train_fn(config, directory, resume=True, progress=..., log=None, [splits=...])``, a
+            module-level function (parallel runs pickle it), e.g. :func:`gradgeo.engine.train`.
+        plan: what was asked, with the shared configuration under ``"config"``.
+        jobs: runs in parallel processes (each gets ``cores // jobs`` threads).
+        log: receives one line per finished run.
+        progress: tqdm bars for sequential runs; default only on a terminal.
+        context: the data-parallel ranks (:func:`gradgeo.ddp.setup`); None: one process.
+    """
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"compare needs distinct seeds, got {list(seeds)}")
+    context = context or ddp.Context()
+    if context.distributed and jobs > 1:
         raise ValueError("--jobs > 1 trains runs side by side in separate processes; under torchrun all ranks "
                          "train each run together: use --jobs 1")
-    if not ctx.is_main:
-        log, progress = (lambda line: None), False
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    plan = {"specs": list(specs), "seeds": list(seeds), "config": dataclasses.asdict(base)}
     plan_path = out / "plan.json"
     if plan_path.exists():
         previous = json.loads(plan_path.read_text())
         if previous["config"] != plan["config"]:
             raise ValueError(f"{out} holds a comparison with another configuration; pick a new --out folder")
-    if ctx.is_main:
+    if context.is_main:
         _atomic_save(plan, plan_path)  # atomic: the other ranks may be reading it
 
-    todo = [(spec, seed) for seed in seeds for spec in specs
-            if not (run_dir(out, spec, seed) / RESULT).exists()]
-    done = len(specs) * len(seeds) - len(todo)
-    log(f"{len(specs)} specs x {len(seeds)} seeds: {done} runs finished, {len(todo)} to go -> {out}")
+    total = len(labels) * len(seeds)
+    todo = [(label, seed) for seed in seeds for label in labels if not (run_dir(out, label, seed) / RESULT).exists()]
+    todo = context.from_main(todo)  # every rank trains the same runs
+    done = total - len(todo)
+    if context.is_main:  # rank 0 alone logs (and reads the result.json files it writes)
+        log(f"{len(labels)} x {len(seeds)} seeds: {done} runs finished, {len(todo)} to go -> {out}")
     if jobs > 1 and len(todo) > 1:
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            futures = {pool.submit(_worker, dataclasses.asdict(_run_config(base, spec, seed)),
-                                   str(run_dir(out, spec, seed)), threads): (spec, seed) for spec, seed in todo}
+        spawn = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=spawn) as pool:
+            futures = {pool.submit(_worker, train_fn, make_config(label, seed), str(run_dir(out, label, seed)),
+                                   threads): (label, seed) for label, seed in todo}
             for future in concurrent.futures.as_completed(futures):
-                spec, seed = futures[future]
+                label, seed = futures[future]
                 future.result()
                 done += 1
-                log(f"[{done}/{len(specs) * len(seeds)}] {spec} seed {seed}: {_final(out, spec, seed)}")
+                log(f"[{done}/{total}] {label} seed {seed}: {_final(out, label, seed)}")
     else:
-        splits = load_splits(base) if todo else None
-        for spec, seed in todo:
-            train(_run_config(base, spec, seed), run_dir(out, spec, seed), resume=True, progress=progress,
-                  log=None, splits=splits)
+        splits = load_splits(make_config(*todo[0])) if todo else None
+        for label, seed in todo:
+            train_fn(make_config(label, seed), run_dir(out, label, seed), resume=True, progress=progress, log=None,
+                     splits=splits)
             done += 1
-            if ctx.is_main:  # rank 0 wrote result.json
-                log(f"[{done}/{len(specs) * len(seeds)}] {spec} seed {seed}: {_final(out, spec, seed)}")
-    summary = summarize(out, specs, seeds) if ctx.is_main else None
-    if ctx.is_main:
-        log(format_table(summary))
-    return ctx.from_main(summary)
+            if context.is_main:
+                log(f"[{done}/{total}] {label} seed {seed}: {_final(out, label, seed)}")
 
 
 def _final(out: Path, spec: str, seed: int) -> str:

@@ -41,8 +41,8 @@ class Context:
 
     Example:
         >>> ctx = Context()
-        >>> ctx.is_main, ctx.distributed, ctx.sum(3.0)
-        (True, False, 3.0)
+        >>> ctx.is_main, ctx.distributed, ctx.sum(3).item()
+        (True, False, 3)
     """
 
     rank: int = 0
@@ -65,13 +65,13 @@ class Context:
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
-    def sum(self, value: float) -> float:
-        """The sum of ``value`` over all ranks (a number; one small all_reduce)."""
-        if not self.distributed:
-            return value
-        total = torch.tensor(float(value), dtype=torch.float64, device=self.device)
-        dist.all_reduce(total)
-        return total.item()
+    def sum(self, value: torch.Tensor | float) -> torch.Tensor:
+        """``value`` (a number or a tensor) summed elementwise over all ranks: a new tensor on this rank's
+        device, in ``value``'s dtype (one all_reduce; a copy on one process)."""
+        total = torch.as_tensor(value, device=self.device).clone()
+        if self.distributed:
+            dist.all_reduce(total)
+        return total
 
     def from_main(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank (a picklable object; the other ranks' argument is ignored)."""

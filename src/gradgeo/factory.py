@@ -18,7 +18,7 @@ from torch import nn
 
 from gradgeo.optim import METRICS, ChannelDirected, layer_kinds
 
-__all__ = ["BASES", "OptimizerSpec", "create_optimizer", "parse_spec"]
+__all__ = ["BASES", "OptimizerSpec", "create_optimizer", "parse_options", "parse_spec"]
 
 BASES: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -69,7 +69,22 @@ def _value(text: str) -> Any:
     return text
 
 
-def _options(part: str, allowed: tuple[str, ...], where: str, spec: str) -> tuple[str, dict[str, Any]]:
+def parse_options(part: str, allowed: tuple[str, ...], where: str, spec: str) -> tuple[str, dict[str, Any]]:
+    """Split ``NAME[:key=value,...]`` into the lower-cased name and its options (values as in spec strings).
+
+    Args:
+        part: the text to parse, e.g. ``"osgd:granularity=tensor"``.
+        allowed: the option keys the named thing accepts.
+        where: what the name names, for errors (``"optimizer"``, ``"metric"``, ``"strategy"``).
+        spec: the whole spec, for errors.
+
+    Returns:
+        ``(name, options)``.
+
+    Example:
+        >>> parse_options("sdn:start=0.1", ("start",), "strategy", "sdn:start=0.1")
+        ('sdn', {'start': 0.1})
+    """
     name, _, rest = part.partition(":")
     name = name.strip().lower()
     options: dict[str, Any] = {}
@@ -77,7 +92,7 @@ def _options(part: str, allowed: tuple[str, ...], where: str, spec: str) -> tupl
         key, eq, value = item.partition("=")
         key = key.strip()
         if not eq or not value.strip():
-            raise ValueError(f"bad option {item!r} in optimizer spec {spec!r}: write key=value")
+            raise ValueError(f"bad option {item!r} in {where} spec {spec!r}: write key=value")
         if key not in allowed:
             raise ValueError(f"unknown option {key!r} for {where} {name!r} in spec {spec!r}; accepted: {allowed}")
         options[key] = _value(value.strip())
@@ -99,13 +114,13 @@ def parse_spec(spec: str) -> OptimizerSpec:
     base_name = parts[0].partition(":")[0].strip().lower()
     if base_name not in BASES:
         raise ValueError(f"unknown base optimizer {base_name!r} in spec {spec!r}; expected one of {tuple(BASES)}")
-    base, base_options = _options(parts[0], _BASE_OPTIONS[base_name], "optimizer", spec)
+    base, base_options = parse_options(parts[0], _BASE_OPTIONS[base_name], "optimizer", spec)
     metric, metric_options = "none", {}
     if len(parts) == 2:
         metric_name = parts[1].partition(":")[0].strip().lower()
         if metric_name not in METRICS:
             raise ValueError(f"unknown metric {metric_name!r} in spec {spec!r}; expected one of {METRICS}")
-        metric, metric_options = _options(parts[1], _METRIC_OPTIONS, "metric", spec)
+        metric, metric_options = parse_options(parts[1], _METRIC_OPTIONS, "metric", spec)
     if "apply_to" in metric_options and isinstance(metric_options["apply_to"], str):
         metric_options["apply_to"] = (metric_options["apply_to"],)
     return OptimizerSpec(base, base_options, metric, metric_options, spec.strip())

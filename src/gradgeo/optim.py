@@ -204,6 +204,7 @@ class ChannelDirected(Optimizer):
         self.skipped_steps = 0
         self._kinds = dict(kinds or {})
         self._names = dict(names or {})
+        self._views: dict[tuple[torch.Tensor, str], tuple[tuple[int, ...], int] | None] = {}
         self._linked = False
         super().__init__(base.param_groups, options)  # setdefault our options into base's group dicts
         self.param_groups = base.param_groups
@@ -266,10 +267,11 @@ class ChannelDirected(Optimizer):
             raise ValueError("ChannelDirected needs real gradients, got a complex one; the channel metrics are "
                              "defined for real tensors")
         direction = "flat" if group["metric"] == "laplacian" else group["direction"]
-        view = smoothing_view(p.shape, direction, kind)
-        if view is None or view[0][view[1]] == 1:
-            return None
-        return view
+        key = (p, direction)  # the view depends only on the parameter and the direction: compute it once
+        if key not in self._views:
+            view = smoothing_view(p.shape, direction, kind)
+            self._views[key] = None if view is None or view[0][view[1]] == 1 else view
+        return self._views[key]
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:

@@ -1,7 +1,9 @@
 """CNNs for the experiments, built by name: CIFAR ResNets, VGG with BatchNorm, and a small CNN.
 
 Every model takes ``N x C x H x W`` float images with 28x28 or 32x32 resolution and any channel count, and
-returns ``N x num_classes`` logits. All have a ``width`` multiplier of their channel counts.
+returns ``N x num_classes`` logits. All have a ``width`` multiplier of their channel counts. Anytime
+(multi-exit) networks return one logits tensor per exit and have their own registry,
+:func:`build_anytime_model` (:mod:`gradgeo.models.anytime`).
 
 Example:
     >>> import torch
@@ -18,11 +20,20 @@ from functools import partial
 
 from torch import nn
 
+from gradgeo.models.anytime import (
+    ANYTIME_MODELS,
+    AnytimeNetwork,
+    AnytimePrediction,
+    anytime_predict,
+    build_anytime_model,
+    exit_flops,
+)
 from gradgeo.models.resnet import BasicBlock, CifarResNet
 from gradgeo.models.small_cnn import SmallCNN
 from gradgeo.models.vgg import VGG
 
-__all__ = ["MODELS", "VGG", "BasicBlock", "CifarResNet", "SmallCNN", "build_model"]
+__all__ = ["ANYTIME_MODELS", "MODELS", "VGG", "AnytimeNetwork", "AnytimePrediction", "BasicBlock", "CifarResNet",
+           "SmallCNN", "anytime_predict", "build_anytime_model", "build_model", "exit_flops"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "resnet20": partial(CifarResNet, 20),
@@ -58,5 +69,6 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs
         torch.Size([1, 10])
     """
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+        hint = " (an anytime model: use build_anytime_model)" if name in ANYTIME_MODELS else ""
+        raise ValueError(f"unknown model {name!r}{hint}; known models: {', '.join(MODELS)}")
     return _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
