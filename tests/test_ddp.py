@@ -1,8 +1,10 @@
 """Data-parallel training on 2 gloo processes equals one process on the concatenated batch.
 
 * ChannelDirected under DDP, for every metric: the transform acts on the all-reduced gradient.
-* OSGD under DDP (forward in ``no_sync``, per-exit gradients averaged before Gram-Schmidt).
-* The engine under a torchrun-like environment: sharded batches, rank-0 files, resume, the batch-size rule.
+* Every multi-exit strategy, OSGD included, under DDP (forward in ``no_sync``, the per-exit gradients averaged
+  over the ranks before they are combined).
+* The engine under a torchrun-like environment, with the cross-entropy and the multi-exit objective: sharded
+  batches, training metrics summed over the ranks, rank-0 files, resume, the batch-size rule.
 """
 
 import dataclasses
@@ -14,12 +16,15 @@ import torch.distributed as dist
 from torch import nn
 
 from _multiprocess import run_ranks
-from gradgeo import models, osgd
+from gradgeo import models
+from gradgeo.anytime import MultiExitObjective, parse_strategy
 from gradgeo.data import DatasetSplits, Loader
-from gradgeo.engine import TrainConfig, train
+from gradgeo.engine import TrainConfig, fit, train
+from gradgeo.multiexit import make_strategy
 from gradgeo.optim import METRICS, channel_directed
 
 OPTIONS = {"h0": {"lam": 2.0}, "sobolev": {"lam": 0.1}, "h1": {"lam": 0.01}, "laplacian": {"sigma": 1.0}, "none": {}}
+STRATEGIES = ["sum", "sdn", "adaloss", "pcgrad", "osgd", "osgd:granularity=tensor"]
 
 
 def tiny_cnn() -> nn.Module:
@@ -29,13 +34,15 @@ def tiny_cnn() -> nn.Module:
 
 
 class TwoExits(nn.Module):
-    """A trunk with an exit after each of two stages (exit 1 first)."""
+    """A trunk with an exit after each of two stages (exit 1 first); no BatchNorm."""
 
-    def __init__(self) -> None:
+    num_exits = 2
+
+    def __init__(self, num_classes: int = 3, in_channels: int = 3) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.stage1, self.stage2 = nn.Conv2d(3, 6, 3), nn.Conv2d(6, 6, 3)
-        self.exit1, self.exit2 = nn.Linear(6, 3), nn.Linear(6, 3)
+        self.stage1, self.stage2 = nn.Conv2d(in_channels, 6, 3), nn.Conv2d(6, 6, 3)
+        self.exit1, self.exit2 = nn.Linear(6, num_classes), nn.Linear(6, num_classes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h1 = torch.tanh(self.stage1(x))
@@ -67,22 +74,24 @@ def _step_cases(rank: int, world: int) -> dict[str, float]:
             opt.zero_grad()
         results[f"ddp-{metric}"] = _largest_difference(model, reference)
 
-    for granularity in osgd.GRANULARITIES:
+    for spec in STRATEGIES:
+        name, options = parse_strategy(spec)
         reference, model = TwoExits().double(), TwoExits().double()
+        ref_strategy, strategy = make_strategy(name, 2, **options), make_strategy(name, 2, **options)
         ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
         ddp = nn.parallel.DistributedDataParallel(model)
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        for _ in range(2):
+        for step in range(3):
             losses = [nn.functional.cross_entropy(out, y) for out in reference(x)]
-            osgd.backward(losses, list(reference.parameters()), granularity)
+            ref_strategy.backward(losses, reference.parameters(), progress=step / 3)
             ref_opt.step()
             ref_opt.zero_grad()
-            with ddp.no_sync():  # autograd.grad bypasses DDP's hooks; osgd averages the per-exit gradients
+            with ddp.no_sync():  # the strategy averages the per-exit gradients (osgd.backward: process_group)
                 losses = [nn.functional.cross_entropy(out, y[part]) for out in ddp(x[part])]
-                osgd.backward(losses, list(model.parameters()), granularity, process_group=dist.group.WORLD)
+                strategy.backward(losses, model.parameters(), progress=step / 3, process_group=dist.group.WORLD)
             opt.step()
             opt.zero_grad()
-        results[f"osgd-{granularity}"] = _largest_difference(model, reference)
+        results[f"strategy-{spec}"] = _largest_difference(model, reference)
     return results
 
 
@@ -98,9 +107,9 @@ def test_channel_directed_under_ddp_equals_one_process_on_the_whole_batch(step_r
     assert step_results[f"ddp-{metric}"] < 1e-12
 
 
-@pytest.mark.parametrize("granularity", osgd.GRANULARITIES)
-def test_osgd_under_ddp_equals_one_process_on_the_whole_batch(step_results, granularity):
-    assert step_results[f"osgd-{granularity}"] < 1e-12
+@pytest.mark.parametrize("spec", STRATEGIES)
+def test_multiexit_strategy_under_ddp_equals_one_process_on_the_whole_batch(step_results, spec):
+    assert step_results[f"strategy-{spec}"] < 1e-12
 
 
 # ------------------------------------------------------------------------------------ the engine
@@ -131,9 +140,21 @@ CONFIG = TrainConfig(dataset="synthetic", model="plain_cnn", optimizer="sgd+sobo
                      lr=0.1, epochs=2, batch_size=16, augment=True, seed=3)
 
 
+def multiexit_build(spec: str):
+    """``fit``'s build for the multi-exit objective with strategy ``spec`` on :class:`TwoExits`."""
+
+    def build(model_args: dict[str, int]) -> tuple[nn.Module, MultiExitObjective]:
+        model = TwoExits(**model_args)
+        name, options = parse_strategy(spec)
+        return model, MultiExitObjective(model, make_strategy(name, 2, **options), flops=[1, 2])
+
+    return build
+
+
 def _engine_run(rank: int, world: int, out: str) -> dict:
     models._REGISTRY["plain_cnn"] = PlainCNN
     splits, lines = synthetic_splits(), []
+    anytime = {spec: fit(CONFIG, multiexit_build(spec), splits=splits, log=None) for spec in STRATEGIES}
     full = train(CONFIG, Path(out) / "full", splits=splits, log=lines.append)
     partial = train(CONFIG, Path(out) / "cut", splits=splits, stop_after=1, log=None)
     resumed = train(CONFIG, Path(out) / "cut", splits=splits, resume=True, log=None)
@@ -142,7 +163,7 @@ def _engine_run(rank: int, world: int, out: str) -> dict:
         error = ""
     except ValueError as e:
         error = str(e)
-    return {"full": full, "partial": partial, "resumed": resumed, "error": error, "log": lines}
+    return {"full": full, "partial": partial, "resumed": resumed, "error": error, "log": lines, "anytime": anytime}
 
 
 def strip_time(history):
@@ -156,20 +177,32 @@ def engine_runs(tmp_path_factory):
     return out, ranks
 
 
+def assert_same_rows(ddp_history, history):
+    for ddp_row, row in zip(strip_time(ddp_history), strip_time(history), strict=True):
+        assert ddp_row.keys() == row.keys()
+        for key, value in row.items():
+            assert ddp_row[key] == (value if value is None else pytest.approx(value, rel=1e-5, abs=1e-6)), key
+
+
 def test_engine_under_ddp_trains_like_one_process(engine_runs, tmp_path, monkeypatch):
     out, ranks = engine_runs
     monkeypatch.setitem(models._REGISTRY, "plain_cnn", PlainCNN)
     single = train(CONFIG, tmp_path, splits=synthetic_splits(), log=None)
     assert strip_time(ranks[0]["full"]) == strip_time(ranks[1]["full"])  # every rank returns rank 0's rows
-    for ddp_row, row in zip(strip_time(ranks[0]["full"]), strip_time(single), strict=True):
-        assert ddp_row.keys() == row.keys()
-        for key, value in row.items():
-            assert ddp_row[key] == (value if value is None else pytest.approx(value, rel=1e-5, abs=1e-6)), key
+    assert_same_rows(ranks[0]["full"], single)  # the training metrics too: summed over the ranks
     ddp_state = torch.load(out / "full" / "checkpoint.pt", weights_only=False)["model"]
     one_state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
     assert ddp_state.keys() == one_state.keys()  # saved unwrapped: checkpoints move between world sizes
     for key in one_state:
         torch.testing.assert_close(ddp_state[key], one_state[key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("spec", STRATEGIES)
+def test_multiexit_objective_under_ddp_trains_like_one_process(engine_runs, spec):
+    _, ranks = engine_runs
+    single = fit(CONFIG, multiexit_build(spec), splits=synthetic_splits(), log=None)
+    assert strip_time(ranks[0]["anytime"][spec]) == strip_time(ranks[1]["anytime"][spec])
+    assert_same_rows(ranks[0]["anytime"][spec], single)  # per-exit training metrics summed over the ranks
 
 
 def test_engine_under_ddp_resumes_and_logs_and_writes_from_rank_0(engine_runs):
@@ -198,3 +231,4 @@ def test_sharded_loader_parts_make_up_the_single_process_batch():
     assert [len(p[-1][1]) for p in parts] == [2, 2, 2]  # the last batch of 6: sizes differ by at most one
     with pytest.raises(ValueError, match="rank must be"):
         Loader(x, y, 8, mean=[0.5], std=[0.3], rank=2, world_size=2)
+

@@ -41,8 +41,8 @@ class Context:
 
     Example:
         >>> ctx = Context()
-        >>> ctx.is_main, ctx.distributed, ctx.sum(3).item()
-        (True, False, 3)
+        >>> ctx.is_main, ctx.distributed, ctx.group, ctx.sum(3).item()
+        (True, False, None, 3)
     """
 
     rank: int = 0
@@ -57,6 +57,12 @@ class Context:
     def is_main(self) -> bool:
         """Rank 0: the process that logs, evaluates, and writes metrics and checkpoints."""
         return self.rank == 0
+
+    @property
+    def group(self) -> Any:
+        """The process group of the ranks (torch.distributed's default group), or None on one process: the
+        ``process_group`` argument of :func:`gradgeo.osgd.backward` and the multi-exit strategies."""
+        return dist.group.WORLD if self.distributed else None
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """``model`` in ``DistributedDataParallel`` (gradients averaged over ranks in ``backward``), or as is."""

@@ -16,6 +16,7 @@ model with BatchNorm trains close to, not exactly like, one process.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -184,6 +185,10 @@ class Objective(ABC):
     header: str = TABLE_HEADER
     #: the data-parallel ranks this objective trains on; :func:`fit` sets it (one process by default)
     context: ddp.Context = ddp.Context()
+    #: False: DDP averages the gradients that :meth:`backward` writes, in its backward hooks. True:
+    #: :meth:`backward` averages them over ``context.group`` itself (for a rule that is not linear in the
+    #: batch's gradient, e.g. OSGD), and :func:`fit` runs the step in DDP's ``no_sync``
+    reduces_gradients: bool = False
 
     @abstractmethod
     def backward(self, output: Any, y: torch.Tensor, progress: float) -> None:
@@ -339,7 +344,10 @@ def fit(
                            augment=Augment(padding=4, flip=True) if augment else None, rank=ctx.rank,
                            world_size=ctx.world_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, len(loader)))
-    forward = torch.compile(ctx.wrap(model)) if config.compile else ctx.wrap(model)
+    wrapped = ctx.wrap(model)
+    forward = torch.compile(wrapped) if config.compile else wrapped
+    # an objective that averages its gradients over the ranks itself: DDP reduces nothing (and prepares nothing)
+    no_sync = wrapped.no_sync if ctx.distributed and objective.reduces_gradients else contextlib.nullcontext
 
     history: list[dict[str, Any]] = []
     checkpoint_path = out / CHECKPOINT if out is not None else None
@@ -369,9 +377,9 @@ def fit(
         lr = optimizer.param_groups[0]["lr"]
         batches = _progress(loader.epoch(epoch), len(loader), f"epoch {epoch + 1}/{config.epochs}", progress)
         for step, (x, y) in enumerate(batches, epoch * len(loader)):
-            output = forward(x)
             optimizer.zero_grad(set_to_none=True)
-            objective.backward(output, y, step / total_steps)
+            with no_sync():
+                objective.backward(forward(x), y, step / total_steps)
             optimizer.step()
             scheduler.step()
         row: dict[str, Any] = {"epoch": epoch + 1, **objective.train_metrics()}  # every rank: sums over ranks

@@ -25,10 +25,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import torch
-import torch.distributed
 
 from gradgeo._exit_grads import (
+    accumulate_direction,
     accumulate_grad,
+    average_over_ranks_,
     check_dense,
     check_losses,
     check_params,
@@ -227,14 +228,6 @@ def backward(
         _backward_tensor(losses, params, eps, who, process_group)
 
 
-def _average_(block: torch.Tensor, process_group: Any) -> torch.Tensor:
-    """Average ``block`` over the ranks of ``process_group`` in place (a no-op without a group)."""
-    if process_group is not None:
-        torch.distributed.all_reduce(block, group=process_group)
-        block.div_(torch.distributed.get_world_size(process_group))
-    return block
-
-
 def _sum_rows_(W: torch.Tensor) -> torch.Tensor:
     """``sum_k W[k]`` accumulated in place into ``W[0]`` (in exit order; exact for K = 1)."""
     total = W[0]
@@ -249,10 +242,8 @@ def _backward_global(
     hint = "; granularity='tensor' works with parameters on several devices"
     G, reached = exit_gradient_matrix(losses, params, who, device_hint=hint)
     with torch.no_grad():
-        direction = _sum_rows_(_orthogonalize_(_average_(G, process_group), _resolve_eps(eps, G.dtype)))
-        for p, piece, hit in zip(params, direction.split([p.numel() for p in params]), reached):
-            if hit:
-                accumulate_grad(p, piece)
+        G = average_over_ranks_(G, process_group)
+        accumulate_direction(params, _sum_rows_(_orthogonalize_(G, _resolve_eps(eps, G.dtype))), reached)
 
 
 def _backward_tensor(
@@ -274,5 +265,5 @@ def _backward_tensor(
             for row, g in zip(block, rows):
                 row.view(p.shape).copy_(g)
             del rows
-            block = _average_(block, process_group)
+            block = average_over_ranks_(block, process_group)
             accumulate_grad(p, _sum_rows_(_orthogonalize_(block, _resolve_eps(eps, dtype))))

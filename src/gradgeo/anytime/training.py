@@ -119,6 +119,9 @@ class MultiExitObjective(Objective):
     ``test_exit_acc`` (one value per exit, first exit first); ``train_loss``, ``train_acc``, ``val_acc``,
     ``test_loss`` and ``test_acc`` are the last exit's, so that tools reading plain runs read these too.
 
+    Under DDP the strategy averages the ranks' per-exit gradients itself (``process_group``, see
+    :meth:`gradgeo.multiexit.MultiExitStrategy.backward`), so every strategy trains as on one process.
+
     Args:
         model: the anytime network being trained.
         strategy: how the per-exit losses become a gradient (:mod:`gradgeo.multiexit`).
@@ -143,12 +146,14 @@ class MultiExitObjective(Objective):
         self.header = f"{'epoch':>5} {'train loss (last exit)':>22} {'val acc %':>9} {label:>{self._width}} " \
                       f"{'lr':>9} {'time s':>7}"
 
+    reduces_gradients = True  # the strategy averages the per-exit gradients over the ranks before combining them
+
     def backward(self, output: list[torch.Tensor], y: torch.Tensor, progress: float) -> None:
         losses = [nn.functional.cross_entropy(o, y, label_smoothing=self.label_smoothing) for o in output]
         with torch.no_grad():
             losses_now = torch.stack([loss.detach() for loss in losses]) * len(y)
             correct_now = torch.stack([(o.argmax(1) == y).sum() for o in output])
-        self.strategy.backward(losses, self.params, progress=progress)
+        self.strategy.backward(losses, self.params, progress=progress, process_group=self.context.group)
         loss_sum, correct, seen = self._sums or (0, 0, 0)
         self._sums = (loss_sum + losses_now, correct + correct_now, seen + len(y))
 
