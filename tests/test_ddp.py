@@ -5,9 +5,11 @@
   over the ranks before they are combined).
 * The engine under a torchrun-like environment, with the cross-entropy and the multi-exit objective: sharded
   batches, training metrics summed over the ranks, rank-0 files, resume, the batch-size rule.
+* ``compare`` and ``compare_anytime`` under DDP: the summary from rank 0 on every rank, files written once.
 """
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,8 @@ from torch import nn
 
 from _multiprocess import run_ranks
 from gradgeo import models
-from gradgeo.anytime import MultiExitObjective, parse_strategy
+from gradgeo.anytime import AnytimeConfig, MultiExitObjective, compare_anytime, parse_strategy
+from gradgeo.compare import compare
 from gradgeo.data import DatasetSplits, Loader
 from gradgeo.engine import TrainConfig, fit, train
 from gradgeo.multiexit import make_strategy
@@ -232,3 +235,45 @@ def test_sharded_loader_parts_make_up_the_single_process_batch():
     with pytest.raises(ValueError, match="rank must be"):
         Loader(x, y, 8, mean=[0.5], std=[0.3], rank=2, world_size=2)
 
+
+# ------------------------------------------------------------------------------------ comparisons
+
+
+def _compare_run(rank: int, world: int, data_dir: str, out: str) -> dict:
+    lines: list[str] = []
+    base = TrainConfig(data_dir=data_dir, width=0.25, epochs=1, batch_size=50)
+    summary = compare(["sgd", "sgd+h1:lam=0.01"], [0], base, Path(out) / "compare", log=lines.append, progress=False)
+    anytime_base = AnytimeConfig(data_dir=data_dir, model="branched_resnet10", width=0.25, epochs=1, batch_size=50,
+                                 val_size=100)
+    anytime = compare_anytime(["sum", "osgd"], [0], anytime_base, Path(out) / "anytime", log=lines.append,
+                              progress=False)
+    try:
+        compare(["sgd"], [0], base, Path(out) / "jobs", jobs=2, log=lines.append)
+        error = ""
+    except ValueError as e:
+        error = str(e)
+    return {"summary": summary, "anytime": anytime, "lines": lines, "error": error}
+
+
+@pytest.fixture(scope="module")
+def compare_runs(tiny_fashion, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    return out, run_ranks(_compare_run, 2, str(tiny_fashion), str(out))
+
+
+def test_compare_under_ddp_returns_rank_0s_summary_everywhere(compare_runs):
+    out, ranks = compare_runs
+    for key, folder in (("summary", "compare"), ("anytime", "anytime")):
+        text = json.dumps(ranks[0][key], indent=2) + "\n"  # as text: one seed gives NaN CI half-widths
+        assert json.dumps(ranks[1][key], indent=2) + "\n" == text == (out / folder / "summary.json").read_text()
+        assert json.loads((out / folder / "plan.json").read_text())["seeds"] == [0]
+    assert [row["spec"] for row in ranks[0]["summary"]["rows"]] == ["sgd", "sgd+h1:lam=0.01"]
+    assert len(ranks[0]["anytime"]["rows"][1]["exit_test_acc"]) == 4 and "early_exit" in ranks[0]["anytime"]["rows"][1]
+    for metrics in (out / "anytime" / "runs").glob("*/seed-0/metrics.jsonl"):
+        assert len(metrics.read_text().splitlines()) == 1  # one writer
+
+
+def test_compare_under_ddp_logs_from_rank_0_and_needs_one_job(compare_runs):
+    _, ranks = compare_runs
+    assert any("final test acc" in line for line in ranks[0]["lines"]) and ranks[1]["lines"] == []
+    assert "use --jobs 1" in ranks[0]["error"] and ranks[0]["error"] == ranks[1]["error"]

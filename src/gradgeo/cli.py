@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.run(args)
-        ddp.shutdown()  # under torchrun: leave the process group that train/compare joined, all ranks together
+        ddp.shutdown()  # under torchrun: leave the process group that the command joined, all ranks together
     except (ValueError, FileNotFoundError) as error:  # includes DatasetNotFoundError
         print(f"gradgeo {args.command}: error: {error}", file=sys.stderr)
         return 2
