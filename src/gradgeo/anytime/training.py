@@ -120,7 +120,8 @@ class MultiExitObjective(Objective):
     ``test_loss`` and ``test_acc`` are the last exit's, so that tools reading plain runs read these too.
 
     Under DDP the strategy averages the ranks' per-exit gradients itself (``process_group``, see
-    :meth:`gradgeo.multiexit.MultiExitStrategy.backward`), so every strategy trains as on one process.
+    :meth:`gradgeo.multiexit.MultiExitStrategy.backward`): every strategy steps as one process would on the
+    whole batch.
 
     Args:
         model: the anytime network being trained.
@@ -128,6 +129,8 @@ class MultiExitObjective(Objective):
         flops: the cumulative FLOPs per image at each exit (:func:`gradgeo.models.exit_flops`).
         label_smoothing: of every exit's cross-entropy.
     """
+
+    reduces_gradients = True  # the strategy averages the per-exit gradients over the ranks before combining them
 
     def __init__(
         self, model: AnytimeNetwork, strategy: MultiExitStrategy, flops: list[int], label_smoothing: float = 0.0
@@ -145,8 +148,6 @@ class MultiExitObjective(Objective):
         self._width = max(len(label), 7 * model.num_exits - 1)
         self.header = f"{'epoch':>5} {'train loss (last exit)':>22} {'val acc %':>9} {label:>{self._width}} " \
                       f"{'lr':>9} {'time s':>7}"
-
-    reduces_gradients = True  # the strategy averages the per-exit gradients over the ranks before combining them
 
     def backward(self, output: list[torch.Tensor], y: torch.Tensor, progress: float) -> None:
         losses = [nn.functional.cross_entropy(o, y, label_smoothing=self.label_smoothing) for o in output]
