@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+import gradgeo
 from gradgeo.factory import create_optimizer, parse_spec
-from gradgeo.optim import ChannelDirected
+from gradgeo.optim import DEFAULT_LAM, ChannelDirected
 from gradgeo.stats import mean_ci, paired_test
 
 
@@ -57,6 +58,55 @@ def test_create_optimizer_wraps_with_module_kinds_and_drops_foreign_defaults():
         create_optimizer(m, "sgd", lr=0.1, momentun=0.9)
     with pytest.raises(ValueError, match="no learning rate"):
         create_optimizer(m, "sgd")
+
+
+class TimmStyleNet(nn.Module):
+    """A model with timm's ``no_weight_decay()`` hook, a frozen tensor, and a positional embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn, self.head = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(8, 2)
+        self.pos_embed = nn.Parameter(torch.zeros(1, 8, 4, 4))
+        self.frozen = nn.Parameter(torch.ones(8, 8, 3, 3), requires_grad=False)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed"}
+
+
+def test_top_level_create_optimizer_is_timm_style():
+    m = TimmStyleNet()
+    opt = gradgeo.create_optimizer(m, "sgd+sobolev", lr=0.1, weight_decay=1e-4, momentum=0.9)
+    assert isinstance(opt, ChannelDirected) and isinstance(opt.base, torch.optim.SGD)
+    assert opt.param_groups[0]["lam"] == DEFAULT_LAM["sobolev"] and opt.param_groups[0]["momentum"] == 0.9
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 1e-4 and plain["weight_decay"] == 0.0
+    assert {id(p) for p in decayed["params"]} == {id(m.conv.weight), id(m.head.weight)}
+    assert {id(p) for p in plain["params"]} == {id(p) for p in (m.conv.bias, m.bn.weight, m.bn.bias, m.head.bias,
+                                                                 m.pos_embed)}
+    # a step with zero gradients moves only the decayed weights
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    for p in m.parameters():
+        p.grad = torch.zeros_like(p)
+    m.pos_embed.data.fill_(1.0)
+    opt.step()
+    assert not torch.equal(m.conv.weight, before["conv.weight"])
+    assert torch.equal(m.pos_embed, torch.ones_like(m.pos_embed))
+    assert torch.equal(m.bn.weight, before["bn.weight"]) and torch.equal(m.frozen, before["frozen"])
+
+    (everything,) = gradgeo.create_optimizer(m, "sgd", lr=0.1, weight_decay=1e-4, exclude_from_decay=False).param_groups
+    assert len(everything["params"]) == 7 and everything["weight_decay"] == 1e-4  # the frozen tensor stays out
+
+
+def test_create_optimizer_takes_an_iterable_of_parameters():
+    m = TimmStyleNet()
+    opt = gradgeo.create_optimizer(m.parameters(), "adamw:weight_decay=0.05+h1:lam=0.01,boundary=periodic", lr=1e-3)
+    assert isinstance(opt.base, torch.optim.AdamW) and opt.param_groups[0]["boundary"] == "periodic"
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]  # the spec's weight decay wins
+    assert len(opt.param_groups[0]["params"]) == 3  # conv, head and pos_embed weights: no names, no hook
+    with pytest.raises(TypeError, match="param group dicts"):
+        create_optimizer([{"params": list(m.parameters())}], "sgd", lr=0.1)
+    with pytest.raises(TypeError, match="wrap it in a list"):
+        create_optimizer(m.conv.weight, "sgd", lr=0.1)
 
 
 def test_mean_ci_by_hand():

@@ -3,11 +3,14 @@
 * Channel-directed gradients: :class:`ChannelDirected` wraps any torch optimizer and replaces each
   convolution weight's gradient by its gradient under a channel metric (:mod:`gradgeo.transforms`).
 * Orthogonalized SGD for anytime (multi-exit) networks: :mod:`gradgeo.osgd`.
+* Optimizers from spec strings, timm style: :func:`create_optimizer` (``"sgd+sobolev:lam=0.1"``).
+* Scale-out: the transforms of FSDP2-sharded (DTensor) gradients, :mod:`gradgeo.distributed`.
 """
 
-from gradgeo import multiexit, osgd, transforms
+from gradgeo import distributed, multiexit, osgd, transforms
+from gradgeo.factory import create_optimizer
 from gradgeo.optim import DEFAULT_LAM, METRICS, ChannelDirected, channel_directed, layer_kinds
 
-__all__ = ["DEFAULT_LAM", "METRICS", "ChannelDirected", "channel_directed", "layer_kinds", "multiexit", "osgd",
-           "transforms"]
+__all__ = ["DEFAULT_LAM", "METRICS", "ChannelDirected", "channel_directed", "create_optimizer", "distributed",
+           "layer_kinds", "multiexit", "osgd", "transforms"]
 __version__ = "0.1.0"

@@ -3,17 +3,21 @@
 A multi-exit network produces K losses from one forward pass. The methods built on top of this module need
 each exit's gradient separately (not the gradient of their sum), and they write a combined direction back
 into ``p.grad`` with the same accumulation semantics as ``loss.backward()``. This module holds the argument
-checks, the per-exit ``torch.autograd.grad`` calls, and the write-back.
+checks, the per-exit ``torch.autograd.grad`` calls, the average over data-parallel ranks, and the write-back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
+import torch.distributed
 
 __all__ = [
+    "accumulate_direction",
     "accumulate_grad",
+    "average_over_ranks_",
     "check_dense",
     "check_losses",
     "check_params",
@@ -145,6 +149,23 @@ def exit_gradient_matrix(
                 piece.view(p.shape).copy_(g)
                 reached[i] = True
     return G, reached
+
+
+def average_over_ranks_(block: torch.Tensor, process_group: Any) -> torch.Tensor:
+    """Average ``block`` over the ranks of a ``torch.distributed`` group in place and return it; without a
+    group (None) return it unchanged. Every rank must call this with a block of the same shape."""
+    if process_group is not None:
+        torch.distributed.all_reduce(block, group=process_group)
+        block.div_(torch.distributed.get_world_size(process_group))
+    return block
+
+
+def accumulate_direction(params: Sequence[torch.Tensor], direction: torch.Tensor, reached: Sequence[bool]) -> None:
+    """:func:`accumulate_grad` of each parameter's piece of the flat ``direction`` (laid out as the columns of
+    :func:`exit_gradient_matrix`), for the parameters some exit ``reached``."""
+    for p, piece, hit in zip(params, direction.split([p.numel() for p in params]), reached):
+        if hit:
+            accumulate_grad(p, piece)
 
 
 def accumulate_grad(p: torch.Tensor, g: torch.Tensor) -> None:

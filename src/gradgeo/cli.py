@@ -11,6 +11,7 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 
+from gradgeo import ddp
 from gradgeo.engine import TrainConfig
 
 __all__ = ["main"]
@@ -21,6 +22,7 @@ _HELP = {
     "model": "small_cnn, resnet20/32/56, vgg11/16",
     "width": "channel width multiplier",
     "optimizer": "optimizer spec, e.g. sgd, sgd+sobolev:lam=0.1, adam:lr=1e-3+h0:lam=2",
+    "batch_size": "images per step; under torchrun the global batch, split evenly over the processes",
     "schedule": "cosine, step or constant",
     "augment": "random crop + flip (default: on for CIFAR)",
     "train_size": "train on a stratified subset of this many images",
@@ -72,7 +74,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     train(_config(args), args.out, resume=args.resume, progress=False if args.quiet else None,
           log=None if args.quiet else print)
-    print(f"metrics and checkpoint in {args.out}")
+    if _is_main():
+        print(f"metrics and checkpoint in {args.out}")
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
@@ -80,7 +83,14 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 
     compare(args.specs, _seeds(args), _config(args), args.out, jobs=args.jobs,
             progress=False if args.quiet else None)
-    print(f"summary.json, summary.csv and curves.png in {args.out}")
+    if _is_main():
+        print(f"summary.json, summary.csv and curves.png in {args.out}")
+
+
+def _is_main() -> bool:
+    """Outside torchrun, or rank 0 under it: the process that prints."""
+    env = ddp.torchrun_env()
+    return env is None or env[0] == 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -116,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gradgeo", description="Channel-directed gradients and OSGD for CNNs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train one run", description="Train one run; prints a per-epoch table.")
+    p = sub.add_parser("train", help="train one run",
+                       description="Train one run; prints a per-epoch table. Data-parallel (DDP) under torchrun "
+                                   "--nproc-per-node N, e.g. torchrun --nproc-per-node 2 -m gradgeo.cli train ...")
     _add_config_arguments(p)
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="output folder (default: runs/train)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -157,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.run(args)
+        ddp.shutdown()  # under torchrun: leave the process group that the command joined, all ranks together
     except (ValueError, FileNotFoundError) as error:  # includes DatasetNotFoundError
         print(f"gradgeo {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-from gradgeo.engine import RESULT, TrainConfig, load_splits, train
+from gradgeo import ddp
+from gradgeo.engine import RESULT, TrainConfig, _atomic_save, load_splits, train
 from gradgeo.factory import parse_spec
 from gradgeo.stats import Summary, mean_ci, paired_test
 
@@ -75,6 +76,9 @@ def compare(
         log: receives progress lines and the final table.
         progress: tqdm bars for sequential runs; default only on a terminal.
 
+    Under torchrun every run is trained by all ranks together (see :mod:`gradgeo.engine`); rank 0 alone
+    logs and writes the summary, and every rank returns it. ``jobs`` must then be 1.
+
     Returns:
         The summary (also written to ``summary.json``).
     """
@@ -85,13 +89,16 @@ def compare(
     for spec in specs:
         parse_spec(spec)
     base.validate()
+    ctx = ddp.setup(base.resolved_device())
     out = Path(out_dir)
     plan = {"specs": list(specs), "seeds": list(seeds), "config": dataclasses.asdict(base)}
     run_grid(out, specs, seeds, lambda spec, seed: _run_config(base, spec, seed), train, plan, jobs=jobs, log=log,
-             progress=progress)
-    summary = summarize(out, specs, seeds)
-    log(format_table(summary))
-    return summary
+             progress=progress, context=ctx)
+    summary = None
+    if ctx.is_main:  # the rank that wrote the results summarizes them; every rank returns its summary
+        summary = summarize(out, specs, seeds)
+        log(format_table(summary))
+    return ctx.from_main(summary)
 
 
 def run_grid(
@@ -105,11 +112,14 @@ def run_grid(
     jobs: int = 1,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
+    context: ddp.Context | None = None,
 ) -> None:
     """Train every ``(label, seed)`` run of a comparison folder that has no ``result.json`` yet.
 
     Writes ``plan.json`` first, refusing a folder whose plan has another ``"config"``; unfinished runs
     resume from their checkpoints. Shared by :func:`compare` and :func:`gradgeo.anytime.compare_anytime`.
+    Under torchrun every rank calls this and all ranks train each run together (``train_fn`` joins them,
+    see :mod:`gradgeo.engine`; ``jobs`` must be 1); rank 0 alone writes ``plan.json`` and logs.
 
     Args:
         out: the comparison folder; run ``(label, seed)`` lives in :func:`run_dir`.
@@ -122,25 +132,33 @@ def run_grid(
         jobs: runs in parallel processes (each gets ``cores // jobs`` threads).
         log: receives one line per finished run.
         progress: tqdm bars for sequential runs; default only on a terminal.
+        context: the data-parallel ranks (:func:`gradgeo.ddp.setup`); None: one process.
     """
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"compare needs distinct seeds, got {list(seeds)}")
+    context = context or ddp.Context()
+    if context.distributed and jobs > 1:
+        raise ValueError("--jobs > 1 trains runs side by side in separate processes; under torchrun all ranks "
+                         "train each run together: use --jobs 1")
     out.mkdir(parents=True, exist_ok=True)
     plan_path = out / "plan.json"
     if plan_path.exists():
         previous = json.loads(plan_path.read_text())
         if previous["config"] != plan["config"]:
             raise ValueError(f"{out} holds a comparison with another configuration; pick a new --out folder")
-    plan_path.write_text(json.dumps(plan, indent=2) + "\n")
+    if context.is_main:
+        _atomic_save(plan, plan_path)  # atomic: the other ranks may be reading it
 
     total = len(labels) * len(seeds)
     todo = [(label, seed) for seed in seeds for label in labels if not (run_dir(out, label, seed) / RESULT).exists()]
+    todo = context.from_main(todo)  # every rank trains the same runs
     done = total - len(todo)
-    log(f"{len(labels)} x {len(seeds)} seeds: {done} runs finished, {len(todo)} to go -> {out}")
+    if context.is_main:  # rank 0 alone logs (and reads the result.json files it writes)
+        log(f"{len(labels)} x {len(seeds)} seeds: {done} runs finished, {len(todo)} to go -> {out}")
     if jobs > 1 and len(todo) > 1:
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        spawn = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=spawn) as pool:
             futures = {pool.submit(_worker, train_fn, make_config(label, seed), str(run_dir(out, label, seed)),
                                    threads): (label, seed) for label, seed in todo}
             for future in concurrent.futures.as_completed(futures):
@@ -154,7 +172,8 @@ def run_grid(
             train_fn(make_config(label, seed), run_dir(out, label, seed), resume=True, progress=progress, log=None,
                      splits=splits)
             done += 1
-            log(f"[{done}/{total}] {label} seed {seed}: {_final(out, label, seed)}")
+            if context.is_main:
+                log(f"[{done}/{total}] {label} seed {seed}: {_final(out, label, seed)}")
 
 
 def _final(out: Path, spec: str, seed: int) -> str:

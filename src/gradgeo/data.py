@@ -956,12 +956,22 @@ class Loader:
         augment: ``callable(x_uint8, generator) -> x_uint8``, e.g. :class:`Augment`; ``None`` for none.
         seed: the run's seed.
         dtype: floating dtype of the yielded images.
+        rank: this process's index among ``world_size`` data-parallel processes (DDP).
+        world_size: with ``world_size > 1`` every batch is the rank's share of the *global* batch of
+            ``batch_size`` images: the batch is split into ``world_size`` contiguous parts (sizes differ by at
+            most one; keep ``batch_size`` divisible for equal shares) and this rank gets part ``rank``. The
+            ranks' parts together are exactly the single-process batch, augmentation included (each rank
+            augments the global batch, a cheap uint8 tensor operation, and keeps its part, so the random
+            crops and flips are those of one process). ``len`` counts global batches.
 
     Example:
         >>> x, y = torch.zeros(10, 1, 4, 4, dtype=torch.uint8), torch.arange(10)
         >>> loader = Loader(x, y, batch_size=4, mean=[0.5], std=[0.5], seed=0)
         >>> len(loader), [len(yb) for _, yb in loader.epoch(0)]
         (3, [4, 4, 2])
+        >>> shard = Loader(x, y, batch_size=4, mean=[0.5], std=[0.5], seed=0, rank=1, world_size=2)
+        >>> [yb.tolist() for _, yb in shard.epoch(0)] == [yb[len(yb) // 2 :].tolist() for _, yb in loader.epoch(0)]
+        True
     """
 
     def __init__(
@@ -977,6 +987,8 @@ class Loader:
         augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         _check_images(x, "x")
         if x.dtype != torch.uint8:
@@ -988,7 +1000,12 @@ class Loader:
             )
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+            raise ValueError(f"world_size must be an integer >= 1, got {world_size!r}")
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
         self.x, self.y, self.batch_size = x, y, batch_size
+        self.rank, self.world_size = rank, world_size
         self.shuffle, self.drop_last, self.augment = shuffle, drop_last, augment
         self.seed, self.dtype = seed, dtype
         self._scale, self._shift = _affine(mean, std, x.shape[1], x.device, dtype)
@@ -1028,8 +1045,12 @@ class Loader:
         generator = torch.Generator()
         for b in range(start_batch, len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            # this rank's part of the global batch; with augmentation, the part is taken after it
+            part = slice(self.rank * len(idx) // self.world_size, (self.rank + 1) * len(idx) // self.world_size)
+            if self.augment is None:
+                idx = idx[part]
             xb, yb = self.x[idx], self.y[idx]
             if self.augment is not None:
                 generator.manual_seed(_derive_seed(self.seed, epoch, _AUGMENT_STREAM, b))
-                xb = self.augment(xb, generator)
+                xb, yb = self.augment(xb, generator)[part], yb[part]
             yield xb.to(self.dtype).mul_(self._scale).sub_(self._shift), yb

@@ -4,10 +4,19 @@ The data sits in memory (on the device), batches are augmented as tensors, the o
 spec string (:mod:`gradgeo.factory`). Every epoch appends a line to ``metrics.jsonl`` and writes an
 atomic checkpoint; a run is finished when ``result.json`` exists. Randomness is derived from
 ``(seed, epoch)`` alone, so ``resume=True`` continues to the same numbers as an uninterrupted run.
+
+Under ``torchrun --nproc-per-node N`` (:mod:`gradgeo.ddp`) the model is wrapped in DDP and
+``batch_size`` is the *global* batch: each rank trains on its ``batch_size / N`` share of every batch
+(``batch_size`` must be divisible by N), so the N ranks together see the single-process batches, in the
+same order, and step on their averaged gradient. The training metrics are those of the global batches (the
+:class:`Objective` sums its running sums over the ranks); rank 0 alone evaluates, logs and writes files; every
+rank loads the checkpoint on resume. BatchNorm normalizes each rank's share (PyTorch's DDP default), so a
+model with BatchNorm trains close to, not exactly like, one process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -23,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradgeo import ddp
 from gradgeo.data import Augment, DatasetSplits, load_dataset
 from gradgeo.factory import create_optimizer, parse_spec
 from gradgeo.models import build_model
@@ -165,10 +175,20 @@ class Objective(ABC):
     :class:`CrossEntropy` is the objective of :func:`train`; :mod:`gradgeo.anytime` has a multi-exit one.
     Every row an objective reports must hold ``train_loss``, ``train_acc``, ``val_acc`` (None without a
     validation split), ``test_loss`` and ``test_acc``, so that comparisons can read any run.
+
+    Data-parallel training (:mod:`gradgeo.ddp`): every rank runs :meth:`backward` on its share of each batch
+    and :meth:`train_metrics` after each epoch (which must sum the ranks' running sums with
+    ``self.context.sum``); rank 0 alone calls :meth:`evaluate`, :meth:`state_dict` and :meth:`result_fields`.
     """
 
     #: the table header matching :meth:`format_row`
     header: str = TABLE_HEADER
+    #: the data-parallel ranks this objective trains on; :func:`fit` sets it (one process by default)
+    context: ddp.Context = ddp.Context()
+    #: False: DDP averages the gradients that :meth:`backward` writes, in its backward hooks. True:
+    #: :meth:`backward` averages them over ``context.group`` itself (for a rule that is not linear in the
+    #: batch's gradient, e.g. OSGD), and :func:`fit` runs the step in DDP's ``no_sync``
+    reduces_gradients: bool = False
 
     @abstractmethod
     def backward(self, output: Any, y: torch.Tensor, progress: float) -> None:
@@ -183,7 +203,8 @@ class Objective(ABC):
 
     @abstractmethod
     def train_metrics(self) -> dict[str, Any]:
-        """The training metrics of the batches since the last call (``train_loss``, ``train_acc``, ...)."""
+        """The training metrics of the batches since the last call (``train_loss``, ``train_acc``, ...), of
+        all ranks' shares together."""
 
     @abstractmethod
     def evaluate(self, model: nn.Module, splits: DatasetSplits) -> dict[str, Any]:
@@ -224,9 +245,9 @@ class CrossEntropy(Objective):
                       seen + len(y))
 
     def train_metrics(self) -> dict[str, Any]:
-        loss_sum, correct, seen = self._sums
+        loss_sum, correct, seen = (self.context.sum(s).item() for s in self._sums)
         self._sums = None
-        return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen}
+        return {"train_loss": loss_sum / seen, "train_acc": correct / seen}
 
     def evaluate(self, model: nn.Module, splits: DatasetSplits) -> dict[str, Any]:
         test = evaluate(model, splits, "test")
@@ -299,8 +320,13 @@ def fit(
         ...                                                      CrossEntropy()))  # doctest: +SKIP
     """
     config.validate()
-    device = config.resolved_device()
-    progress = sys.stderr.isatty() if progress is None else progress
+    ctx = ddp.setup(config.resolved_device())
+    device = ctx.device
+    if config.batch_size % ctx.world_size:
+        raise ValueError(f"batch_size {config.batch_size} is the global batch and must be divisible by the "
+                         f"{ctx.world_size} processes")
+    progress = (sys.stderr.isatty() if progress is None else progress) and ctx.is_main
+    log = log if ctx.is_main else None
     splits = (splits or load_splits(config)).to(device)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -310,13 +336,18 @@ def fit(
     model_args = {"num_classes": splits.num_classes, "in_channels": splits.image_shape[0]}
     model, objective = build(model_args)
     model = model.to(device)
+    objective.context = ctx
     optimizer = create_optimizer(model, config.optimizer, lr=config.lr, momentum=config.momentum,
                                  nesterov=config.nesterov or None, weight_decay=config.weight_decay)
     augment = config.augment if config.augment is not None else config.dataset.startswith("cifar")
     loader = splits.loader("train", config.batch_size, shuffle=True, drop_last=True, seed=config.seed,
-                           augment=Augment(padding=4, flip=True) if augment else None)
+                           augment=Augment(padding=4, flip=True) if augment else None, rank=ctx.rank,
+                           world_size=ctx.world_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, len(loader)))
-    forward = torch.compile(model) if config.compile else model
+    wrapped = ctx.wrap(model)
+    forward = torch.compile(wrapped) if config.compile else wrapped
+    # an objective that averages its gradients over the ranks itself: DDP reduces nothing (and prepares nothing)
+    no_sync = wrapped.no_sync if ctx.distributed and objective.reduces_gradients else contextlib.nullcontext
 
     history: list[dict[str, Any]] = []
     checkpoint_path = out / CHECKPOINT if out is not None else None
@@ -330,7 +361,7 @@ def fit(
         scheduler.load_state_dict(state["scheduler"])
         objective.load_state_dict(state.get("objective", {}))
         history = state["history"]
-    if out is not None:  # the metrics file always matches the checkpoint it sits beside
+    if out is not None and ctx.is_main:  # the metrics file always matches the checkpoint it sits beside
         (out / METRICS).write_text("".join(json.dumps(row) + "\n" for row in history))
 
     if log is not None:
@@ -346,23 +377,25 @@ def fit(
         lr = optimizer.param_groups[0]["lr"]
         batches = _progress(loader.epoch(epoch), len(loader), f"epoch {epoch + 1}/{config.epochs}", progress)
         for step, (x, y) in enumerate(batches, epoch * len(loader)):
-            output = forward(x)
             optimizer.zero_grad(set_to_none=True)
-            objective.backward(output, y, step / total_steps)
+            with no_sync():
+                objective.backward(forward(x), y, step / total_steps)
             optimizer.step()
             scheduler.step()
-        row: dict[str, Any] = {"epoch": epoch + 1, **objective.train_metrics(), **objective.evaluate(model, splits)}
-        row.update(lr=lr, time=time.perf_counter() - started)
+        row: dict[str, Any] = {"epoch": epoch + 1, **objective.train_metrics()}  # every rank: sums over ranks
+        if ctx.is_main:  # one rank evaluates (on the unwrapped model); the others receive its row
+            row.update(objective.evaluate(model, splits), lr=lr, time=time.perf_counter() - started)
+        row = ctx.from_main(row)
         history.append(row)
         if log is not None:
             log(objective.format_row(row))
-        if out is not None:
+        if out is not None and ctx.is_main:
             with open(out / METRICS, "a") as f:
                 f.write(json.dumps(row) + "\n")
             _atomic_save({"config": dataclasses.asdict(config), "model_args": model_args, "model": model.state_dict(),
                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                           "objective": objective.state_dict(), "history": history}, checkpoint_path)
-    if out is not None and len(history) == config.epochs:
+    if out is not None and ctx.is_main and len(history) == config.epochs:
         _atomic_save({"config": dataclasses.asdict(config), "history": history,
                       "final_test_acc": history[-1]["test_acc"],
                       "best_test_acc": max(r["test_acc"] for r in history),

@@ -10,6 +10,7 @@ A spec is ``BASE[:key=value,...][+METRIC[:key=value,...]]``. ``BASE`` is one of 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -125,18 +126,34 @@ def parse_spec(spec: str) -> OptimizerSpec:
     return OptimizerSpec(base, base_options, metric, metric_options, spec.strip())
 
 
-def _decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on weights only: biases and norm parameters (all 1-D tensors) get none."""
+def _named_parameters(model_or_params: nn.Module | Iterable[torch.Tensor]) -> list[tuple[str | None, torch.Tensor]]:
+    """The trainable parameters, with their names when a model is given."""
+    if isinstance(model_or_params, nn.Module):
+        named = list(model_or_params.named_parameters())
+    elif isinstance(model_or_params, torch.Tensor):
+        raise TypeError("create_optimizer takes a model or an iterable of parameters, got one tensor; wrap it "
+                        "in a list")
+    else:
+        named = [(None, p) for p in model_or_params]
+        if any(isinstance(p, dict) for _, p in named):
+            raise TypeError("create_optimizer builds its own parameter groups (weight decay on weights only); "
+                            "pass a model or a flat iterable of parameters, not param group dicts")
+    return [(name, p) for name, p in named if p.requires_grad]
+
+
+def _decay_groups(named: list[tuple[str | None, torch.Tensor]], weight_decay: float,
+                  skip: set[str]) -> list[dict[str, Any]]:
+    """Weight decay on weights only: biases and norm parameters (all 1-D tensors) and the parameters named
+    in ``skip`` (a model's ``no_weight_decay()``, as in timm) get none."""
     decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.dim() <= 1 else decay).append(p)
+    for name, p in named:
+        (no_decay if p.dim() <= 1 or name in skip else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
 
 
 def create_optimizer(
-    model: nn.Module,
+    model: nn.Module | Iterable[torch.Tensor],
     spec: str | OptimizerSpec,
     *,
     lr: float | None = None,
@@ -150,13 +167,30 @@ def create_optimizer(
 
     Keyword arguments are defaults that options written in the spec override; a default the base does not
     take (``momentum`` for Adam) is ignored, an option no base takes is an error. Weight decay skips biases
-    and norm parameters unless ``exclude_from_decay=False``. A spec with a metric returns a
+    and norm parameters (every tensor with at most one dim) and, as in timm, the names a model's
+    ``no_weight_decay()`` method returns, unless ``exclude_from_decay=False``. A spec with a metric returns a
     :class:`~gradgeo.optim.ChannelDirected` that knows every parameter's module type; without one, the
-    bare torch optimizer.
+    bare torch optimizer. Parameters that do not require grad are left out.
+
+    Args:
+        model: the model, or an iterable of its parameters (then layer kinds come from the shapes: 3+ dims
+            is a convolution weight, see :class:`~gradgeo.optim.ChannelDirected`).
+        spec: ``BASE[:k=v,...][+METRIC[:k=v,...]]``, e.g. ``"sgd+sobolev:lam=0.1"`` (see :func:`parse_spec`).
+        lr: the learning rate, unless the spec sets one.
+        weight_decay: the weight decay of the weights, unless the spec sets one.
+        exclude_from_decay: keep biases, norm parameters and ``no_weight_decay()`` names out of weight decay.
+        nonfinite: :class:`~gradgeo.optim.ChannelDirected`'s NaN/Inf policy (``"raise"`` or ``"skip"``).
+        foreach: :class:`~gradgeo.optim.ChannelDirected`'s batching of small tensors.
+        **defaults: further base options (``momentum``, ``nesterov``, ``betas``, ``eps``...).
+
+    Returns:
+        The optimizer: a :class:`~gradgeo.optim.ChannelDirected` around the base when the spec has a metric.
 
     Example:
         >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
         >>> opt = create_optimizer(model, "sgd+sobolev:lam=0.1", lr=0.1, momentum=0.9, weight_decay=5e-4)
+        >>> [(len(g["params"]), g["weight_decay"]) for g in opt.param_groups]  # conv weight; bias and BN
+        [(1, 0.0005), (3, 0.0)]
     """
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
     known = {k for accepted in _BASE_OPTIONS.values() for k in accepted}
@@ -170,11 +204,16 @@ def create_optimizer(
     wd = options.pop("weight_decay", weight_decay)
     if "lr" not in options:
         raise ValueError(f"no learning rate for spec {parsed.text!r}: pass lr=... or write {parsed.base}:lr=...")
-    groups = _decay_groups(model, wd) if exclude_from_decay else [
-        {"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": wd}]
+    named = _named_parameters(model)
+    if not named:
+        raise ValueError("create_optimizer found no parameters that require grad")
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") and exclude_from_decay else set()
+    groups = _decay_groups(named, wd, skip) if exclude_from_decay else [
+        {"params": [p for _, p in named], "weight_decay": wd}]
     base = BASES[parsed.base](groups, **options)
     if parsed.metric == "none":
         return base
-    names = {p: n for n, p in model.named_parameters()}
+    if not isinstance(model, nn.Module):
+        return ChannelDirected(base, parsed.metric, **parsed.metric_options, nonfinite=nonfinite, foreach=foreach)
     return ChannelDirected(base, parsed.metric, **parsed.metric_options, nonfinite=nonfinite, foreach=foreach,
-                           kinds=layer_kinds(model), names=names)
+                           kinds=layer_kinds(model), names={p: n for n, p in named})

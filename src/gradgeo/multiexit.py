@@ -10,9 +10,11 @@ one forward pass and hands them to a strategy, which writes the combined gradien
     optimizer.step()
 
 Every strategy has the same interface (:class:`MultiExitStrategy`): ``backward(losses, params, *,
-progress=None)``, ``state_dict()`` and ``load_state_dict(state)``. ``progress`` is the fraction of training
-done, in [0, 1]; every strategy accepts it, and those whose rule depends on time (``"sdn"``) require it, so
-a training loop can always pass it. Gradients accumulate into ``p.grad`` as with ``loss.backward()``.
+progress=None, process_group=None)``, ``state_dict()`` and ``load_state_dict(state)``. ``progress`` is the
+fraction of training done, in [0, 1]; every strategy accepts it, and those whose rule depends on time
+(``"sdn"``) require it, so a training loop can always pass it. Gradients accumulate into ``p.grad`` as with
+``loss.backward()``. ``process_group`` is for data-parallel training (DDP): the strategy then averages what
+it needs over the ranks itself and every rank writes the direction of the whole (global) batch.
 
 * ``"sum"`` (:class:`SumLoss`): ``sum_k g_k``, the plain summed loss (as in MSDNet). Stateless.
 * ``"sdn"`` (:class:`SDN`): ``sum_k w_k(progress) g_k``, SDN's linearly ramped weights. Stateless, needs
@@ -48,7 +50,13 @@ from typing import Any, ClassVar
 import torch
 
 from gradgeo import osgd
-from gradgeo._exit_grads import accumulate_grad, check_losses, check_params, exit_gradient_matrix
+from gradgeo._exit_grads import (
+    accumulate_direction,
+    average_over_ranks_,
+    check_losses,
+    check_params,
+    exit_gradient_matrix,
+)
 
 __all__ = [
     "OSGD",
@@ -86,14 +94,25 @@ class MultiExitStrategy(ABC):
         params: Iterable[torch.Tensor],
         *,
         progress: float | None = None,
+        process_group: Any = None,
     ) -> None:
         """Compute the strategy's update direction and accumulate it into ``p.grad``.
+
+        Data-parallel training: with ``process_group`` (e.g. ``torch.distributed.group.WORLD``) each rank
+        passes the losses of its share of the batch, and the strategy averages the per-exit gradients (and,
+        for ``"adaloss"``, the loss values) over the group before combining them, so every rank writes the
+        direction one process would compute on the concatenated batch (when the shares are equal). DDP must
+        not average as well: run the forward pass and this call inside ``ddp_model.no_sync()``, see
+        :func:`gradgeo.osgd.backward`. The linear rules (``"sum"``, ``"sdn"``) then cost one ``all_reduce``
+        of the N gradient entries, ``"pcgrad"`` and ``"osgd"`` K of them.
 
         Args:
             losses: the K per-exit scalar losses of one forward pass, first exit first.
             params: the parameters to train (leaf tensors requiring grad), e.g. ``model.parameters()``.
             progress: fraction of training done, in [0, 1] (e.g. ``step / total_steps``); required by
                 strategies whose rule changes over training (``"sdn"``), accepted by all.
+            process_group: the ``torch.distributed`` group of the data-parallel ranks; None (default): this
+                process's batch alone.
 
         Returns:
             None; the result is added to ``p.grad`` (as ``loss.backward()`` does), and the autograd graph
@@ -108,10 +127,12 @@ class MultiExitStrategy(ABC):
         params = check_params(params, who)
         if progress is not None:
             _check_progress(progress)
-        self._backward(losses, params, progress)
+        self._backward(losses, params, progress, process_group)
 
     @abstractmethod
-    def _backward(self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None) -> None:
+    def _backward(
+        self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None, process_group: Any
+    ) -> None:
         """The strategy's rule, on arguments that :meth:`backward` has checked."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -137,11 +158,21 @@ def _check_progress(progress: float) -> None:
 
 
 def _weighted_backward(
-    losses: list[torch.Tensor], weights: Sequence[float] | torch.Tensor, params: list[torch.Tensor]
+    losses: list[torch.Tensor],
+    weights: Sequence[float] | torch.Tensor,
+    params: list[torch.Tensor],
+    process_group: Any,
+    who: str,
 ) -> None:
-    """Backward of ``sum_k weights[k] * losses[k]`` into ``params`` only (weights are constants)."""
+    """Backward of ``sum_k weights[k] * losses[k]`` into ``params`` only (weights are constants); with a
+    process group, its gradient averaged over the group's ranks."""
     total = sum(w * loss.reshape(()) for w, loss in zip(weights, losses))
-    torch.autograd.backward(total, inputs=params)
+    if process_group is None:
+        torch.autograd.backward(total, inputs=params)
+        return
+    g, reached = exit_gradient_matrix([total], params, who)
+    with torch.no_grad():
+        accumulate_direction(params, average_over_ranks_(g, process_group)[0], reached)
 
 
 class SumLoss(MultiExitStrategy):
@@ -159,8 +190,10 @@ class SumLoss(MultiExitStrategy):
 
     name = "sum"
 
-    def _backward(self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None) -> None:
-        _weighted_backward(losses, [1.0] * len(losses), params)
+    def _backward(
+        self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None, process_group: Any
+    ) -> None:
+        _weighted_backward(losses, [1.0] * len(losses), params, process_group, f"{type(self).__name__}.backward")
 
 
 class SDN(MultiExitStrategy):
@@ -214,13 +247,15 @@ class SDN(MultiExitStrategy):
         _check_progress(progress)
         return [min(q, self.start + progress * q) for q in self.relative_depths] + [1.0]
 
-    def _backward(self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None) -> None:
+    def _backward(
+        self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None, process_group: Any
+    ) -> None:
         if progress is None:
             raise ValueError(
                 "SDN weights ramp up over training: pass backward(..., progress=step / total_steps) "
                 "with the fraction of training done, in [0, 1]"
             )
-        _weighted_backward(losses, self.weights(progress), params)
+        _weighted_backward(losses, self.weights(progress), params, process_group, f"{type(self).__name__}.backward")
 
 
 class AdaLoss(MultiExitStrategy):
@@ -276,14 +311,18 @@ class AdaLoss(MultiExitStrategy):
         inverse = 1.0 / self._averages.clamp_min(self.min_loss)
         return inverse * (self.num_exits / inverse.sum())
 
-    def _backward(self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None) -> None:
-        current = torch.stack([loss.detach().reshape(()).float() for loss in losses])
+    def _backward(
+        self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None, process_group: Any
+    ) -> None:
+        # the whole batch's losses (averaged in their own precision): every rank's weights and state are the same
+        current = average_over_ranks_(torch.stack([loss.detach().reshape(()) for loss in losses]), process_group)
+        current = current.float()
         if self._averages is None:
             self._averages = current
         else:
             # stays on the device: no host synchronization per step
             self._averages = torch.lerp(current, self._averages.to(current.device), self.decay)
-        _weighted_backward(losses, self.weights(), params)
+        _weighted_backward(losses, self.weights(), params, process_group, f"{type(self).__name__}.backward")
 
     def state_dict(self) -> dict[str, Any]:
         """``{"averages": tensor of K loss averages or None}``."""
@@ -340,9 +379,12 @@ class PCGrad(MultiExitStrategy):
         self.seed = seed
         self._generator = torch.Generator().manual_seed(seed)
 
-    def _backward(self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None) -> None:
+    def _backward(
+        self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None, process_group: Any
+    ) -> None:
         G, reached = exit_gradient_matrix(losses, params, f"{type(self).__name__}.backward")
         with torch.no_grad():
+            G = average_over_ranks_(G, process_group)  # the whole batch's per-exit gradients
             gram = G @ G.T
             squared_norms = gram.diagonal().clamp_min(torch.finfo(gram.dtype).tiny)  # zero g_j: no-op
             # row i of C holds g_i^pc in the basis of the original gradients: g_i^pc = sum_m C[i, m] g_m
@@ -353,10 +395,7 @@ class PCGrad(MultiExitStrategy):
                     j = others[r]
                     conflict = (C[i] @ gram[:, j]).clamp_max(0.0)
                     C[i, j] -= conflict / squared_norms[j]
-            direction = C.sum(0) @ G
-            for p, piece, hit in zip(params, direction.split([p.numel() for p in params]), reached):
-                if hit:
-                    accumulate_grad(p, piece)
+            accumulate_direction(params, C.sum(0) @ G, reached)
 
     def state_dict(self) -> dict[str, Any]:
         """``{"generator": the generator's state}``."""
@@ -399,8 +438,10 @@ class OSGD(MultiExitStrategy):
         self.granularity = granularity
         self.eps = eps
 
-    def _backward(self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None) -> None:
-        osgd.backward(losses, params, granularity=self.granularity, eps=self.eps)
+    def _backward(
+        self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None, process_group: Any
+    ) -> None:
+        osgd.backward(losses, params, granularity=self.granularity, eps=self.eps, process_group=process_group)
 
     def __repr__(self) -> str:
         return f"OSGD(num_exits={self.num_exits}, granularity={self.granularity!r}, eps={self.eps})"

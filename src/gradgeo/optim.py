@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from gradgeo.distributed import ShardedJob, is_dtensor, transform_dtensors_
 from gradgeo.transforms import (
     BOUNDARIES,
     DIRECTIONS,
@@ -125,6 +126,11 @@ class ChannelDirected(Optimizer):
     another ``lam`` per group, or ``metric="none"`` for a group). ``lam`` interacts with the learning rate:
     ``sobolev`` scales the k-th channel mode by about ``1 / (lam pi^2 k^2)``, ``h0`` everything that varies
     across channels by ``1 / lam``; tune both together.
+
+    Distributed training: under DDP ``step`` runs after the backward pass has all-reduced the gradients, so
+    every rank transforms the same averaged gradient, as one process would. Under FSDP2 (a DTensor
+    gradient) the transform is computed shard by shard with small collectives (:mod:`gradgeo.distributed`),
+    equal to the transform of the whole gradient; every rank must then call ``step`` (they all do in FSDP2).
 
     Args:
         base: the optimizer to wrap (any ``torch.optim.Optimizer`` except LBFGS, which re-evaluates closures).
@@ -275,6 +281,7 @@ class ChannelDirected(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         checks: list[tuple[torch.Tensor, list[tuple[torch.Tensor, Mapping[str, Any], int]]]] = []
+        sharded: list[tuple[ShardedJob, tuple[torch.Tensor, Mapping[str, Any], int]]] = []
         for group in self.param_groups:
             if group["metric"] == "none":
                 continue
@@ -283,7 +290,11 @@ class ChannelDirected(Optimizer):
             batches: dict[tuple[Any, ...], list[tuple[torch.Tensor, int]]] = {}
             for index, p in enumerate(group["params"]):
                 plan = self._plan(p, group)
-                if plan is not None:
+                if plan is not None and is_dtensor(p.grad):  # FSDP2 / DTensor: shard-aware, gradgeo.distributed
+                    strength = group["sigma"] if group["metric"] == "laplacian" else group["lam"]
+                    job = ShardedJob(p.grad, *plan, group["metric"], strength, group["boundary"])
+                    sharded.append((job, (p, group, index)))
+                elif plan is not None:
                     alone = not self.foreach or p.numel() > _BATCH_NUMEL
                     key = (*plan, p.grad.dtype, p.grad.device, index if alone else None)
                     batches.setdefault(key, []).append((p, index))
@@ -291,6 +302,9 @@ class ChannelDirected(Optimizer):
                 grads = [p.grad for p, _ in members]
                 probe = _transform_(grads, view_shape, dim, kernel, args, group["boundary"])
                 checks.append((probe, [(p, group, i) for p, i in members]))
+        if sharded:
+            probes = transform_dtensors_([job for job, _ in sharded])
+            checks.extend((probe.reshape(1, -1), [member]) for probe, (_, member) in zip(probes, sharded))
         if checks and not self._all_finite(checks):
             self.skipped_steps += 1
             return loss

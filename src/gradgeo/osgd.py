@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from gradgeo._exit_grads import (
+    accumulate_direction,
     accumulate_grad,
+    average_over_ranks_,
     check_dense,
     check_losses,
     check_params,
@@ -152,6 +154,8 @@ def backward(
     params: Iterable[torch.Tensor],
     granularity: Granularity = "global",
     eps: float | None = None,
+    *,
+    process_group: Any = None,
 ) -> None:
     """OSGD backward pass: write ``sum_k h_k`` (orthogonalized per-exit gradients) into ``p.grad``.
 
@@ -174,12 +178,23 @@ def backward(
     result equals ``losses[0].backward()`` bit for bit. The update only differs from plain backprop
     in direction; pass ``p.grad`` on to any optimizer.
 
+    Data-parallel training (DDP): Gram-Schmidt is not linear, so it must see the per-exit gradients of the
+    whole batch, not each rank's. With ``process_group`` (e.g. ``torch.distributed.group.WORLD``) every
+    exit's gradient is averaged over the group before the orthogonalization: one ``all_reduce`` of the
+    K x N matrix (``"global"``) or one per parameter tensor (``"tensor"``), K times the traffic of a plain
+    DDP step. Every rank then writes the same direction, equal to one process's on the concatenated batch
+    when the ranks hold equal shares. ``torch.autograd.grad`` never fires DDP's own all-reduce hooks (DDP
+    averages nothing here); run the forward pass inside ``ddp_model.no_sync()`` so that DDP does not prepare
+    a reduction for this step either.
+
     Args:
         losses: the K per-exit scalar losses of one forward pass, first exit first, as a list or tuple
             (not their sum: a sum has lost the per-exit gradients; a one-element list is fine).
         params: the parameters to train (leaf tensors requiring grad), e.g. ``model.parameters()``.
         granularity: ``"global"`` (default) or ``"tensor"``.
         eps: skipping threshold of :func:`gram_schmidt` (None: machine epsilon of the computing dtype).
+        process_group: average the per-exit gradients over this ``torch.distributed`` group (DDP); ``None``
+            (default): this process's gradients alone.
 
     Returns:
         None; the result is in ``p.grad``.
@@ -190,6 +205,12 @@ def backward(
         >>> backward(losses, [w])
         >>> w.grad  # g_1 + h_2 with h_2 = g_2 - g_1 = (1, -1)
         tensor([2., 0.])
+
+        Under DDP (``model`` wrapped in ``DistributedDataParallel``):
+
+        >>> with model.no_sync():  # doctest: +SKIP
+        ...     losses = [F.cross_entropy(out, y) for out in model(x)]
+        ...     backward(losses, model.parameters(), process_group=torch.distributed.group.WORLD)
 
     References:
         Wan, Hoffmann, Lu, Maire, "Orthogonalized SGD and Nested Architectures for Anytime Neural
@@ -202,9 +223,9 @@ def backward(
         raise ValueError(f"unknown granularity {granularity!r}; expected one of {GRANULARITIES}")
     eps = _check_eps(eps)
     if granularity == "global":
-        _backward_global(losses, params, eps, who)
+        _backward_global(losses, params, eps, who, process_group)
     else:
-        _backward_tensor(losses, params, eps, who)
+        _backward_tensor(losses, params, eps, who, process_group)
 
 
 def _sum_rows_(W: torch.Tensor) -> torch.Tensor:
@@ -215,17 +236,19 @@ def _sum_rows_(W: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def _backward_global(losses: list[torch.Tensor], params: list[torch.Tensor], eps: float | None, who: str) -> None:
+def _backward_global(
+    losses: list[torch.Tensor], params: list[torch.Tensor], eps: float | None, who: str, process_group: Any
+) -> None:
     hint = "; granularity='tensor' works with parameters on several devices"
     G, reached = exit_gradient_matrix(losses, params, who, device_hint=hint)
     with torch.no_grad():
-        direction = _sum_rows_(_orthogonalize_(G, _resolve_eps(eps, G.dtype)))
-        for p, piece, hit in zip(params, direction.split([p.numel() for p in params]), reached):
-            if hit:
-                accumulate_grad(p, piece)
+        G = average_over_ranks_(G, process_group)
+        accumulate_direction(params, _sum_rows_(_orthogonalize_(G, _resolve_eps(eps, G.dtype))), reached)
 
 
-def _backward_tensor(losses: list[torch.Tensor], params: list[torch.Tensor], eps: float | None, who: str) -> None:
+def _backward_tensor(
+    losses: list[torch.Tensor], params: list[torch.Tensor], eps: float | None, who: str, process_group: Any
+) -> None:
     grads = exit_gradients(losses, params)
     with torch.no_grad():
         for i, p in enumerate(params):
@@ -242,4 +265,5 @@ def _backward_tensor(losses: list[torch.Tensor], params: list[torch.Tensor], eps
             for row, g in zip(block, rows):
                 row.view(p.shape).copy_(g)
             del rows
+            block = average_over_ranks_(block, process_group)
             accumulate_grad(p, _sum_rows_(_orthogonalize_(block, _resolve_eps(eps, dtype))))

@@ -258,6 +258,13 @@ def _scan_(v: torch.Tensor, rho: float, reverse: bool = False) -> None:
         tail.addcmul_(boundary, weights)
 
 
+def _recurrence_factors(a: float) -> tuple[float, float]:
+    """``(rho, gain)`` of ``(I + a D^T D)^{-1}``: the small root ``rho < 1`` of ``rho + 1/rho = (1 + 2a) / a``
+    and ``gain = rho / a``, both computed without cancellation for large ``a``."""
+    root = math.sqrt(1.0 + 4.0 * a)
+    return 2.0 * a / ((1.0 + 2.0 * a) + root), 2.0 / ((1.0 + 2.0 * a) + root)
+
+
 def _tridiagonal_solve_(x: torch.Tensor, a: float, boundary: Boundary, dim: int) -> torch.Tensor:
     """In place: ``x <- (I + a D^T D)^{-1} x`` along ``dim``; returns a probe.
 
@@ -269,9 +276,7 @@ def _tridiagonal_solve_(x: torch.Tensor, a: float, boundary: Boundary, dim: int)
     c = x.shape[dim]
     if c == 1 or a == 0.0:
         return x.select(dim, c - 1)
-    root = math.sqrt(1.0 + 4.0 * a)
-    rho = 2.0 * a / ((1.0 + 2.0 * a) + root)  # = small root, without cancellation for large a
-    gain = 2.0 / ((1.0 + 2.0 * a) + root)  # = rho / a
+    rho, gain = _recurrence_factors(a)
     v, copied = _as_3d(x, dim)
     pw = _powers(rho, c + 1, v)
     if boundary == "neumann":

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gradgeo.anytime.training import AnytimeConfig
-from gradgeo.cli import _add_config_arguments, _add_grid_arguments, _config, _seeds
+from gradgeo.cli import _add_config_arguments, _add_grid_arguments, _config, _is_main, _seeds
 from gradgeo.models import ANYTIME_MODELS
 from gradgeo.multiexit import STRATEGIES
 
@@ -32,7 +32,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     train_anytime(_config(args, AnytimeConfig), args.out, resume=args.resume,
                   progress=False if args.quiet else None, log=None if args.quiet else print)
-    print(f"metrics, checkpoint and result.json (exit FLOPs, early exit) in {args.out}")
+    if _is_main():
+        print(f"metrics, checkpoint and result.json (exit FLOPs, early exit) in {args.out}")
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
@@ -40,7 +41,8 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 
     compare_anytime(args.methods, _seeds(args), _config(args, AnytimeConfig), args.out, jobs=args.jobs,
                     progress=False if args.quiet else None)
-    print(f"summary.json, summary.csv, accuracy_vs_flops.png and curves.png in {args.out}")
+    if _is_main():
+        print(f"summary.json, summary.csv, accuracy_vs_flops.png and curves.png in {args.out}")
 
 
 def add_anytime_parser(sub: Any) -> None:
@@ -51,7 +53,8 @@ def add_anytime_parser(sub: Any) -> None:
     commands = group.add_subparsers(dest="anytime_command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("train", help="train one anytime run",
-                            description="Train one anytime network; prints per-exit test accuracy every epoch.")
+                            description="Train one anytime network; prints per-exit test accuracy every epoch. "
+                                        "Data-parallel (DDP) under torchrun --nproc-per-node N, as gradgeo train.")
     _add_config_arguments(p, AnytimeConfig, _HELP)
     p.add_argument("--out", type=Path, default=Path("runs/anytime-train"), help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")

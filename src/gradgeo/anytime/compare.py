@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from gradgeo import ddp
 from gradgeo.anytime.training import AnytimeConfig, parse_strategy, train_anytime
 from gradgeo.compare import plot_curves, run_dir, run_grid
 from gradgeo.engine import RESULT
@@ -59,6 +60,8 @@ def compare_anytime(
         log: receives progress lines and the final tables.
         progress: tqdm bars for sequential runs; default only on a terminal.
 
+    Under torchrun every run is trained by all ranks together, as in :func:`gradgeo.compare.compare`.
+
     Returns:
         The summary (also written to ``summary.json``), see :func:`summarize_anytime`.
 
@@ -73,13 +76,16 @@ def compare_anytime(
     for method in methods:
         parse_strategy(method)
     base.validate()
+    ctx = ddp.setup(base.resolved_device())
     out = Path(out_dir)
     plan = {"methods": list(methods), "seeds": list(seeds), "config": dataclasses.asdict(base)}
     run_grid(out, methods, seeds, lambda method, seed: _run_config(base, method, seed), train_anytime, plan,
-             jobs=jobs, log=log, progress=progress)
-    summary = summarize_anytime(out, methods, seeds)
-    log(format_anytime_table(summary))
-    return summary
+             jobs=jobs, log=log, progress=progress, context=ctx)
+    summary = None
+    if ctx.is_main:  # the rank that wrote the results summarizes them; every rank returns its summary
+        summary = summarize_anytime(out, methods, seeds)
+        log(format_anytime_table(summary))
+    return ctx.from_main(summary)
 
 
 def summarize_anytime(out_dir: str | os.PathLike[str], methods: Sequence[str], seeds: Sequence[int]) -> dict[str, Any]:

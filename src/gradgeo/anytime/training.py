@@ -119,12 +119,18 @@ class MultiExitObjective(Objective):
     ``test_exit_acc`` (one value per exit, first exit first); ``train_loss``, ``train_acc``, ``val_acc``,
     ``test_loss`` and ``test_acc`` are the last exit's, so that tools reading plain runs read these too.
 
+    Under DDP the strategy averages the ranks' per-exit gradients itself (``process_group``, see
+    :meth:`gradgeo.multiexit.MultiExitStrategy.backward`): every strategy steps as one process would on the
+    whole batch.
+
     Args:
         model: the anytime network being trained.
         strategy: how the per-exit losses become a gradient (:mod:`gradgeo.multiexit`).
         flops: the cumulative FLOPs per image at each exit (:func:`gradgeo.models.exit_flops`).
         label_smoothing: of every exit's cross-entropy.
     """
+
+    reduces_gradients = True  # the strategy averages the per-exit gradients over the ranks before combining them
 
     def __init__(
         self, model: AnytimeNetwork, strategy: MultiExitStrategy, flops: list[int], label_smoothing: float = 0.0
@@ -148,12 +154,12 @@ class MultiExitObjective(Objective):
         with torch.no_grad():
             losses_now = torch.stack([loss.detach() for loss in losses]) * len(y)
             correct_now = torch.stack([(o.argmax(1) == y).sum() for o in output])
-        self.strategy.backward(losses, self.params, progress=progress)
+        self.strategy.backward(losses, self.params, progress=progress, process_group=self.context.group)
         loss_sum, correct, seen = self._sums or (0, 0, 0)
         self._sums = (loss_sum + losses_now, correct + correct_now, seen + len(y))
 
     def train_metrics(self) -> dict[str, Any]:
-        loss_sum, correct, seen = self._sums
+        loss_sum, correct, seen = (self.context.sum(s) for s in self._sums)
         self._sums = None
         losses, accuracies = (loss_sum / seen).tolist(), (correct / seen).tolist()
         return {"train_loss": losses[-1], "train_acc": accuracies[-1], "train_exit_loss": losses,
