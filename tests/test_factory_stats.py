@@ -29,6 +29,7 @@ def test_parse_spec_full():
     ("sgd+h0:lr=1", "unknown option 'lr' for metric 'h0'"),
     ("sgd+h0+h1", r"more than one '\+'"),
     ("sgd:lr", "bad option 'lr'"),
+    ("sgd+h0:lam=1.5:direction=in", "separate options with ','"),
 ])
 def test_parse_spec_errors(spec, match):
     with pytest.raises(ValueError, match=match):

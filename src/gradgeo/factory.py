@@ -93,6 +93,9 @@ def parse_options(part: str, allowed: tuple[str, ...], where: str, spec: str) ->
         key = key.strip()
         if not eq or not value.strip():
             raise ValueError(f"bad option {item!r} in {where} spec {spec!r}: write key=value")
+        if "=" in value:
+            raise ValueError(f"bad option {item!r} in {where} spec {spec!r}: separate options with ',', "
+                             f"e.g. {name}:{key}={value.split(':')[0].split(',')[0]},...")
         if key not in allowed:
             raise ValueError(f"unknown option {key!r} for {where} {name!r} in spec {spec!r}; accepted: {allowed}")
         options[key] = _value(value.strip())
