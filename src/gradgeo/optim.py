@@ -39,7 +39,8 @@ NONFINITE: tuple[str, ...] = ("raise", "skip")
 DEFAULT_LAM: dict[str, float] = {"h0": 2.0, "sobolev": 0.1, "h1": 0.01}
 
 # With foreach, gradients up to this size that share a shape are stacked and transformed as one batch:
-# below it the per-call overhead dominates; above it the stacking copies cost more than they save.
+# below it the per-call overhead dominates; above it the stacking copies cost more than they save. Not for
+# h0 on CPU: its three cheap operations per tensor cost less than the stacking copies (benchmarks/transforms.py).
 _BATCH_NUMEL = 1 << 16
 
 
@@ -295,7 +296,8 @@ class ChannelDirected(Optimizer):
                     job = ShardedJob(p.grad, *plan, group["metric"], strength, group["boundary"])
                     sharded.append((job, (p, group, index)))
                 elif plan is not None:
-                    alone = not self.foreach or p.numel() > _BATCH_NUMEL
+                    alone = (not self.foreach or p.numel() > _BATCH_NUMEL
+                             or (kernel is reweighted_h0_ and p.grad.device.type == "cpu"))
                     key = (*plan, p.grad.dtype, p.grad.device, index if alone else None)
                     batches.setdefault(key, []).append((p, index))
             for (view_shape, dim, *_), members in batches.items():

@@ -101,6 +101,14 @@ def _as_3d(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, bool]:
     return x.contiguous().view(view), True
 
 
+def _channel_mean(v: torch.Tensor) -> torch.Tensor:
+    """Mean over the middle axis of a ``P x C x Q`` tensor, keepdim, as a matrix product with a ``1 x C``
+    row of ``1/C``: one streaming read (BLAS gemv), about half the time of ``v.mean(1)`` on CPU."""
+    if v.dtype not in (torch.float32, torch.float64):
+        return v.mean(1, keepdim=True)
+    return torch.matmul(torch.full((1, v.shape[1]), 1.0 / v.shape[1], dtype=v.dtype, device=v.device), v)
+
+
 def _pure(kernel, grad: torch.Tensor, strength: float, dim: int, *rest) -> torch.Tensor:
     """Run an in-place kernel on a fresh working copy of ``grad`` and return it in ``grad``'s dtype."""
     _check_grad(grad)
@@ -115,7 +123,10 @@ def _pure(kernel, grad: torch.Tensor, strength: float, dim: int, *rest) -> torch
 
 def reweighted_h0_(x: torch.Tensor, lam: float, dim: int = 0) -> torch.Tensor:
     """In place: ``x <- mean(x) + (x - mean(x)) / lam`` along ``dim``; returns the channel mean (probe)."""
-    mean = x.mean(dim, keepdim=True)
+    if x.is_contiguous():
+        mean = _channel_mean(_as_3d(x, dim)[0]).view(*x.shape[:dim], 1, *x.shape[dim + 1 :])
+    else:
+        mean = x.mean(dim, keepdim=True)
     # one fused pass: x / lam + (1 - 1/lam) mean
     torch.add(mean * (1.0 - 1.0 / lam), x, alpha=1.0 / lam, out=x)
     return mean
@@ -151,19 +162,19 @@ def sobolev_(x: torch.Tensor, lam: float, dim: int = 0, boundary: Boundary = "ne
     """In place Sobolev (H~1) gradient along ``dim``; returns the channel mean (probe). See :func:`sobolev`."""
     c = x.shape[dim]
     v, copied = _as_3d(x, dim)
-    mean = v.mean(1, keepdim=True)
+    mean = _channel_mean(v)
     if c == 1:
         return mean
     # s_c = sum_{j<=c} (x_j - mean): the forward differences of g are -s / (lam C^2)
     _scan_(v.sub_(mean), 1.0)
     if boundary == "periodic":
         # the ring closes: pick the constant of integration so that the differences sum to 0
-        v.sub_(v.mean(1, keepdim=True))
+        v.sub_(_channel_mean(v))
     # g_c = mean - (u_c - mean(u)) / (lam C^2) with u_c = sum_{j<c} s_j = total - R_c, R the reverse
     # running sum of s: so g = mean + (R - mean(R)) / (lam C^2), one reverse scan and one fused pass
     _scan_(v, 1.0, reverse=True)
     scale = 1.0 / (lam * c * c)
-    torch.add(mean - scale * v.mean(1, keepdim=True), v, alpha=scale, out=v)
+    torch.add(mean - scale * _channel_mean(v), v, alpha=scale, out=v)
     if copied:
         x.copy_(v.view(x.shape))
     return mean
