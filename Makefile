@@ -1,10 +1,14 @@
 # Two commands on a fresh machine: `make demo` (the main job) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# extras installed into the venv; the tests also run the Lightning recipes, lint needs ruff
+EXTRAS ?= test,harness
+test: EXTRAS = test,harness,lightning
+lint: EXTRAS = test,harness,dev
 
 .PHONY: setup data demo test lint bench
 setup:
-	bash scripts/setup.sh
+	EXTRAS=$(EXTRAS) bash scripts/setup.sh
 
 data:
 	bash scripts/fetch-data.sh
