@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from gradgeo import ddp
+from gradgeo.data import DatasetSplits
 from gradgeo.engine import RESULT, TrainConfig, _atomic_save, load_splits, train
 from gradgeo.factory import parse_spec
 from gradgeo.stats import Summary, mean_ci, paired_test
@@ -113,6 +114,8 @@ def run_grid(
     log: Callable[[str], None] = print,
     progress: bool | None = None,
     context: ddp.Context | None = None,
+    load: Callable[[TrainConfig], DatasetSplits] = load_splits,
+    describe: Callable[[dict[str, Any]], str] | None = None,
 ) -> None:
     """Train every ``(label, seed)`` run of a comparison folder that has no ``result.json`` yet.
 
@@ -133,6 +136,9 @@ def run_grid(
         log: receives one line per finished run.
         progress: tqdm bars for sequential runs; default only on a terminal.
         context: the data-parallel ranks (:func:`gradgeo.ddp.setup`); None: one process.
+        load: ``config -> splits``, loads the data that sequential runs share (a task with its own data, e.g.
+            :func:`gradgeo.segment.load_scene_splits`, passes its loader).
+        describe: ``result -> text`` for the line logged after each run (default: the final test accuracy).
     """
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"compare needs distinct seeds, got {list(seeds)}")
@@ -165,20 +171,20 @@ def run_grid(
                 label, seed = futures[future]
                 future.result()
                 done += 1
-                log(f"[{done}/{total}] {label} seed {seed}: {_final(out, label, seed)}")
+                log(f"[{done}/{total}] {label} seed {seed}: {_final(out, label, seed, describe)}")
     else:
-        splits = load_splits(make_config(*todo[0])) if todo else None
+        splits = load(make_config(*todo[0])) if todo else None
         for label, seed in todo:
             train_fn(make_config(label, seed), run_dir(out, label, seed), resume=True, progress=progress, log=None,
                      splits=splits)
             done += 1
             if context.is_main:
-                log(f"[{done}/{total}] {label} seed {seed}: {_final(out, label, seed)}")
+                log(f"[{done}/{total}] {label} seed {seed}: {_final(out, label, seed, describe)}")
 
 
-def _final(out: Path, spec: str, seed: int) -> str:
+def _final(out: Path, spec: str, seed: int, describe: Callable[[dict[str, Any]], str] | None = None) -> str:
     result = json.loads((run_dir(out, spec, seed) / RESULT).read_text())
-    return f"final test acc {result['final_test_acc'] * 100:.2f}%"
+    return describe(result) if describe else f"final test acc {result['final_test_acc'] * 100:.2f}%"
 
 
 def _histories(out: Path, spec: str, seeds: Sequence[int]) -> list[list[dict[str, Any]]]:

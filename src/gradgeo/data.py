@@ -947,7 +947,9 @@ class Loader:
 
     Args:
         x: uint8 images ``N x C x H x W`` (move them to the GPU once, and batches come out there).
-        y: labels ``N`` on the same device.
+        y: labels ``N`` on the same device, or per-image label maps ``N x ...`` (segmentation masks: yielded
+            as they are stored, batched along the first axis; augmentation changes only the images, so give
+            none with label maps).
         batch_size: images per batch, ``>= 1``.
         mean: per-channel mean on the [0, 1] scale (from the training set).
         std: per-channel std on the [0, 1] scale.
@@ -993,11 +995,14 @@ class Loader:
         _check_images(x, "x")
         if x.dtype != torch.uint8:
             raise TypeError(f"Loader expects uint8 images (it normalizes them itself), got {x.dtype}")
-        if y.shape != (len(x),) or y.device != x.device:
+        if y.dim() < 1 or len(y) != len(x) or y.device != x.device:
             raise ValueError(
-                f"y must hold one label per image on x's device: x is {len(x)} images on {x.device}, y is "
-                f"{tuple(y.shape)} on {y.device}"
+                f"y must hold one label per image (or one label map per image) on x's device: x is {len(x)} "
+                f"images on {x.device}, y is {tuple(y.shape)} on {y.device}"
             )
+        if augment is not None and y.dim() > 1:
+            raise ValueError("augment changes the images only; with label maps (segmentation) it would misalign "
+                             "them: pass augment=None")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
@@ -1023,7 +1028,8 @@ class Loader:
         return torch.randperm(len(self.x), generator=generator)
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(images, labels)`` for one epoch: float ``B x C x H x W`` and int64 ``B``.
+        """Yield ``(images, labels)`` for one epoch: float ``B x C x H x W`` and the labels as stored (int64 ``B``
+        for classification, ``B x H x W`` label maps for segmentation).
 
         Args:
             epoch: epoch number; with the seed it fixes the order and the augmentation.

@@ -85,6 +85,12 @@ class TrainConfig:
             raise ValueError("weight_decay, momentum and val_size must be >= 0")
         return self
 
+    def optimizer_defaults(self) -> dict[str, Any]:
+        """The keyword defaults :func:`fit` gives :func:`~gradgeo.factory.create_optimizer` (options in the
+        optimizer spec override them; a config for another task may add some, e.g. Adam's ``betas``)."""
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov or None,
+                "weight_decay": self.weight_decay}
+
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -211,6 +217,12 @@ class Objective(ABC):
         """The evaluation fields of an epoch's row: ``val_acc`` (None without a validation split),
         ``test_loss``, ``test_acc`` and any others."""
 
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Update the parameters from the gradient :meth:`backward` wrote: ``optimizer.step()``. A two-player
+        objective (:class:`gradgeo.gan.GANObjective`) overrides it to update one player, then compute and apply
+        the other's gradient; the schedule steps once after it."""
+        optimizer.step()
+
     def format_row(self, row: dict[str, Any]) -> str:
         """One line of the fixed-width table printed during training."""
         return format_row(row)
@@ -305,7 +317,8 @@ def fit(
     ``in_channels`` of the dataset) for a freshly initialized model and its objective, then trains with the
     optimizer spec, schedule and data of ``config``; checkpoints, ``metrics.jsonl``, ``result.json`` and
     resuming work as described in :func:`train`. Each step is ``output = model(x)``, then
-    ``objective.backward(output, y, progress)``, the optimizer step and the schedule step.
+    ``objective.backward(output, y, progress)``, ``objective.step(optimizer)`` (by default the optimizer step)
+    and the schedule step.
 
     Args:
         config: the run's hyper-parameters.
@@ -337,8 +350,7 @@ def fit(
     model, objective = build(model_args)
     model = model.to(device)
     objective.context = ctx
-    optimizer = create_optimizer(model, config.optimizer, lr=config.lr, momentum=config.momentum,
-                                 nesterov=config.nesterov or None, weight_decay=config.weight_decay)
+    optimizer = create_optimizer(model, config.optimizer, **config.optimizer_defaults())
     augment = config.augment if config.augment is not None else config.dataset.startswith("cifar")
     loader = splits.loader("train", config.batch_size, shuffle=True, drop_last=True, seed=config.seed,
                            augment=Augment(padding=4, flip=True) if augment else None, rank=ctx.rank,
@@ -380,7 +392,7 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             with no_sync():
                 objective.backward(forward(x), y, step / total_steps)
-            optimizer.step()
+            objective.step(optimizer)
             scheduler.step()
         row: dict[str, Any] = {"epoch": epoch + 1, **objective.train_metrics()}  # every rank: sums over ranks
         if ctx.is_main:  # one rank evaluates (on the unwrapped model); the others receive its row
