@@ -3,7 +3,8 @@
 Every model takes ``N x C x H x W`` float images with 28x28 or 32x32 resolution and any channel count, and
 returns ``N x num_classes`` logits. All have a ``width`` multiplier of their channel counts. Anytime
 (multi-exit) networks return one logits tensor per exit and have their own registry,
-:func:`build_anytime_model` (:mod:`gradgeo.models.anytime`).
+:func:`build_anytime_model` (:mod:`gradgeo.models.anytime`); so do segmentation networks (per-pixel logits,
+:func:`build_segmentation_model`: ``"unet"``) and GANs (:func:`build_gan`: ``"dcgan"``).
 
 Example:
     >>> import torch
@@ -15,7 +16,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from torch import nn
@@ -28,12 +29,16 @@ from gradgeo.models.anytime import (
     build_anytime_model,
     exit_flops,
 )
+from gradgeo.models.dcgan import GAN, DCGANDiscriminator, DCGANGenerator, GANOutput
 from gradgeo.models.resnet import BasicBlock, CifarResNet
 from gradgeo.models.small_cnn import SmallCNN
+from gradgeo.models.unet import UNet
 from gradgeo.models.vgg import VGG
 
-__all__ = ["ANYTIME_MODELS", "MODELS", "VGG", "AnytimeNetwork", "AnytimePrediction", "BasicBlock", "CifarResNet",
-           "SmallCNN", "anytime_predict", "build_anytime_model", "build_model", "exit_flops"]
+__all__ = ["ANYTIME_MODELS", "GAN", "GAN_MODELS", "MODELS", "SEGMENTATION_MODELS", "VGG", "AnytimeNetwork",
+           "AnytimePrediction", "BasicBlock", "CifarResNet", "DCGANDiscriminator", "DCGANGenerator", "GANOutput",
+           "SmallCNN", "UNet", "anytime_predict", "build_anytime_model", "build_gan", "build_model",
+           "build_segmentation_model", "exit_flops"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "resnet20": partial(CifarResNet, 20),
@@ -45,6 +50,20 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
 }
 
 MODELS: tuple[str, ...] = tuple(_REGISTRY)
+#: per-pixel classifiers (``N x C x H x W`` in, ``N x num_classes x H x W`` logits out)
+SEGMENTATION_MODELS: tuple[str, ...] = ("unet",)
+#: generator + discriminator pairs
+GAN_MODELS: tuple[str, ...] = ("dcgan",)
+
+
+def _other_registry(name: str) -> str:
+    if name in ANYTIME_MODELS:
+        return " (an anytime model: use build_anytime_model)"
+    if name in SEGMENTATION_MODELS:
+        return " (a segmentation model: use build_segmentation_model, or --task segment)"
+    if name in GAN_MODELS:
+        return " (a GAN: use build_gan, or --task gan)"
+    return ""
 
 
 def build_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs: object) -> nn.Module:
@@ -69,6 +88,52 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs
         torch.Size([1, 10])
     """
     if name not in _REGISTRY:
-        hint = " (an anytime model: use build_anytime_model)" if name in ANYTIME_MODELS else ""
-        raise ValueError(f"unknown model {name!r}{hint}; known models: {', '.join(MODELS)}")
+        raise ValueError(f"unknown model {name!r}{_other_registry(name)}; known models: {', '.join(MODELS)}")
     return _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
+
+
+def build_segmentation_model(name: str, num_classes: int, in_channels: int = 1, **kwargs: object) -> nn.Module:
+    """Build a registered segmentation model (one of :data:`SEGMENTATION_MODELS`): per-pixel logits.
+
+    Args:
+        name: ``"unet"`` (:class:`UNet`).
+        num_classes: classes per pixel, background included.
+        in_channels: input image channels.
+        **kwargs: passed to the constructor (``width``, ``base``, ``depth``).
+
+    Example:
+        >>> import torch
+        >>> build_segmentation_model("unet", num_classes=11)(torch.zeros(1, 1, 64, 64)).shape
+        torch.Size([1, 11, 64, 64])
+    """
+    if name not in SEGMENTATION_MODELS:
+        raise ValueError(f"unknown segmentation model {name!r}{_other_registry(name)}; "
+                         f"known segmentation models: {', '.join(SEGMENTATION_MODELS)}")
+    return UNet(num_classes=num_classes, in_channels=in_channels, **kwargs)
+
+
+def build_gan(name: str, in_channels: int = 1, image_size: int = 28, *, mean: Sequence[float] | None = None,
+              std: Sequence[float] | None = None, latent_dim: int = 64, width: float = 1.0) -> GAN:
+    """Build a registered GAN (one of :data:`GAN_MODELS`) as one :class:`GAN` module.
+
+    Args:
+        name: ``"dcgan"`` (:class:`DCGANGenerator` and :class:`DCGANDiscriminator`).
+        in_channels: image channels.
+        image_size: image height = width, a multiple of 4.
+        mean, std: per-channel normalization of the real images on the [0, 1] scale (default 0.5 and 0.5:
+            the discriminator sees [-1, 1]).
+        latent_dim: size of the generator's noise vector.
+        width: multiplier of both players' channel counts.
+
+    Example:
+        >>> build_gan("dcgan", latent_dim=16).sample(3).shape
+        torch.Size([3, 1, 28, 28])
+    """
+    if name not in GAN_MODELS:
+        raise ValueError(f"unknown GAN {name!r}{_other_registry(name)}; known GANs: {', '.join(GAN_MODELS)}")
+    mean = [0.5] * in_channels if mean is None else list(mean)
+    std = [0.5] * in_channels if std is None else list(std)
+    if len(mean) != in_channels or len(std) != in_channels:
+        raise ValueError(f"mean and std need one value per channel ({in_channels}), got {len(mean)} and {len(std)}")
+    generator = DCGANGenerator(latent_dim, in_channels, width, image_size)
+    return GAN(generator, DCGANDiscriminator(in_channels, width, image_size), mean, std)
