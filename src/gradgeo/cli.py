@@ -1,4 +1,5 @@
-"""The ``gradgeo`` command line: ``train``, ``compare``, ``analyze``, ``demo`` and ``anytime train|compare``."""
+"""The ``gradgeo`` command line: ``train``, ``compare`` (``--task classify|segment|gan``), ``analyze``, ``demo`` and
+``anytime train|compare``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from gradgeo import ddp
 from gradgeo.engine import TrainConfig
@@ -40,16 +42,18 @@ def _add_config_arguments(
     helps = {**_HELP, **(helps or {})}
     hints = typing.get_type_hints(config_class)
     for field in dataclasses.fields(config_class):
-        flag = "--" + field.name.replace("_", "-")
-        default = field.default
-        kind = hints[field.name]
-        options = [a for a in typing.get_args(kind) if a is not type(None)] if isinstance(
-            kind, types.UnionType) else [kind]
-        help_text = helps.get(field.name, "") + f" (default: {default})"
-        if options[0] is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        else:
-            parser.add_argument(flag, type=options[0], default=default, help=help_text)
+        _add_field(parser, field.name, hints[field.name], field.default,
+                   helps.get(field.name, "") + f" (default: {field.default})")
+
+
+def _add_field(parser: argparse.ArgumentParser, name: str, kind: Any, default: Any, help_text: str) -> None:
+    """The option of one config field, typed from its annotation."""
+    flag = "--" + name.replace("_", "-")
+    options = [a for a in typing.get_args(kind) if a is not type(None)] if isinstance(kind, types.UnionType) else [kind]
+    if options[0] is bool:
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+    else:
+        parser.add_argument(flag, type=options[0], default=default, help=help_text)
 
 
 def _config(args: argparse.Namespace, config_class: type[TrainConfig] = TrainConfig) -> TrainConfig:
@@ -70,21 +74,24 @@ def _seeds(args: argparse.Namespace) -> list[int]:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from gradgeo.engine import train
+    from gradgeo.task_cli import task_config
 
-    train(_config(args), args.out, resume=args.resume, progress=False if args.quiet else None,
-          log=None if args.quiet else print)
+    task, config = task_config(args)
+    task.train(config, args.out, resume=args.resume, progress=False if args.quiet else None,
+               log=None if args.quiet else print)
     if _is_main():
-        print(f"metrics and checkpoint in {args.out}")
+        print(f"{task.outputs} in {args.out}")
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
-    from gradgeo.compare import compare
+    from gradgeo.task_cli import task_config
+    from gradgeo.tasks import compare_task
 
-    compare(args.specs, _seeds(args), _config(args), args.out, jobs=args.jobs,
-            progress=False if args.quiet else None)
+    task, config = task_config(args)
+    compare_task(task, args.specs, _seeds(args), config, args.out, jobs=args.jobs,
+                 progress=False if args.quiet else None)
     if _is_main():
-        print(f"summary.json, summary.csv and curves.png in {args.out}")
+        print(f"summary.json, summary.csv{', samples.png' if task.name == 'gan' else ''} and curves.png in {args.out}")
 
 
 def _is_main() -> bool:
@@ -123,13 +130,16 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gradgeo.task_cli import add_task_arguments  # here, not at the top: it imports this module
+
     parser = argparse.ArgumentParser(prog="gradgeo", description="Channel-directed gradients and OSGD for CNNs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train one run",
+    p = sub.add_parser("train", help="train one run (--task classify, segment or gan)",
                        description="Train one run; prints a per-epoch table. Data-parallel (DDP) under torchrun "
-                                   "--nproc-per-node N, e.g. torchrun --nproc-per-node 2 -m gradgeo.cli train ...")
-    _add_config_arguments(p)
+                                   "--nproc-per-node N, e.g. torchrun --nproc-per-node 2 -m gradgeo.cli train ... "
+                                   "(not --task gan).")
+    add_task_arguments(p)
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="output folder (default: runs/train)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--quiet", action="store_true", help="no table, no progress bars")
@@ -137,9 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="optimizer specs x seeds, with a table and a plot",
                        description="Run every spec with every seed (resumable), then a table of mean ± 95%% CI "
-                                   "and a paired test against the first spec.")
+                                   "and a paired test against the first spec. --task segment reports test mean IoU "
+                                   "and pixel accuracy, --task gan the Frechet distance (lower is better) and the "
+                                   "classifier score of gradgeo's own Fashion-MNIST classifier (not Inception).")
     p.add_argument("specs", nargs="+", help="optimizer specs; the first is the baseline")
-    _add_config_arguments(p)
+    add_task_arguments(p)
     _add_grid_arguments(p, Path("runs/compare"))
     p.set_defaults(run=_cmd_compare)
 
