@@ -31,7 +31,32 @@ from gradgeo.engine import RESULT, TrainConfig, _atomic_save, load_splits, train
 from gradgeo.factory import parse_spec
 from gradgeo.stats import Summary, mean_ci, paired_test
 
-__all__ = ["compare", "run_dir", "run_grid", "summarize"]
+__all__ = ["TEST_ACC", "Metric", "compare", "load_histories", "plot_curves", "run_dir", "run_grid", "summarize"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """A number every run reports in its rows (``key``), how to show it and which way is better.
+
+    Attributes:
+        key: the field of a row of the run's history (the final metric is the last epoch's).
+        label: the column header and the plot's axis label.
+        higher_is_better: the direction, for the verdict of a paired test.
+        scale: shown as ``value * scale`` (100: a fraction shown in %).
+        digits: decimals shown.
+    """
+
+    key: str
+    label: str
+    higher_is_better: bool = True
+    scale: float = 100.0
+    digits: int = 2
+
+    def format(self, stats: dict[str, Any]) -> str:
+        return Summary(**stats).format(self.scale, self.digits)
+
+
+TEST_ACC = Metric("test_acc", "test acc %")
 
 
 def _slug(spec: str) -> str:
@@ -187,7 +212,8 @@ def _final(out: Path, spec: str, seed: int, describe: Callable[[dict[str, Any]],
     return describe(result) if describe else f"final test acc {result['final_test_acc'] * 100:.2f}%"
 
 
-def _histories(out: Path, spec: str, seeds: Sequence[int]) -> list[list[dict[str, Any]]]:
+def load_histories(out: Path, spec: str, seeds: Sequence[int]) -> list[list[dict[str, Any]]]:
+    """The per-epoch rows of each finished run of ``spec`` in the comparison folder ``out``."""
     return [json.loads((run_dir(out, spec, seed) / RESULT).read_text())["history"] for seed in seeds]
 
 
@@ -198,7 +224,7 @@ def summarize(out_dir: str | os.PathLike[str], specs: Sequence[str], seeds: Sequ
     rows = []
     finals: dict[str, list[float]] = {}
     for spec in specs:
-        histories = _histories(out, spec, seeds)
+        histories = load_histories(out, spec, seeds)
         final = [h[-1]["test_acc"] for h in histories]
         best = [max(r["test_acc"] for r in h) for h in histories]
         finals[spec] = final
@@ -249,35 +275,42 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(out: Path, specs: Sequence[str], seeds: Sequence[int], path: Path) -> None:
-    """Test accuracy and training loss per epoch: mean over seeds with a 95% CI band."""
+def plot_curves(out: Path, specs: Sequence[str], seeds: Sequence[int], path: Path,
+                metrics: Sequence[Metric] = (TEST_ACC,), loss_label: str = "training loss") -> None:
+    """Each metric (scaled as it is shown) and the training loss (``train_loss``, called ``loss_label``) per
+    epoch: mean over seeds with a 95% CI band, one panel each."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    panels = [*metrics, Metric("train_loss", loss_label, higher_is_better=False, scale=1.0)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(11.0, 4.6 * len(panels)), 4))
     colors = plt.get_cmap("tab10" if len(specs) <= 10 else "tab20").colors
-    late_means = []  # accuracies from the last two thirds of training set the y-range: early epochs are noise
+    late: dict[str, list[float]] = {m.key: [] for m in panels}  # later epochs set a percentage's y-range
     for index, spec in enumerate(specs):
-        histories = _histories(out, spec, seeds)
+        histories = load_histories(out, spec, seeds)
         epochs = [r["epoch"] for r in histories[0]]
         style = {"color": colors[index % len(colors)], "linestyle": ("-", "--", ":")[index // len(colors) % 3]}
-        for ax, key, scale in ((ax_acc, "test_acc", 100), (ax_loss, "train_loss", 1)):
-            stats = [mean_ci([h[i][key] * scale for h in histories]) for i in range(len(epochs))]
-            mean = [s.mean for s in stats]
-            ax.plot(epochs, mean, label=spec if ax is ax_acc else None, **style)
+        for ax, metric in zip(axes, panels):
+            stats = [mean_ci([h[i][metric.key] * metric.scale for h in histories]) for i in range(len(epochs))]
+            ax.plot(epochs, [s.mean for s in stats], label=spec if ax is axes[0] else None, **style)
             if len(seeds) > 1:
-                ax.fill_between(epochs, [s.mean - s.half_width for s in stats],
-                                [s.mean + s.half_width for s in stats], alpha=0.2, color=style["color"])
-            if ax is ax_acc:
-                late_means += mean[len(mean) // 3:]
+                ax.fill_between(epochs, [s.mean - s.half_width for s in stats], [s.mean + s.half_width for s in stats],
+                                alpha=0.2, color=style["color"])
+            late[metric.key] += [s.mean for s in stats[len(stats) // 3:]]
     seeds_label = "1 seed" if len(seeds) == 1 else f"{len(seeds)} seeds, mean ± 95% CI"
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"test accuracy ({seeds_label})")
-    ax_acc.set_ylim(bottom=max(0.0, min(late_means) - 2), top=min(100.0, max(late_means) + 1))
-    ax_loss.set(xlabel="epoch", ylabel="training loss", yscale="log", title="training loss")
-    fig.legend(loc="lower center", ncol=min(len(specs), 4 if len(specs) > 8 else 3), fontsize=8, frameon=False)
-    rows = -(-len(specs) // min(len(specs), 4 if len(specs) > 8 else 3))
-    fig.tight_layout(rect=(0, min(0.6, 0.045 * rows + 0.02), 1, 1))
+    for ax, metric in zip(axes, panels):
+        ax.set(xlabel="epoch", ylabel=metric.label,
+               title=f"{metric.label} ({seeds_label})" if ax is axes[0] else metric.label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if metric.key == "train_loss":
+            ax.set_yscale("log")
+        elif metric.scale == 100.0:  # a percentage: early epochs are noise, zoom on the rest
+            ax.set_ylim(bottom=max(0.0, min(late[metric.key]) - 2), top=min(100.0, max(late[metric.key]) + 1))
+    ncol = min(len(specs), 4 if len(specs) > 8 else 3)
+    fig.legend(loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, min(0.6, 0.045 * -(-len(specs) // ncol) + 0.02), 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -30,39 +30,16 @@ from typing import Any
 import torch
 
 from gradgeo import ddp
-from gradgeo.compare import compare, run_dir, run_grid
+from gradgeo.compare import TEST_ACC, Metric, compare, load_histories, plot_curves, run_dir, run_grid
 from gradgeo.data import DatasetSplits
-from gradgeo.engine import RESULT, TrainConfig, load_splits, train
+from gradgeo.engine import TrainConfig, load_splits, train
 from gradgeo.factory import parse_spec
 from gradgeo.gan.training import SAMPLES_PT, GANConfig, config_classifier, save_samples_figure, train_gan
 from gradgeo.models import ANYTIME_MODELS, GAN_MODELS, MODELS, SEGMENTATION_MODELS
 from gradgeo.segment.training import SegmentConfig, load_scene_splits, train_segment
-from gradgeo.stats import Summary, mean_ci, paired_test
+from gradgeo.stats import mean_ci, paired_test
 
-__all__ = ["TASKS", "Metric", "Task", "compare_task", "format_task_table", "get_task", "plot_task_curves",
-           "summarize_task"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Metric:
-    """A number every run reports in its rows (``key``), how to show it and which way is better.
-
-    Attributes:
-        key: the field of a row of the run's history (the final metric is the last epoch's).
-        label: the column header.
-        higher_is_better: the direction, for the verdict of a paired test.
-        scale: shown as ``value * scale`` (100: a fraction shown in %).
-        digits: decimals shown.
-    """
-
-    key: str
-    label: str
-    higher_is_better: bool = True
-    scale: float = 100.0
-    digits: int = 2
-
-    def format(self, stats: dict[str, Any]) -> str:
-        return Summary(**stats).format(self.scale, self.digits)
+__all__ = ["TASKS", "Metric", "Task", "compare_task", "format_task_table", "get_task", "summarize_task"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +94,7 @@ def _field_names(config_class: type[TrainConfig]) -> set[str]:
 
 
 TASKS: dict[str, Task] = {
-    "classify": Task("classify", TrainConfig, train, load_splits, (Metric("test_acc", "test acc %"),),
+    "classify": Task("classify", TrainConfig, train, load_splits, (TEST_ACC,),
                      models=MODELS),
     "segment": Task("segment", SegmentConfig, train_segment, load_scene_splits,
                     (Metric("test_miou", "test mIoU %"), Metric("test_acc", "test pixel acc %"))),
@@ -198,10 +175,6 @@ def compare_task(
     return ctx.from_main(summary)
 
 
-def _histories(out: Path, spec: str, seeds: Sequence[int]) -> list[list[dict[str, Any]]]:
-    return [json.loads((run_dir(out, spec, seed) / RESULT).read_text())["history"] for seed in seeds]
-
-
 def _verdict(metric: Metric, difference: float, p_value: float) -> str:
     if not p_value < 0.05:  # nan (one seed) included
         return "no significant difference"
@@ -222,7 +195,7 @@ def summarize_task(task: str | Task, out_dir: str | os.PathLike[str], specs: Seq
     """
     task = get_task(task) if isinstance(task, str) else task
     out = Path(out_dir)
-    finals = {spec: {m.key: [h[-1][m.key] for h in _histories(out, spec, seeds)] for m in task.metrics}
+    finals = {spec: {m.key: [h[-1][m.key] for h in load_histories(out, spec, seeds)] for m in task.metrics}
               for spec in specs}
     rows = []
     for spec in specs:
@@ -240,7 +213,7 @@ def summarize_task(task: str | Task, out_dir: str | os.PathLike[str], specs: Seq
                "metrics": [dataclasses.asdict(m) for m in task.metrics], "rows": rows}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _write_csv(out / "summary.csv", summary)
-    plot_task_curves(out, specs, seeds, task.metrics, out / "curves.png", task.loss_label)
+    plot_curves(out, specs, seeds, out / "curves.png", task.metrics, task.loss_label)
     if task.name == "gan":
         panels = {f"{spec} (seed {seeds[0]})": torch.load(run_dir(out, spec, seeds[0]) / SAMPLES_PT).float() / 255
                   for spec in specs if (run_dir(out, spec, seeds[0]) / SAMPLES_PT).exists()}
@@ -292,39 +265,3 @@ def format_task_table(summary: dict[str, Any]) -> str:
             d = r["vs_baseline"][m.key]
             lines.append(f"{r['spec']:<{width}} {m.format(d['difference']):>20} {d['p_value']:>7.3f}  {d['verdict']}")
     return "\n".join(lines)
-
-
-def plot_task_curves(out: Path, specs: Sequence[str], seeds: Sequence[int], metrics: Sequence[Metric],
-                     path: Path, loss_label: str = "training loss") -> None:
-    """Every metric and the training loss (``train_loss``, called ``loss_label``) per epoch: mean over seeds
-    with a 95% CI band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    panels = [(m.key, m.label, m.scale) for m in metrics] + [("train_loss", loss_label, 1.0)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4))
-    colors = plt.get_cmap("tab10" if len(specs) <= 10 else "tab20").colors
-    for index, spec in enumerate(specs):
-        histories = _histories(out, spec, seeds)
-        epochs = [r["epoch"] for r in histories[0]]
-        style = {"color": colors[index % len(colors)], "linestyle": ("-", "--", ":")[index // len(colors) % 3]}
-        for ax, (key, _, scale) in zip(axes, panels):
-            stats = [mean_ci([h[i][key] * scale for h in histories]) for i in range(len(epochs))]
-            ax.plot(epochs, [s.mean for s in stats], label=spec if ax is axes[0] else None, **style)
-            if len(seeds) > 1:
-                ax.fill_between(epochs, [s.mean - s.half_width for s in stats], [s.mean + s.half_width for s in stats],
-                                alpha=0.2, color=style["color"])
-    seeds_label = "1 seed" if len(seeds) == 1 else f"{len(seeds)} seeds, mean ± 95% CI"
-    for ax, (key, label, _) in zip(axes, panels):
-        ax.set(xlabel="epoch", ylabel=label, title=f"{label} ({seeds_label})" if ax is axes[0] else label)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if key == "train_loss":
-            ax.set_yscale("log")
-    ncol = min(len(specs), 3)
-    fig.legend(loc="lower center", ncol=ncol, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, min(0.6, 0.05 * -(-len(specs) // ncol) + 0.02), 1, 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
