@@ -96,13 +96,17 @@ def test_metric_none_is_the_bare_optimizer_bit_for_bit(fashion_slice, name, fore
         assert torch.equal(p, q)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("metric", ["h0", "sobolev", "h1", "laplacian"])
-def test_step_applies_the_transform_before_the_base_step(metric):
-    """With plain SGD (lr 1) one step moves each conv weight by exactly minus the transformed gradient."""
+def test_step_applies_the_transform_before_the_base_step(metric, layout):
+    """With plain SGD (lr 1) one step moves each conv weight by exactly minus the transformed gradient,
+    whatever the memory layout of the weights and their gradients."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 12, 3), nn.ReLU(), nn.Conv2d(12, 7, 3), nn.Flatten(), nn.Linear(7 * 16, 2))
+    model = model.to(memory_format=layout)
     opt = channel_directed(model, torch.optim.SGD, lr=1.0, metric=metric, **METRIC_OPTIONS[metric])
-    model(torch.randn(4, 3, 8, 8)).square().mean().backward()
+    model(torch.randn(4, 3, 8, 8).contiguous(memory_format=layout)).square().mean().backward()
+    assert model[0].weight.grad.is_contiguous(memory_format=layout)
     before = [p.detach().clone() for p in model.parameters()]
     grads = [p.grad.clone() for p in model.parameters()]
     opt.step()

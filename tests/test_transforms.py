@@ -185,6 +185,23 @@ def test_non_contiguous_input_and_input_untouched():
     torch.testing.assert_close(g, before)
 
 
+@pytest.mark.parametrize("dim", [0, 1])
+@pytest.mark.parametrize("transform", ["h0", "sobolev", "h1"])
+def test_in_place_kernels_on_permuted_layouts_match_the_dense_solve(transform, dim):
+    """channels_last gradients and transposed weights are smoothed in their own memory, along the right axis."""
+    c = (12, 7)[dim]
+    matrix, kernel, lam = {"h0": (h0_matrix(c, 2.0), T.reweighted_h0_, 2.0),
+                           "sobolev": (sobolev_matrix(c, 0.2, "neumann"), T.sobolev_, 0.2),
+                           "h1": (h1_matrix(c, 0.05, "neumann"), T.h1_, 0.05)}[transform]
+    base = torch.randn(12, 7, 3, 5, dtype=F64)
+    for x in (base.contiguous(memory_format=torch.channels_last), base.transpose(0, 1).contiguous().transpose(0, 1),
+              base.permute(2, 3, 0, 1).contiguous().permute(2, 3, 0, 1)):
+        expected, storage = riesz(matrix, base, dim), x.data_ptr()
+        kernel(x, lam, dim)
+        torch.testing.assert_close(x, expected, rtol=1e-10, atol=1e-10)
+        assert x.data_ptr() == storage  # written in place, in the caller's own storage
+
+
 def test_chunked_scan_crosses_many_chunks():
     """C much longer than the scan chunk, including the recursive carry level."""
     g = torch.randn(3 * 32 * 32 + 5, 2, dtype=F64)

@@ -92,13 +92,18 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def _as_3d(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, bool]:
     """``x`` as a contiguous ``P x C x Q`` tensor with the channel axis in the middle.
 
-    Returns the tensor and whether it is a copy (then the caller writes the result back into ``x``).
+    The kernels treat every ``(p, q)`` column on its own, so the other axes may come in any order: a dense
+    tensor in a permuted memory layout (``channels_last`` gradients, a transposed weight) is viewed in its
+    memory order without a copy. Returns the tensor and whether it is a copy (then the caller writes the
+    result back into ``x``).
     """
+    order = sorted(range(x.dim()), key=lambda d: -x.stride(d))  # outermost axis first; stable for ties
+    in_memory_order = x.permute(order)
+    if in_memory_order.is_contiguous():
+        shape, k = in_memory_order.shape, order.index(dim)
+        return in_memory_order.view(math.prod(shape[:k]), shape[k], math.prod(shape[k + 1 :])), False
     shape = x.shape
-    view = (math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1 :]))
-    if x.is_contiguous():
-        return x.view(view), False
-    return x.contiguous().view(view), True
+    return x.contiguous().view(math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1 :])), True
 
 
 def _channel_mean(v: torch.Tensor) -> torch.Tensor:
@@ -123,12 +128,12 @@ def _pure(kernel, grad: torch.Tensor, strength: float, dim: int, *rest) -> torch
 
 def reweighted_h0_(x: torch.Tensor, lam: float, dim: int = 0) -> torch.Tensor:
     """In place: ``x <- mean(x) + (x - mean(x)) / lam`` along ``dim``; returns the channel mean (probe)."""
-    if x.is_contiguous():
-        mean = _channel_mean(_as_3d(x, dim)[0]).view(*x.shape[:dim], 1, *x.shape[dim + 1 :])
-    else:
-        mean = x.mean(dim, keepdim=True)
+    v, copied = _as_3d(x, dim)
+    mean = _channel_mean(v)
     # one fused pass: x / lam + (1 - 1/lam) mean
-    torch.add(mean * (1.0 - 1.0 / lam), x, alpha=1.0 / lam, out=x)
+    torch.add(mean * (1.0 - 1.0 / lam), v, alpha=1.0 / lam, out=v)
+    if copied:
+        x.copy_(v.view(x.shape))
     return mean
 
 
