@@ -6,7 +6,9 @@ script: a ``Dataset`` whose ``__getitem__`` crops, flips and normalizes one imag
 ``torch.utils.data.DataLoader``. Measured in one run, interleaved:
 
 * ``data only``: producing normalized, augmented batches;
-* ``train step``: data plus forward, backward and an SGD step of the model.
+* ``train step``: data plus forward, backward and an SGD step of the model, the same on both sides;
+* ``+ channels_last``: gradgeo's loop with ``--channels-last`` (NHWC weights and batches) against the same
+  reference as above (the plain script as usually written, in the default layout).
 
 Run: ``python benchmarks/harness.py [--model resnet20] [--batches 40] [--batch-size 128]``.
 """
@@ -63,14 +65,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
     splits = load_dataset("cifar10")
-    torch.manual_seed(0)
-    model = build_model(args.model, num_classes=10, in_channels=3)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    def make_train_step(channels_last: bool):
+        torch.manual_seed(0)
+        model = build_model(args.model, num_classes=10, in_channels=3)
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        model = model.to(memory_format=layout)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-    def train_step(x, y):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
+        def train_step(x, y):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x.contiguous(memory_format=layout)), y).backward()
+            opt.step()
+        return train_step
+
+    train_step, train_step_nhwc = make_train_step(False), make_train_step(True)
 
     def gradgeo_batches():
         loader = splits.loader("train", args.batch_size, shuffle=True, drop_last=True, augment=Augment(), seed=0)
@@ -85,12 +93,15 @@ def main() -> None:
             yield from DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
 
     results = {}
-    for name, step, n in (("data only", lambda x, y: None, args.batches * 5), ("train step", train_step, args.batches)):
-        results[name] = (timed(gradgeo_batches(), n, step), timed(torch_batches(), n, step))
+    rows = (("data only", lambda x, y: None, lambda x, y: None, args.batches * 5),
+            ("train step", train_step, train_step, args.batches),
+            ("+ channels_last", train_step_nhwc, train_step, args.batches))
+    for name, ours, theirs, n in rows:
+        results[name] = (timed(gradgeo_batches(), n, ours), timed(torch_batches(), n, theirs))
     print(f"CIFAR-10 (JPEG q75), {args.model}, batch {args.batch_size}, {torch.get_num_threads()} threads, CPU")
-    print(f"{'':<12}{'gradgeo img/s':>15}{'DataLoader img/s':>18}{'ratio':>8}")
+    print(f"{'':<16}{'gradgeo img/s':>15}{'DataLoader img/s':>18}{'ratio':>8}")
     for name, (ours, theirs) in results.items():
-        print(f"{name:<12}{ours:>15.0f}{theirs:>18.0f}{ours / theirs:>7.1f}x")
+        print(f"{name:<16}{ours:>15.0f}{theirs:>18.0f}{ours / theirs:>7.1f}x")
 
 
 if __name__ == "__main__":

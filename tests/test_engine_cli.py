@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from gradgeo.cli import main
 from gradgeo.data import load_dataset
@@ -44,9 +45,10 @@ def test_real_training_run_learns(fashion, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # atomic writes leave nothing behind
 
 
-def test_resume_after_interruption_gives_identical_metrics(fashion, tmp_path):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_resume_after_interruption_gives_identical_metrics(fashion, tmp_path, channels_last):
     config = TrainConfig(optimizer="adam:lr=2e-3+h0:lam=2", train_size=800, batch_size=40, epochs=3,
-                         val_size=200, augment=True)
+                         val_size=200, augment=True, channels_last=channels_last)
     splits = fashion.split_validation(200, seed=0).subset(800, seed=0)
     full = train(config, tmp_path / "full", log=None, splits=splits)
     partial = train(config, tmp_path / "cut", log=None, splits=splits, stop_after=1)
@@ -56,8 +58,33 @@ def test_resume_after_interruption_gives_identical_metrics(fashion, tmp_path):
     lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3
     other = dataclasses.replace(config, lr=0.5)
-    with pytest.raises(ValueError, match="written by another configuration"):
+    with pytest.raises(ValueError, match="written by another configuration .it differs in lr."):
         train(other, tmp_path / "cut", log=None, splits=splits, resume=True)
+
+
+def test_channels_last_trains_like_the_default_layout(fashion):
+    """Same seed, same data: the NHWC run follows the NCHW run up to float rounding, its weights stay NHWC."""
+    config = TrainConfig(optimizer="sgd+sobolev:lam=0.1", train_size=600, batch_size=50, epochs=1, lr=0.05)
+    splits = fashion.subset(600, seed=0)
+    histories = {}
+    for channels_last in (False, True):
+        histories[channels_last] = train(dataclasses.replace(config, channels_last=channels_last), log=None,
+                                         splits=splits)
+    assert histories[True][0]["train_loss"] == pytest.approx(histories[False][0]["train_loss"], rel=1e-4)
+    assert histories[True][0]["test_acc"] == pytest.approx(histories[False][0]["test_acc"], abs=0.005)
+
+
+def test_checkpoint_from_before_a_config_field_existed_resumes(fashion, tmp_path):
+    """A field added to TrainConfig later counts as its default in an older checkpoint."""
+    config = TrainConfig(train_size=200, batch_size=50, epochs=2)
+    splits = fashion.subset(200, seed=0)
+    train(config, tmp_path, log=None, splits=splits, stop_after=1)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    del state["config"]["channels_last"]
+    torch.save(state, tmp_path / "checkpoint.pt")
+    assert len(train(config, tmp_path, log=None, splits=splits, resume=True)) == 2
+    with pytest.raises(ValueError, match="differs in channels_last"):
+        train(dataclasses.replace(config, channels_last=True), tmp_path, log=None, splits=splits, resume=True)
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -100,6 +127,9 @@ def test_cli_compare_writes_summary_and_resumes(tmp_path, capsys, fashion):
     (out / "runs" / "sgd" / "seed-1" / "result.json").unlink()
     assert main(args) == 0
     assert "3 runs finished, 1 to go" in capsys.readouterr().out
+    # the folder belongs to that configuration: another one is refused, naming what differs
+    assert main([*args, "--lr", "0.5"]) != 0
+    assert "differs in lr" in capsys.readouterr().err
 
 
 def test_cli_demo_tiny(tmp_path, capsys, fashion):

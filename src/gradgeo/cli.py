@@ -30,6 +30,7 @@ _HELP = {
     "train_size": "train on a stratified subset of this many images",
     "val_size": "carve this many training images out as a validation set",
     "compile": "torch.compile the model",
+    "channels_last": "conv weights and image batches in channels-last (NHWC) memory: faster convolutions on CPU",
     "device": "auto, cpu, cuda, cuda:1, ...",
 }
 DEMO_SPECS = ("sgd", "sgd+h0:lam=2", "sgd+sobolev:lam=0.1", "sgd+h1:lam=0.01")

@@ -175,8 +175,11 @@ def run_grid(
     plan_path = out / "plan.json"
     if plan_path.exists():
         previous = json.loads(plan_path.read_text())
-        if previous["config"] != plan["config"]:
-            raise ValueError(f"{out} holds a comparison with another configuration; pick a new --out folder")
+        base = type(make_config(labels[0], seeds[0]))(**plan["config"])
+        changed = base.changed_fields(previous["config"])
+        if changed:
+            raise ValueError(f"{out} holds a comparison with another configuration (it differs in "
+                             f"{', '.join(changed)}); pick a new --out folder")
     if context.is_main:
         _atomic_save(plan, plan_path)  # atomic: the other ranks may be reading it
 
