@@ -8,9 +8,12 @@ script: a ``Dataset`` whose ``__getitem__`` crops, flips and normalizes one imag
 * ``data only``: producing normalized, augmented batches;
 * ``train step``: data plus forward, backward and an SGD step of the model, the same on both sides;
 * ``+ channels_last``: gradgeo's loop with ``--channels-last`` (NHWC weights and batches) against the same
-  reference as above (the plain script as usually written, in the default layout).
+  reference as above (the plain script as usually written: default layout, float32);
+* ``+ bf16``: with ``--channels-last --precision bf16`` as well (the forward under bfloat16 autocast, its
+  outputs cast back to float32 before the loss, as gradgeo's engine does), against the same reference.
 
-Run: ``python benchmarks/harness.py [--model resnet20] [--batches 40] [--batch-size 128]``.
+Run: ``python benchmarks/harness.py [--model resnet20] [--batches 40] [--batch-size 128]``. bf16 is fast only on
+CPUs with bfloat16 instructions (AVX512-BF16 or AMX; this machine's AMD EPYC has AVX512-BF16).
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
     splits = load_dataset("cifar10")
-    def make_train_step(channels_last: bool):
+    def make_train_step(channels_last: bool = False, bf16: bool = False):
         torch.manual_seed(0)
         model = build_model(args.model, num_classes=10, in_channels=3)
         layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -74,11 +77,13 @@ def main() -> None:
 
         def train_step(x, y):
             opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x.contiguous(memory_format=layout)), y).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x.contiguous(memory_format=layout))
+            torch.nn.functional.cross_entropy(logits.float(), y).backward()
             opt.step()
         return train_step
 
-    train_step, train_step_nhwc = make_train_step(False), make_train_step(True)
+    train_step = make_train_step()
 
     def gradgeo_batches():
         loader = splits.loader("train", args.batch_size, shuffle=True, drop_last=True, augment=Augment(), seed=0)
@@ -95,7 +100,8 @@ def main() -> None:
     results = {}
     rows = (("data only", lambda x, y: None, lambda x, y: None, args.batches * 5),
             ("train step", train_step, train_step, args.batches),
-            ("+ channels_last", train_step_nhwc, train_step, args.batches))
+            ("+ channels_last", make_train_step(channels_last=True), train_step, args.batches),
+            ("+ bf16", make_train_step(channels_last=True, bf16=True), train_step, args.batches))
     for name, ours, theirs, n in rows:
         results[name] = (timed(gradgeo_batches(), n, ours), timed(torch_batches(), n, theirs))
     print(f"CIFAR-10 (JPEG q75), {args.model}, batch {args.batch_size}, {torch.get_num_threads()} threads, CPU")

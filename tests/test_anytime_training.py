@@ -54,9 +54,11 @@ def test_every_strategy_trains(tiny_fashion, tmp_path, method):
     assert [json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1]
 
 
-@pytest.mark.parametrize("method", ["adaloss", "pcgrad"])  # the strategies with state to checkpoint
-def test_resume_reaches_the_identical_result(tiny_fashion, tmp_path, method):
-    config = tiny_config(tiny_fashion, strategy=method, epochs=2)
+@pytest.mark.parametrize("method,fast", [("adaloss", False), ("pcgrad", False), ("osgd", True)],
+                         ids=["adaloss", "pcgrad", "osgd-bf16-channels_last"])  # the strategies with state, and OSGD
+def test_resume_reaches_the_identical_result(tiny_fashion, tmp_path, method, fast):
+    config = tiny_config(tiny_fashion, strategy=method, epochs=2, channels_last=fast,
+                         precision="bf16" if fast else "fp32")
     straight = train_anytime(config, tmp_path / "straight", log=None)
     train_anytime(config, tmp_path / "resumed", log=None, stop_after=1)
     assert not (tmp_path / "resumed" / "result.json").exists()

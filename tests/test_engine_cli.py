@@ -45,10 +45,10 @@ def test_real_training_run_learns(fashion, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # atomic writes leave nothing behind
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_resume_after_interruption_gives_identical_metrics(fashion, tmp_path, channels_last):
+@pytest.mark.parametrize("fast", [False, True], ids=["fp32", "bf16-channels_last"])
+def test_resume_after_interruption_gives_identical_metrics(fashion, tmp_path, fast):
     config = TrainConfig(optimizer="adam:lr=2e-3+h0:lam=2", train_size=800, batch_size=40, epochs=3,
-                         val_size=200, augment=True, channels_last=channels_last)
+                         val_size=200, augment=True, channels_last=fast, precision="bf16" if fast else "fp32")
     splits = fashion.split_validation(200, seed=0).subset(800, seed=0)
     full = train(config, tmp_path / "full", log=None, splits=splits)
     partial = train(config, tmp_path / "cut", log=None, splits=splits, stop_after=1)
@@ -62,16 +62,17 @@ def test_resume_after_interruption_gives_identical_metrics(fashion, tmp_path, ch
         train(other, tmp_path / "cut", log=None, splits=splits, resume=True)
 
 
-def test_channels_last_trains_like_the_default_layout(fashion):
-    """Same seed, same data: the NHWC run follows the NCHW run up to float rounding, its weights stay NHWC."""
+def test_channels_last_and_bf16_train_like_the_default(fashion):
+    """Same seed, same data: the NHWC run follows the NCHW run up to float rounding; the bf16-autocast run
+    stays within bfloat16's precision of it."""
     config = TrainConfig(optimizer="sgd+sobolev:lam=0.1", train_size=600, batch_size=50, epochs=1, lr=0.05)
     splits = fashion.subset(600, seed=0)
-    histories = {}
-    for channels_last in (False, True):
-        histories[channels_last] = train(dataclasses.replace(config, channels_last=channels_last), log=None,
-                                         splits=splits)
-    assert histories[True][0]["train_loss"] == pytest.approx(histories[False][0]["train_loss"], rel=1e-4)
-    assert histories[True][0]["test_acc"] == pytest.approx(histories[False][0]["test_acc"], abs=0.005)
+    runs = {name: train(dataclasses.replace(config, **options), log=None, splits=splits)[0]
+            for name, options in (("default", {}), ("nhwc", {"channels_last": True}), ("bf16", {"precision": "bf16"}))}
+    assert runs["nhwc"]["train_loss"] == pytest.approx(runs["default"]["train_loss"], rel=1e-4)
+    assert runs["nhwc"]["test_acc"] == pytest.approx(runs["default"]["test_acc"], abs=0.005)
+    assert runs["bf16"]["train_loss"] == pytest.approx(runs["default"]["train_loss"], rel=1e-2)
+    assert runs["bf16"]["test_acc"] == pytest.approx(runs["default"]["test_acc"], abs=0.03)
 
 
 def test_checkpoint_from_before_a_config_field_existed_resumes(fashion, tmp_path):
@@ -90,6 +91,7 @@ def test_checkpoint_from_before_a_config_field_existed_resumes(fashion, tmp_path
 @pytest.mark.parametrize("field,value,match", [
     ("schedule", "linear", "unknown schedule 'linear'"),
     ("epochs", 0, "epochs must be an integer >= 1, got 0"),
+    ("precision", "fp16", "unknown precision 'fp16'"),
     ("optimizer", "sgd+sob", "unknown metric 'sob'"),
     ("label_smoothing", 1.5, "label_smoothing must be in"),
 ])

@@ -175,9 +175,11 @@ def test_feature_classifier_is_trained_once_then_loaded(tiny_fashion, cache, mon
     torch.testing.assert_close(first.features(images), first.features(images.float() / 255))
 
 
-def test_gan_training_resumes_to_the_identical_result(tiny_fashion, cache, tmp_path):
+@pytest.mark.parametrize("fast", [False, True], ids=["fp32", "bf16-channels_last"])
+def test_gan_training_resumes_to_the_identical_result(tiny_fashion, cache, tmp_path, fast):
     config = GANConfig(data_dir=str(tiny_fashion), train_size=96, val_size=32, batch_size=32, epochs=2, width=0.25,
-                       latent_dim=8, eval_samples=64, classifier_epochs=1, optimizer="adam+sobolev:lam=0.1")
+                       latent_dim=8, eval_samples=64, classifier_epochs=1, optimizer="adam+sobolev:lam=0.1",
+                       channels_last=fast, precision="bf16" if fast else "fp32")
     splits = load_splits(config)
     full = train_gan(config, tmp_path / "full", log=None, splits=splits)
     train_gan(config, tmp_path / "cut", log=None, splits=splits, stop_after=1)

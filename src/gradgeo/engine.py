@@ -31,15 +31,18 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils import _pytree
 
 from gradgeo import ddp
 from gradgeo.data import Augment, DatasetSplits, load_dataset
 from gradgeo.factory import create_optimizer, parse_spec
 from gradgeo.models import build_model
 
-__all__ = ["SCHEDULES", "CrossEntropy", "Objective", "TrainConfig", "evaluate", "fit", "load_splits", "train"]
+__all__ = ["PRECISIONS", "SCHEDULES", "CrossEntropy", "Objective", "TrainConfig", "evaluate", "fit", "load_splits",
+           "train"]
 
 SCHEDULES = ("cosine", "step", "constant")
+PRECISIONS = ("fp32", "bf16")
 CHECKPOINT, METRICS, RESULT = "checkpoint.pt", "metrics.jsonl", "result.json"
 
 
@@ -66,6 +69,7 @@ class TrainConfig:
     seed: int = 0
     compile: bool = False
     channels_last: bool = False  # conv weights and image batches in NHWC memory (faster convolutions on CPU)
+    precision: str = "fp32"  # "bf16": the training forward under bfloat16 autocast (weights, gradients stay fp32)
     device: str = "auto"  # "auto": cuda when available
 
     def validate(self) -> TrainConfig:
@@ -73,6 +77,8 @@ class TrainConfig:
         parse_spec(self.optimizer)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -148,6 +154,18 @@ def evaluate(model: nn.Module, splits: DatasetSplits, split: str, batch_size: in
         count += len(y)
     model.train(was_training)
     return {"loss": total_loss / count, "acc": correct / count}
+
+
+def _bf16_autocast(forward: Callable[[torch.Tensor], Any], device_type: str) -> Callable[[torch.Tensor], Any]:
+    """``forward`` under bfloat16 autocast, its floating outputs returned as float32: losses, OSGD's
+    projections and a GAN's second player then run in float32, and backward runs outside autocast."""
+
+    def run(x: torch.Tensor) -> Any:
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            output = forward(x)
+        return _pytree.tree_map_only(torch.Tensor, lambda t: t.float() if t.is_floating_point() else t, output)
+
+    return run
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -367,6 +385,8 @@ def fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, len(loader)))
     wrapped = ctx.wrap(model)
     forward = torch.compile(wrapped) if config.compile else wrapped
+    if config.precision == "bf16":
+        forward = _bf16_autocast(forward, device.type)
     # an objective that averages its gradients over the ranks itself: DDP reduces nothing (and prepares nothing)
     no_sync = wrapped.no_sync if ctx.distributed and objective.reduces_gradients else contextlib.nullcontext
 
