@@ -314,9 +314,9 @@ class ChannelDirected(Optimizer):
         return loss
 
     def _all_finite(self, checks: list[tuple[torch.Tensor, list[tuple[torch.Tensor, Any, int]]]]) -> bool:
-        flags = [torch.isfinite(probe).reshape(len(members), -1).all(1) for probe, members in checks]
-        if bool(torch.cat(flags).all()):
+        if bool(torch.cat([probe.reshape(-1) for probe, _ in checks]).isfinite().all()):  # one check for all
             return True
+        flags = [torch.isfinite(probe).reshape(len(members), -1).all(1) for probe, members in checks]
         if self.nonfinite == "skip":
             return False
         for flag, (_, members) in zip(flags, checks):

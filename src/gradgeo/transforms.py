@@ -97,13 +97,14 @@ def _as_3d(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, bool]:
     memory order without a copy. Returns the tensor and whether it is a copy (then the caller writes the
     result back into ``x``).
     """
-    order = sorted(range(x.dim()), key=lambda d: -x.stride(d))  # outermost axis first; stable for ties
-    in_memory_order = x.permute(order)
-    if in_memory_order.is_contiguous():
-        shape, k = in_memory_order.shape, order.index(dim)
-        return in_memory_order.view(math.prod(shape[:k]), shape[k], math.prod(shape[k + 1 :])), False
-    shape = x.shape
-    return x.contiguous().view(math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1 :])), True
+    work, k, copied = x, dim, False
+    if not x.is_contiguous():
+        order = sorted(range(x.dim()), key=lambda d: -x.stride(d))  # outermost axis first; stable for ties
+        work, k = x.permute(order), order.index(dim)
+        if not work.is_contiguous():
+            work, k, copied = x.contiguous(), dim, True
+    shape = work.shape
+    return work.view(math.prod(shape[:k]), shape[k], math.prod(shape[k + 1 :])), copied
 
 
 def _channel_mean(v: torch.Tensor) -> torch.Tensor:
@@ -111,7 +112,10 @@ def _channel_mean(v: torch.Tensor) -> torch.Tensor:
     row of ``1/C``: one streaming read (BLAS gemv), about half the time of ``v.mean(1)`` on CPU."""
     if v.dtype not in (torch.float32, torch.float64):
         return v.mean(1, keepdim=True)
-    return torch.matmul(torch.full((1, v.shape[1]), 1.0 / v.shape[1], dtype=v.dtype, device=v.device), v)
+    row = torch.full((1, v.shape[1]), 1.0 / v.shape[1], dtype=v.dtype, device=v.device)
+    if len(v) == 1:  # the usual case (output channels are dim 0): a 2-D product, 5x faster than a broadcast bmm
+        return torch.mm(row, v[0]).unsqueeze(0)
+    return torch.matmul(row, v)
 
 
 def _pure(kernel, grad: torch.Tensor, strength: float, dim: int, *rest) -> torch.Tensor:
