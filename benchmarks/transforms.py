@@ -9,7 +9,7 @@ preceded by a restore of the gradients (not timed) and the median taken over int
 * ``ls-sgd original``: the original LS-SGD smoothing (complex FFT of each flattened gradient, multiply by
   precomputed coefficients, inverse FFT) next to gradgeo's ``laplacian`` transform on the same gradients.
 
-Run: ``python benchmarks/transforms.py [--repeats 30] [--threads N]``.
+Run: ``python benchmarks/transforms.py [--repeats 30] [--threads N] [--channels-last]``.
 """
 
 from __future__ import annotations
@@ -81,11 +81,12 @@ def measure(cases: dict[str, Callable[[], None]], restore: Callable[[], None], r
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
-def bench(label: str, shapes: list[tuple[int, ...]], repeats: int, lams: dict[str, float]) -> None:
+def bench(label: str, shapes: list[tuple[int, ...]], repeats: int, lams: dict[str, float],
+          layout: torch.memory_format = torch.contiguous_format) -> None:
     torch.manual_seed(0)
-    params = [torch.nn.Parameter(torch.randn(s) * 0.01) for s in shapes]
-    saved = [torch.randn(s) for s in shapes]
-    copies = [torch.empty(s) for s in shapes]
+    params = [torch.nn.Parameter((torch.randn(s) * 0.01).contiguous(memory_format=layout)) for s in shapes]
+    saved = [torch.randn(s).contiguous(memory_format=layout) for s in shapes]
+    copies = [torch.empty_like(g) for g in saved]
     for p in params:
         p.grad = torch.empty_like(p)
     grads = [p.grad for p in params]
@@ -102,12 +103,14 @@ def bench(label: str, shapes: list[tuple[int, ...]], repeats: int, lams: dict[st
         for foreach in (True, False):
             opt = ChannelDirected(base(), metric=metric, lam=lams.get(metric), sigma=1.0, foreach=foreach)
             cases[f"{metric}{'' if foreach else ' (loop)'}"] = opt.step
-    coefficients = ls_sgd_coefficients(grads, 1.0)
-    cases["ls-sgd original"] = lambda: original_ls_sgd(grads, coefficients)
+    original = layout == torch.contiguous_format  # the original LS-SGD flattens a row-major view
+    if original:
+        coefficients = ls_sgd_coefficients(grads, 1.0)
+        cases["ls-sgd original"] = lambda: original_ls_sgd(grads, coefficients)
     t = measure(cases, restore, repeats)
 
     numel = sum(math.prod(s) for s in shapes)
-    print(f"\n{label}: {len(shapes)} conv weights, {numel / 1e6:.2f} M params, float32, "
+    print(f"\n{label}: {len(shapes)} conv weights, {numel / 1e6:.2f} M params, float32, {layout}, "
           f"{torch.get_num_threads()} threads, median of {repeats}")
     print(f"  memcpy {t['memcpy'] * 1e3:8.3f} ms   bare SGD step {t['bare'] * 1e3:8.3f} ms")
     print(f"  {'metric':<18}{'step ms':>9}{'added ms':>10}{'added/memcpy':>14}{'step/bare':>11}")
@@ -118,20 +121,24 @@ def bench(label: str, shapes: list[tuple[int, ...]], repeats: int, lams: dict[st
             print(f"  {name:<18}{t[name] * 1e3:9.3f}{added * 1e3:10.3f}{added / t['memcpy']:14.2f}"
                   f"{t[name] / t['bare']:11.2f}")
     ls = t["laplacian"] - t["bare"]
-    print(f"  laplacian smoothing: original LS-SGD (complex FFT) {t['ls-sgd original'] * 1e3:.3f} ms vs gradgeo "
-          f"{ls * 1e3:.3f} ms added to the step: {t['ls-sgd original'] / ls:.2f}x faster")
+    if original:
+        print(f"  laplacian smoothing: original LS-SGD (complex FFT) {t['ls-sgd original'] * 1e3:.3f} ms vs gradgeo "
+              f"{ls * 1e3:.3f} ms added to the step: {t['ls-sgd original'] / ls:.2f}x faster")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--channels-last", action="store_true",
+                        help="weights and gradients in NHWC memory (a model trained with --channels-last)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     lams = {"h0": 2.0, "sobolev": 0.1, "h1": 0.01}
-    bench("ResNet-56 (CIFAR)", resnet56_shapes(), args.repeats, lams)
-    bench("ResNet-18 (ImageNet)", resnet18_shapes(), args.repeats, lams)
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
+    bench("ResNet-56 (CIFAR)", resnet56_shapes(), args.repeats, lams, layout)
+    bench("ResNet-18 (ImageNet)", resnet18_shapes(), args.repeats, lams, layout)
 
 
 if __name__ == "__main__":
