@@ -1,4 +1,7 @@
-"""bf16 + NHWC (this folder) against fp32 (results/fmnist-final), paired by seed: python results/fmnist-bf16/paired.py"""
+"""bf16 + NHWC (this folder) against fp32 (results/fmnist-final), paired by seed.
+
+Run: ``python results/fmnist-bf16/paired.py``.
+"""
 
 import json
 from pathlib import Path
