@@ -1,0 +1,21 @@
+#!/bin/bash
+# Full CIFAR-10 (JPEG q75), the finals: the setup of results/full-cifar-tune at 20 epochs, fresh seeds 1-3
+# (SEEDS="4 5" adds seeds), paired by seed. Specs, picked from the tuning summary by final validation accuracy
+# only: the best SGD cell (the baseline), the best h0 cell, and the best cell of h1 and sobolev together.
+set -euo pipefail
+source .venv/bin/activate  # from the repository root
+TUNE=${TUNE_SUMMARY:-results/full-cifar-tune/summary.json}
+SPECS=$(python - "$TUNE" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))["rows"]
+def best(metrics):
+    cells = [r for r in rows if (r["spec"].split("+")[1].split(":")[0] if "+" in r["spec"] else "") in metrics]
+    return max(cells, key=lambda r: r["final_val_acc"]["mean"])["spec"]
+print(best({""}), best({"h0"}), best({"h1", "sobolev"}))
+PY
+)
+echo "finals: $SPECS"
+OMP_NUM_THREADS=1 gradgeo compare $SPECS \
+  --dataset cifar10 --data-dir "${CIFAR_DIR:-../shared/data/cifar10-jpeg75}" --model resnet20 \
+  --val-size 5000 --augment --batch-size 128 --weight-decay 5e-4 --epochs 20 \
+  --channels-last --precision bf16 --seed-list ${SEEDS:-1 2 3} --jobs "${JOBS:-2}" --quiet --out runs/full-cifar-final
