@@ -16,6 +16,7 @@ if [ ! -d "$CLONE/.git" ]; then
 fi
 echo "campaign in $CLONE at $(git -C "$CLONE" rev-parse --short HEAD); data $CIFAR_DIR"
 cd "$CLONE"
+mkdir -p runs
 [ -x .venv/bin/gradgeo ] || EXTRAS=harness bash scripts/setup.sh
 land() {  # copy a finished stage's outputs next to its run.sh in $DEST
   mkdir -p "$DEST/results/$1"
@@ -25,7 +26,7 @@ land() {  # copy a finished stage's outputs next to its run.sh in $DEST
 for stage in full-cifar-tune full-anytime-branched full-cifar-final; do
   echo "== $stage ($(date -u +%FT%TZ))"
   TUNE_SUMMARY=runs/full-cifar-tune/summary.json bash "results/$stage/run.sh" | tee "runs/$stage.log"
-  cp "runs/$stage.log" "runs/$stage/table.txt" 2>/dev/null || true
+  cp "runs/$stage.log" "runs/$stage/table.txt"
   land "$stage"
 done
 echo "== full-cifar-analyze ($(date -u +%FT%TZ))"
