@@ -3,7 +3,8 @@
 # main tree cannot change the code under a running campaign. Every stage is a `gradgeo compare` that resumes
 # where it stopped: after a kill or a new session, run this script again. Each finished stage's tables and
 # plots are copied to $DEST/results/<stage>/ (default: this checkout) for committing.
-#   bash scripts/campaign-full.sh [CLONE_DIR]     (COMMIT=<sha> pins another commit; JOBS=2 runs in parallel)
+#   bash scripts/campaign-full.sh [CLONE_DIR]     (COMMIT=<sha> pins another commit; JOBS=2 runs in parallel;
+#                                                 STAGES="..." runs only these results/<stage>/run.sh, in order)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 CLONE=${1:-/root/gradgeo-campaign}
@@ -23,14 +24,15 @@ land() {  # copy a finished stage's outputs next to its run.sh in $DEST
   find "runs/$1" -maxdepth 1 -type f \( -name '*.txt' -o -name '*.json' -o -name '*.csv' -o -name '*.png' \) \
     -exec cp {} "$DEST/results/$1/" \;
 }
-for stage in full-cifar-tune full-anytime-branched full-cifar-final; do
+for stage in ${STAGES:-full-cifar-tune full-cifar-final full-cifar-analyze full-anytime-branched}; do
   echo "== $stage ($(date -u +%FT%TZ))"
+  if [ "$stage" = full-cifar-analyze ]; then  # needs the finals' checkpoints
+    bash "results/$stage/run.sh" > "runs/$stage.txt"
+    mkdir -p "$DEST/results/$stage" && cp "runs/$stage.txt" "$DEST/results/$stage/analyze.txt"
+    continue
+  fi
   TUNE_SUMMARY=runs/full-cifar-tune/summary.json bash "results/$stage/run.sh" | tee "runs/$stage.log"
   cp "runs/$stage.log" "runs/$stage/table.txt"
   land "$stage"
 done
-echo "== full-cifar-analyze ($(date -u +%FT%TZ))"
-mkdir -p "$DEST/results/full-cifar-analyze"
-bash results/full-cifar-analyze/run.sh > runs/full-cifar-analyze.txt
-cp runs/full-cifar-analyze.txt "$DEST/results/full-cifar-analyze/analyze.txt"
 echo "== done ($(date -u +%FT%TZ))"
