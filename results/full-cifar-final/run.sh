@@ -5,15 +5,7 @@
 set -euo pipefail
 source .venv/bin/activate  # from the repository root
 TUNE=${TUNE_SUMMARY:-results/full-cifar-tune/summary.json}
-SPECS=$(python - "$TUNE" <<'PY'
-import json, sys
-rows = json.load(open(sys.argv[1]))["rows"]
-def best(metrics):
-    cells = [r for r in rows if (r["spec"].split("+")[1].split(":")[0] if "+" in r["spec"] else "") in metrics]
-    return max(cells, key=lambda r: r["final_val_acc"]["mean"])["spec"]
-print(best({""}), best({"h0"}), best({"h1", "sobolev"}))
-PY
-)
+SPECS=$(python scripts/pick_tuned.py "$TUNE")
 echo "finals: $SPECS"
 OMP_NUM_THREADS=1 gradgeo compare $SPECS \
   --dataset cifar10 --data-dir "${CIFAR_DIR:-../shared/data/cifar10-jpeg75}" --model resnet20 \
