@@ -9,7 +9,7 @@ from torch import nn
 import gradgeo
 from gradgeo.factory import create_optimizer, parse_spec
 from gradgeo.optim import DEFAULT_LAM, ChannelDirected
-from gradgeo.stats import mean_ci, paired_test
+from gradgeo.stats import holm, mean_ci, paired_test
 
 
 def test_parse_spec_full():
@@ -135,3 +135,14 @@ def test_paired_test_by_hand():
     assert paired_test([0.5, 0.6], [0.5, 0.6]).p_value == 1.0
     with pytest.raises(ValueError, match="equally many"):
         paired_test([0.1], [0.1, 0.2])
+
+
+def test_holm_by_hand():
+    # sorted: 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04, raised to 0.06 (monotone step-down)
+    assert holm([0.04, 0.01, 0.03]) == pytest.approx([0.06, 0.03, 0.06])
+    assert holm([0.5, 0.4]) == pytest.approx([0.8, 0.8])  # 0.4 x 2 = 0.8; 0.5 x 1 = 0.5, raised to 0.8
+    assert holm([0.3, 0.6]) == pytest.approx([0.6, 0.6])  # 0.3 x 2; 0.6 x 1; capped at 1 where it would pass it
+    assert holm([0.7, 0.6]) == pytest.approx([1.0, 1.0])
+    adjusted = holm([math.nan, 0.02, 0.3])  # nan stays nan and is not counted: m = 2
+    assert math.isnan(adjusted[0]) and adjusted[1:] == pytest.approx([0.04, 0.3])
+    assert holm([]) == []

@@ -1,4 +1,5 @@
-"""Multi-seed statistics for reports: mean with a 95% confidence interval and a paired comparison."""
+"""Multi-seed statistics for reports: mean with a 95% confidence interval, a paired comparison, and Holm's
+adjustment when one table compares several specs with one baseline."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-__all__ = ["PairedTest", "Summary", "mean_ci", "paired_test"]
+__all__ = ["PairedTest", "Summary", "holm", "mean_ci", "paired_test"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,3 +63,20 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> PairedTest:
     if all(d == differences[0] for d in differences):  # zero variance: t undefined
         return PairedTest(summary, 1.0 if differences[0] == 0 else 0.0)
     return PairedTest(summary, float(stats.ttest_rel(a, b).pvalue))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of ``m`` p-values (family-wise error rate), in the input order.
+
+    Sorted ascending, the k-th smallest (k = 0..m-1) becomes ``max_{j <= k} min(1, (m - j) p_(j))``. ``nan``
+    entries (a spec with one seed) stay ``nan`` and do not count towards ``m``.
+
+    References: S. Holm, "A simple sequentially rejective multiple test procedure", Scand. J. Statist. 1979.
+    """
+    finite = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for k, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (len(finite) - k) * p))
+        adjusted[i] = running
+    return adjusted
