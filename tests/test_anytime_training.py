@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 from gradgeo import osgd, transforms
-from gradgeo.anytime import AnytimeConfig, make_strategy_from_spec, parse_strategy, train_anytime
+from gradgeo.channel.factory import create_optimizer
 from gradgeo.cli import main
-from gradgeo.engine import load_splits
-from gradgeo.factory import create_optimizer
 from gradgeo.models import build_anytime_model
-from gradgeo.multiexit import make_strategy
+from gradgeo.multiexit.strategies import make_strategy
+from gradgeo.tasks.anytime import AnytimeConfig, make_strategy_from_spec, parse_strategy, train_anytime
+from gradgeo.training.engine import load_splits
 
 METHODS = ["sum", "sdn", "adaloss", "pcgrad", "osgd", "osgd:granularity=tensor"]
 
@@ -68,7 +68,7 @@ def test_resume_reaches_the_identical_result(tiny_fashion, tmp_path, method, fas
 
 def test_one_forward_pass_per_training_step(tiny_fashion, monkeypatch):
     """Per-exit gradients come from the graph of one forward pass: the first stage runs once per batch."""
-    import gradgeo.anytime.training as training
+    import gradgeo.tasks.anytime.training as training
 
     calls = []
 
