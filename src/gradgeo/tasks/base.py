@@ -116,27 +116,17 @@ class Task:
         """The configuration of one run of a comparison: ``base`` with the compared field and the seed set."""
         return dataclasses.replace(base, **{self.compared: label, "seed": seed})
 
-    def train(
-        self,
-        config: TrainConfig,
-        out_dir: str | os.PathLike[str] | None = None,
-        *,
-        resume: bool = False,
-        progress: bool | None = None,
-        log: Callable[[str], None] | None = print,
-        splits: DatasetSplits | None = None,
-        stop_after: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """Train one run of this task and return its per-epoch rows.
+    def train(self, config: TrainConfig, out_dir: str | os.PathLike[str] | None = None, *,
+              log: Callable[[str], None] | None = print, splits: DatasetSplits | None = None,
+              **options: Any) -> list[dict[str, Any]]:
+        """Train one run of this task through :func:`gradgeo.training.engine.fit` and return its per-epoch rows.
 
         Args:
             config: the run's hyper-parameters, an instance of ``config_class``.
             out_dir: where ``metrics.jsonl``, ``checkpoint.pt`` and ``result.json`` go (``None``: nowhere).
-            resume: continue from ``out_dir/checkpoint.pt`` if it exists (to the identical result).
-            progress: tqdm bars; default: only on a terminal.
             log: receives the fixed-width table lines (``None``: silent).
             splits: the loaded data (``load(config)``), to share one load across runs.
-            stop_after: stop after this many epochs in total (simulates an interruption; no result.json).
+            **options: ``resume``, ``progress`` and ``stop_after``, as in :func:`gradgeo.training.engine.fit`.
 
         Returns:
             One dict per epoch: the objective's training and evaluation fields, ``epoch``, ``lr``, ``time``.
@@ -154,8 +144,7 @@ class Task:
             models.append(model)
             return model, objective
 
-        history = fit(config, build_and_keep, out_dir, resume=resume, progress=progress, log=log, splits=splits,
-                      stop_after=stop_after)
+        history = fit(config, build_and_keep, out_dir, log=log, splits=splits, **options)
         if self.finish is not None and out_dir is not None and len(history) == config.epochs:
             self.finish(config, models[-1], Path(out_dir))
         return history
