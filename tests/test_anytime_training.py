@@ -142,6 +142,11 @@ def test_cli_train_and_compare_end_to_end(tiny_fashion, tmp_path, capsys):
         assert (tmp_path / "cmp" / name).stat().st_size > 0
     assert main(compare) == 0  # resumable: nothing left to train
     assert "4 runs finished, 0 to go" in capsys.readouterr().out
+    # the alias and `gradgeo compare --task anytime` are one path: the same runs, plan and summary
+    before = (tmp_path / "cmp" / "summary.json").read_text()
+    assert main(["compare", "--task", "anytime", *compare[2:]]) == 0
+    assert "4 runs finished, 0 to go" in capsys.readouterr().out
+    assert (tmp_path / "cmp" / "summary.json").read_text() == before
 
     assert main(["anytime", "train", *common, "--strategy", "osgd3", "--out", str(tmp_path / "bad")]) == 2
     assert "known strategies" in capsys.readouterr().err
