@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 
 from gradgeo import ChannelDirected
-from gradgeo.optim import METRICS
+from gradgeo.channel.optim import METRICS
 
 
 def resnet18_shapes() -> list[tuple[int, ...]]:

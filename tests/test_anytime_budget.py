@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gradgeo.anytime.budget import NEVER, ExitScores, budgeted_evaluation, early_exit, threshold_grid
+from gradgeo.tasks.anytime.budget import NEVER, ExitScores, budgeted_evaluation, early_exit, threshold_grid
 
 FLOPS = [10.0, 30.0, 70.0]
 

@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 from gradgeo import osgd, transforms
-from gradgeo.anytime import AnytimeConfig, make_strategy_from_spec, parse_strategy, train_anytime
+from gradgeo.channel.factory import create_optimizer
 from gradgeo.cli import main
-from gradgeo.engine import load_splits
-from gradgeo.factory import create_optimizer
 from gradgeo.models import build_anytime_model
-from gradgeo.multiexit import make_strategy
+from gradgeo.multiexit.strategies import make_strategy
+from gradgeo.tasks.anytime import AnytimeConfig, make_strategy_from_spec, parse_strategy, train_anytime
+from gradgeo.training.engine import load_splits
 
 METHODS = ["sum", "sdn", "adaloss", "pcgrad", "osgd", "osgd:granularity=tensor"]
 
@@ -68,7 +68,7 @@ def test_resume_reaches_the_identical_result(tiny_fashion, tmp_path, method, fas
 
 def test_one_forward_pass_per_training_step(tiny_fashion, monkeypatch):
     """Per-exit gradients come from the graph of one forward pass: the first stage runs once per batch."""
-    import gradgeo.anytime.training as training
+    import gradgeo.tasks.anytime.training as training
 
     calls = []
 
@@ -142,6 +142,11 @@ def test_cli_train_and_compare_end_to_end(tiny_fashion, tmp_path, capsys):
         assert (tmp_path / "cmp" / name).stat().st_size > 0
     assert main(compare) == 0  # resumable: nothing left to train
     assert "4 runs finished, 0 to go" in capsys.readouterr().out
+    # the alias and `gradgeo compare --task anytime` are one path: the same runs, plan and summary
+    before = (tmp_path / "cmp" / "summary.json").read_text()
+    assert main(["compare", "--task", "anytime", *compare[2:]]) == 0
+    assert "4 runs finished, 0 to go" in capsys.readouterr().out
+    assert (tmp_path / "cmp" / "summary.json").read_text() == before
 
     assert main(["anytime", "train", *common, "--strategy", "osgd3", "--out", str(tmp_path / "bad")]) == 2
     assert "known strategies" in capsys.readouterr().err

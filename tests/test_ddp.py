@@ -5,7 +5,7 @@
   over the ranks before they are combined).
 * The engine under a torchrun-like environment, with the cross-entropy and the multi-exit objective: sharded
   batches, training metrics summed over the ranks, rank-0 files, resume, the batch-size rule.
-* ``compare`` and ``compare_anytime`` under DDP: the summary from rank 0 on every rank, files written once.
+* ``compare_task`` (classify and anytime) under DDP: the summary from rank 0 on every rank, files written once.
 """
 
 import dataclasses
@@ -19,12 +19,12 @@ from torch import nn
 
 from _multiprocess import run_ranks
 from gradgeo import models
-from gradgeo.anytime import AnytimeConfig, MultiExitObjective, compare_anytime, parse_strategy
-from gradgeo.compare import compare
+from gradgeo.channel.optim import METRICS, channel_directed
 from gradgeo.data import DatasetSplits, Loader
-from gradgeo.engine import TrainConfig, fit, train
-from gradgeo.multiexit import make_strategy
-from gradgeo.optim import METRICS, channel_directed
+from gradgeo.experiments import compare_task
+from gradgeo.multiexit.strategies import make_strategy
+from gradgeo.tasks.anytime import AnytimeConfig, MultiExitObjective, parse_strategy
+from gradgeo.training.engine import TrainConfig, fit, train
 
 OPTIONS = {"h0": {"lam": 2.0}, "sobolev": {"lam": 0.1}, "h1": {"lam": 0.01}, "laplacian": {"sigma": 1.0}, "none": {}}
 STRATEGIES = ["sum", "sdn", "adaloss", "pcgrad", "osgd", "osgd:granularity=tensor"]
@@ -242,13 +242,14 @@ def test_sharded_loader_parts_make_up_the_single_process_batch():
 def _compare_run(rank: int, world: int, data_dir: str, out: str) -> dict:
     lines: list[str] = []
     base = TrainConfig(data_dir=data_dir, width=0.25, epochs=1, batch_size=50)
-    summary = compare(["sgd", "sgd+h1:lam=0.01"], [0], base, Path(out) / "compare", log=lines.append, progress=False)
+    summary = compare_task("classify", ["sgd", "sgd+h1:lam=0.01"], [0], base, Path(out) / "compare",
+                           log=lines.append, progress=False)
     anytime_base = AnytimeConfig(data_dir=data_dir, model="branched_resnet10", width=0.25, epochs=1, batch_size=50,
                                  val_size=100)
-    anytime = compare_anytime(["sum", "osgd"], [0], anytime_base, Path(out) / "anytime", log=lines.append,
-                              progress=False)
+    anytime = compare_task("anytime", ["sum", "osgd"], [0], anytime_base, Path(out) / "anytime", log=lines.append,
+                           progress=False)
     try:
-        compare(["sgd"], [0], base, Path(out) / "jobs", jobs=2, log=lines.append)
+        compare_task("classify", ["sgd"], [0], base, Path(out) / "jobs", jobs=2, log=lines.append)
         error = ""
     except ValueError as e:
         error = str(e)

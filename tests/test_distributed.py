@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from _multiprocess import run_ranks
-from gradgeo import distributed as D
-from gradgeo import transforms as T
-from gradgeo.optim import METRICS, channel_directed
+from gradgeo.channel import distributed as D
+from gradgeo.channel import transforms as T
+from gradgeo.channel.optim import METRICS, channel_directed
 
 REFERENCE = {
     "h0": lambda x, dim, boundary: T.reweighted_h0(x, 2.0, dim),

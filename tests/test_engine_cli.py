@@ -9,7 +9,7 @@ import torch
 
 from gradgeo.cli import main
 from gradgeo.data import load_dataset
-from gradgeo.engine import TrainConfig, train
+from gradgeo.training.engine import TrainConfig, train
 
 TINY = ["--dataset", "fashion-mnist", "--train-size", "600", "--batch-size", "50", "--epochs", "1"]
 

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 import gradgeo
-from gradgeo.factory import create_optimizer, parse_spec
-from gradgeo.optim import DEFAULT_LAM, ChannelDirected
-from gradgeo.stats import holm, mean_ci, paired_test
+from gradgeo.channel.factory import create_optimizer, parse_spec
+from gradgeo.channel.optim import DEFAULT_LAM, ChannelDirected
+from gradgeo.experiments.stats import holm, mean_ci, paired_test
 
 
 def test_parse_spec_full():

@@ -8,7 +8,7 @@ import torch
 
 import gradgeo
 from gradgeo.cli import main
-from gradgeo.engine import RESULT, load_splits
+from gradgeo.experiments import format_table, summarize
 from gradgeo.gan import (
     GANConfig,
     GANObjective,
@@ -20,7 +20,7 @@ from gradgeo.gan import (
     train_gan,
 )
 from gradgeo.models import GAN, build_gan
-from gradgeo.tasks import format_task_table, summarize_task
+from gradgeo.training.engine import RESULT, load_splits
 from gradgeo.transforms import sobolev
 
 # ---------------------------------------------------------------------------------- the measures
@@ -166,7 +166,7 @@ def test_feature_classifier_is_trained_once_then_loaded(tiny_fashion, cache, mon
     assert list((cache / "fd-classifier").iterdir()) == [first.path]  # no temporary files left
     other = feature_classifier(dataclasses.replace(config, epochs=2), log=None)  # another recipe, another file
     assert other.path != first.path and len(list((cache / "fd-classifier").iterdir())) == 2
-    monkeypatch.setattr("gradgeo.gan.classifier.train", lambda *a, **k: pytest.fail("trained twice"))
+    monkeypatch.setattr("gradgeo.tasks.gan.classifier.train", lambda *a, **k: pytest.fail("trained twice"))
     second = feature_classifier(config, log=lines.append)
     assert len(lines) == 1 and second.path == first.path
     images = load_splits(dataclasses.replace(GANConfig(), data_dir=str(tiny_fashion))).test_x[:20]
@@ -228,12 +228,12 @@ def test_lower_frechet_distance_reads_as_better(tmp_path):
         fake_results(tmp_path, "adam", seed, base, 2.0 + seed / 10)
         fake_results(tmp_path, "adam+sobolev", seed, other, 3.0 + seed / 10)  # lower FD, higher score
         fake_results(tmp_path, "adam+h0", seed, base + 4 + seed / 5, 1.0 + seed / 5)  # higher FD, lower score
-    summary = summarize_task("gan", tmp_path, ["adam", "adam+sobolev", "adam+h0"], [0, 1, 2])
+    summary = summarize("gan", tmp_path, ["adam", "adam+sobolev", "adam+h0"], [0, 1, 2])
     better, worse = summary["rows"][1]["vs_baseline"], summary["rows"][2]["vs_baseline"]
     assert better["test_fd"]["difference"]["mean"] == pytest.approx(-(5 + 5 + 4.5) / 3)
     assert better["test_fd"]["verdict"] == "better" and better["test_score"]["verdict"] == "better"
     assert worse["test_fd"]["verdict"] == "worse" and worse["test_score"]["verdict"] == "worse"
-    table = format_task_table(summary)
+    table = format_table("gan", summary)
     assert "(lower better)" in table and "better" in table and "worse" in table
     assert "adam+sobolev,test_fd,False,3" in (tmp_path / "summary.csv").read_text()
 

@@ -9,7 +9,7 @@ from torch import nn
 
 import gradgeo
 from gradgeo import transforms as T
-from gradgeo.optim import ChannelDirected, channel_directed, layer_kinds
+from gradgeo.channel.optim import ChannelDirected, channel_directed, layer_kinds
 
 OPTIMIZERS = {
     "sgd": (torch.optim.SGD, {"lr": 0.2}),

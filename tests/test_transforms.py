@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradgeo import transforms as T
+from gradgeo.channel import transforms as T
 
 F64 = torch.float64
 

@@ -6,7 +6,7 @@ Run: ``python results/fmnist-bf16/paired.py``.
 import json
 from pathlib import Path
 
-from gradgeo.stats import mean_ci, paired_test
+from gradgeo.experiments.stats import mean_ci, paired_test
 
 here = Path(__file__).parent
 fp32 = {r["spec"]: r for r in json.loads((here.parent / "fmnist-final" / "summary.json").read_text())["rows"]}

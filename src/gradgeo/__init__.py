@@ -5,11 +5,14 @@
 * Orthogonalized SGD for anytime (multi-exit) networks: :mod:`gradgeo.osgd`.
 * Optimizers from spec strings, timm style: :func:`create_optimizer` (``"sgd+sobolev:lam=0.1"``).
 * Scale-out: the transforms of FSDP2-sharded (DTensor) gradients, :mod:`gradgeo.distributed`.
+
+The package is built in layers (CONTRIBUTING.md, "Where things go"): ``channel`` and ``multiexit`` at the
+bottom, then ``models`` and ``data``, ``training``, ``tasks``, ``experiments`` and ``cli``.
 """
 
 from gradgeo import distributed, multiexit, osgd, transforms
-from gradgeo.factory import create_optimizer
-from gradgeo.optim import DEFAULT_LAM, METRICS, ChannelDirected, channel_directed, layer_kinds
+from gradgeo.channel.factory import create_optimizer
+from gradgeo.channel.optim import DEFAULT_LAM, METRICS, ChannelDirected, channel_directed, layer_kinds
 
 __all__ = ["DEFAULT_LAM", "METRICS", "ChannelDirected", "channel_directed", "create_optimizer", "distributed",
            "layer_kinds", "multiexit", "osgd", "transforms"]

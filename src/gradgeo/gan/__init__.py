@@ -1,45 +1,9 @@
-"""GANs: DCGAN-style training through the engine, and sample-quality measures of gradgeo's own.
+"""Public home of the gan task's API (``from gradgeo.gan import ...``, as the README shows it).
 
-* :func:`train_gan` with :class:`GANConfig`: one resumable run of :func:`gradgeo.engine.fit` with alternating
-  discriminator and generator steps (:class:`GANObjective`); the optimizer spec applies to both players.
-* :mod:`gradgeo.gan.frechet`: Frechet distance of Gaussians fitted to features, and the confidence score.
-* :mod:`gradgeo.gan.classifier`: the Fashion-MNIST classifier whose features they use, trained once and cached.
-  Its measures are **not** the Inception FID / Inception Score: compare them only within gradgeo.
-
-Comparisons of optimizer specs run through :func:`gradgeo.tasks.compare_task` (``gradgeo compare --task gan``).
-
-Example:
-    >>> from gradgeo.gan import GANConfig, train_gan
-    >>> config = GANConfig(optimizer="adam:lr=2e-4+sobolev:lam=0.1", epochs=10, train_size=10000)
-    >>> history = train_gan(config, "runs/gan")  # doctest: +SKIP
+The implementation lives in :mod:`gradgeo.tasks.gan`; this module re-exports its public names.
 """
 
-from gradgeo.gan.classifier import CACHE_ENV_VAR, FeatureClassifier, cache_dir, classifier_config, feature_classifier
-from gradgeo.gan.frechet import classifier_score, frechet_distance, gaussian_stats
-from gradgeo.gan.training import (
-    GAN_DATASETS,
-    GANConfig,
-    GANObjective,
-    config_classifier,
-    sample_grid,
-    save_samples_figure,
-    train_gan,
-)
+from gradgeo.tasks import gan as _implementation
+from gradgeo.tasks.gan import *  # noqa: F403  (the names of its __all__)
 
-__all__ = [
-    "CACHE_ENV_VAR",
-    "GAN_DATASETS",
-    "FeatureClassifier",
-    "GANConfig",
-    "GANObjective",
-    "cache_dir",
-    "classifier_config",
-    "classifier_score",
-    "config_classifier",
-    "feature_classifier",
-    "frechet_distance",
-    "gaussian_stats",
-    "sample_grid",
-    "save_samples_figure",
-    "train_gan",
-]
+__all__ = list(_implementation.__all__)

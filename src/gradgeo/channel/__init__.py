@@ -1,0 +1,17 @@
+"""The channel-metric layer: channel-directed gradients from the pure transforms up to the optimizer.
+
+* :mod:`gradgeo.channel.transforms`: the pure transforms (tensor in, tensor out), public as
+  :mod:`gradgeo.transforms`.
+* :mod:`gradgeo.channel.optim`: :class:`ChannelDirected`, the wrapper around any torch optimizer.
+* :mod:`gradgeo.channel.distributed`: the transforms of FSDP2-sharded gradients, public as
+  :mod:`gradgeo.distributed`.
+* :mod:`gradgeo.channel.factory`: optimizers from spec strings (``"sgd+sobolev:lam=0.1"``).
+
+This layer imports torch and nothing else of gradgeo's (DESIGN.md section 4).
+"""
+
+from gradgeo.channel.factory import create_optimizer, parse_spec
+from gradgeo.channel.optim import DEFAULT_LAM, METRICS, ChannelDirected, channel_directed, layer_kinds
+
+__all__ = ["DEFAULT_LAM", "METRICS", "ChannelDirected", "channel_directed", "create_optimizer", "layer_kinds",
+           "parse_spec"]

@@ -1,0 +1,222 @@
+"""Optimizers from spec strings: ``"sgd"``, ``"sgd+sobolev:lam=0.5"``, ``"adamw:lr=1e-3+h0:lam=2"``.
+
+A spec is ``BASE[:key=value,...][+METRIC[:key=value,...]]``. ``BASE`` is one of :data:`BASES`; its options
+(``lr``, ``momentum``, ``weight_decay``, ``nesterov``, ``betas``...) override the keyword defaults given to
+:func:`create_optimizer`. ``METRIC`` is one of :data:`gradgeo.channel.optim.METRICS` with the options of
+:class:`~gradgeo.channel.optim.ChannelDirected` (``lam``, ``direction``, ``boundary``, ``sigma``, ``apply_to`` as
+``conv/linear/vector``). The same strings drive the command line (``gradgeo compare``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradgeo.channel.optim import METRICS, ChannelDirected, layer_kinds
+
+__all__ = ["BASES", "OptimizerSpec", "create_optimizer", "parse_options", "parse_spec"]
+
+BASES: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
+}
+# options each base understands, from the spec string or the keyword defaults
+_BASE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "sgd": ("lr", "momentum", "weight_decay", "nesterov", "dampening"),
+    "adam": ("lr", "betas", "eps", "weight_decay", "amsgrad"),
+    "adamw": ("lr", "betas", "eps", "weight_decay", "amsgrad"),
+    "rmsprop": ("lr", "alpha", "eps", "weight_decay", "momentum", "centered"),
+    "adagrad": ("lr", "lr_decay", "weight_decay", "eps"),
+}
+_METRIC_OPTIONS = ("lam", "direction", "boundary", "sigma", "apply_to")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    """A parsed optimizer spec: the base optimizer and the optional channel metric with their options."""
+
+    base: str
+    base_options: dict[str, Any]
+    metric: str
+    metric_options: dict[str, Any]
+    text: str
+
+    @property
+    def label(self) -> str:
+        """The spec as written: a stable name for tables, plots and result folders."""
+        return self.text
+
+
+def _value(text: str) -> Any:
+    """Spec values: numbers, booleans, ``a/b`` tuples (``betas=0.9/0.99``, ``apply_to=conv/linear``)."""
+    if "/" in text:
+        return tuple(_value(part) for part in text.split("/"))
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_options(part: str, allowed: tuple[str, ...], where: str, spec: str) -> tuple[str, dict[str, Any]]:
+    """Split ``NAME[:key=value,...]`` into the lower-cased name and its options (values as in spec strings).
+
+    Args:
+        part: the text to parse, e.g. ``"osgd:granularity=tensor"``.
+        allowed: the option keys the named thing accepts.
+        where: what the name names, for errors (``"optimizer"``, ``"metric"``, ``"strategy"``).
+        spec: the whole spec, for errors.
+
+    Returns:
+        ``(name, options)``.
+
+    Example:
+        >>> parse_options("sdn:start=0.1", ("start",), "strategy", "sdn:start=0.1")
+        ('sdn', {'start': 0.1})
+    """
+    name, _, rest = part.partition(":")
+    name = name.strip().lower()
+    options: dict[str, Any] = {}
+    for item in filter(None, (i.strip() for i in rest.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not value.strip():
+            raise ValueError(f"bad option {item!r} in {where} spec {spec!r}: write key=value")
+        if "=" in value:
+            raise ValueError(f"bad option {item!r} in {where} spec {spec!r}: separate options with ',', "
+                             f"e.g. {name}:{key}={value.split(':')[0].split(',')[0]},...")
+        if key not in allowed:
+            raise ValueError(f"unknown option {key!r} for {where} {name!r} in spec {spec!r}; accepted: {allowed}")
+        options[key] = _value(value.strip())
+    return name, options
+
+
+def parse_spec(spec: str) -> OptimizerSpec:
+    """Parse ``BASE[:k=v,...][+METRIC[:k=v,...]]`` with a clear error for anything unknown.
+
+    Example:
+        >>> parse_spec("sgd:lr=0.1+sobolev:lam=0.5,boundary=periodic").metric_options
+        {'lam': 0.5, 'boundary': 'periodic'}
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"an optimizer spec is a non-empty string like 'sgd+sobolev:lam=0.5', got {spec!r}")
+    parts = spec.strip().split("+")
+    if len(parts) > 2:
+        raise ValueError(f"optimizer spec {spec!r} has more than one '+': write BASE[+METRIC]")
+    base_name = parts[0].partition(":")[0].strip().lower()
+    if base_name not in BASES:
+        raise ValueError(f"unknown base optimizer {base_name!r} in spec {spec!r}; expected one of {tuple(BASES)}")
+    base, base_options = parse_options(parts[0], _BASE_OPTIONS[base_name], "optimizer", spec)
+    metric, metric_options = "none", {}
+    if len(parts) == 2:
+        metric_name = parts[1].partition(":")[0].strip().lower()
+        if metric_name not in METRICS:
+            raise ValueError(f"unknown metric {metric_name!r} in spec {spec!r}; expected one of {METRICS}")
+        metric, metric_options = parse_options(parts[1], _METRIC_OPTIONS, "metric", spec)
+    if "apply_to" in metric_options and isinstance(metric_options["apply_to"], str):
+        metric_options["apply_to"] = (metric_options["apply_to"],)
+    return OptimizerSpec(base, base_options, metric, metric_options, spec.strip())
+
+
+def _named_parameters(model_or_params: nn.Module | Iterable[torch.Tensor]) -> list[tuple[str | None, torch.Tensor]]:
+    """The trainable parameters, with their names when a model is given."""
+    if isinstance(model_or_params, nn.Module):
+        named = list(model_or_params.named_parameters())
+    elif isinstance(model_or_params, torch.Tensor):
+        raise TypeError("create_optimizer takes a model or an iterable of parameters, got one tensor; wrap it "
+                        "in a list")
+    else:
+        named = [(None, p) for p in model_or_params]
+        if any(isinstance(p, dict) for _, p in named):
+            raise TypeError("create_optimizer builds its own parameter groups (weight decay on weights only); "
+                            "pass a model or a flat iterable of parameters, not param group dicts")
+    return [(name, p) for name, p in named if p.requires_grad]
+
+
+def _decay_groups(named: list[tuple[str | None, torch.Tensor]], weight_decay: float,
+                  skip: set[str]) -> list[dict[str, Any]]:
+    """Weight decay on weights only: biases and norm parameters (all 1-D tensors) and the parameters named
+    in ``skip`` (a model's ``no_weight_decay()``, as in timm) get none."""
+    decay, no_decay = [], []
+    for name, p in named:
+        (no_decay if p.dim() <= 1 or name in skip else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def create_optimizer(
+    model: nn.Module | Iterable[torch.Tensor],
+    spec: str | OptimizerSpec,
+    *,
+    lr: float | None = None,
+    weight_decay: float = 0.0,
+    exclude_from_decay: bool = True,
+    nonfinite: str = "raise",
+    foreach: bool | None = None,
+    **defaults: Any,
+) -> torch.optim.Optimizer:
+    """Build the optimizer a spec string names, for ``model`` (timm's ``create_optimizer_v2`` style).
+
+    Keyword arguments are defaults that options written in the spec override; a default the base does not
+    take (``momentum`` for Adam) is ignored, an option no base takes is an error. Weight decay skips biases
+    and norm parameters (every tensor with at most one dim) and, as in timm, the names a model's
+    ``no_weight_decay()`` method returns, unless ``exclude_from_decay=False``. A spec with a metric returns a
+    :class:`~gradgeo.channel.optim.ChannelDirected` that knows every parameter's module type; without one, the
+    bare torch optimizer. Parameters that do not require grad are left out.
+
+    Args:
+        model: the model, or an iterable of its parameters (then layer kinds come from the shapes: 3+ dims
+            is a convolution weight, see :class:`~gradgeo.channel.optim.ChannelDirected`).
+        spec: ``BASE[:k=v,...][+METRIC[:k=v,...]]``, e.g. ``"sgd+sobolev:lam=0.1"`` (see :func:`parse_spec`).
+        lr: the learning rate, unless the spec sets one.
+        weight_decay: the weight decay of the weights, unless the spec sets one.
+        exclude_from_decay: keep biases, norm parameters and ``no_weight_decay()`` names out of weight decay.
+        nonfinite: :class:`~gradgeo.channel.optim.ChannelDirected`'s NaN/Inf policy (``"raise"`` or ``"skip"``).
+        foreach: :class:`~gradgeo.channel.optim.ChannelDirected`'s batching of small tensors.
+        **defaults: further base options (``momentum``, ``nesterov``, ``betas``, ``eps``...).
+
+    Returns:
+        The optimizer: a :class:`~gradgeo.channel.optim.ChannelDirected` around the base when the spec has a metric.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
+        >>> opt = create_optimizer(model, "sgd+sobolev:lam=0.1", lr=0.1, momentum=0.9, weight_decay=5e-4)
+        >>> [(len(g["params"]), g["weight_decay"]) for g in opt.param_groups]  # conv weight; bias and BN
+        [(1, 0.0005), (3, 0.0)]
+    """
+    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    known = {k for accepted in _BASE_OPTIONS.values() for k in accepted}
+    unknown = sorted(set(defaults) - known)
+    if unknown:
+        raise ValueError(f"unknown optimizer options {unknown}; accepted: {sorted(known)}")
+    # a default that another base understands (momentum for a list mixing sgd and adam) is dropped here
+    accepted = _BASE_OPTIONS[parsed.base]
+    options = {k: v for k, v in {"lr": lr, **defaults}.items() if v is not None and k in accepted}
+    options.update(parsed.base_options)
+    wd = options.pop("weight_decay", weight_decay)
+    if "lr" not in options:
+        raise ValueError(f"no learning rate for spec {parsed.text!r}: pass lr=... or write {parsed.base}:lr=...")
+    named = _named_parameters(model)
+    if not named:
+        raise ValueError("create_optimizer found no parameters that require grad")
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") and exclude_from_decay else set()
+    groups = _decay_groups(named, wd, skip) if exclude_from_decay else [
+        {"params": [p for _, p in named], "weight_decay": wd}]
+    base = BASES[parsed.base](groups, **options)
+    if parsed.metric == "none":
+        return base
+    if not isinstance(model, nn.Module):
+        return ChannelDirected(base, parsed.metric, **parsed.metric_options, nonfinite=nonfinite, foreach=foreach)
+    return ChannelDirected(base, parsed.metric, **parsed.metric_options, nonfinite=nonfinite, foreach=foreach,
+                           kinds=layer_kinds(model), names={p: n for n, p in named})

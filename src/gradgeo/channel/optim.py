@@ -1,0 +1,378 @@
+"""Channel-directed gradients in front of any torch optimizer.
+
+:class:`ChannelDirected` wraps an optimizer instance: at every ``step`` it replaces the gradient of each
+selected parameter by its Riesz representative under a channel metric (:mod:`gradgeo.transforms`), then
+lets the wrapped optimizer do its own step (momentum, weight decay, Adam moments) on that gradient. The
+metric changes the geometry, not the optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from gradgeo.channel.distributed import ShardedJob, is_dtensor, transform_dtensors_
+from gradgeo.channel.transforms import (
+    BOUNDARIES,
+    DIRECTIONS,
+    h1_,
+    laplacian_smooth_,
+    reweighted_h0_,
+    smoothing_view,
+    sobolev_,
+)
+
+__all__ = ["APPLY_TO", "DEFAULT_LAM", "METRICS", "NONFINITE", "ChannelDirected", "channel_directed",
+           "layer_kinds"]
+
+METRICS: tuple[str, ...] = ("h0", "sobolev", "h1", "laplacian", "none")
+APPLY_TO: tuple[str, ...] = ("conv", "linear", "vector")
+NONFINITE: tuple[str, ...] = ("raise", "skip")
+
+#: lam used when none is given. Provisional, chosen from the scale analysis in DESIGN.md 1b (sobolev at
+#: 0.1 keeps the smoothest mode at unit gain); the measured sweeps in results/REPORT.md say what to tune.
+DEFAULT_LAM: dict[str, float] = {"h0": 2.0, "sobolev": 0.1, "h1": 0.01}
+
+# With foreach, gradients up to this size that share a shape are stacked and transformed as one batch:
+# below it the per-call overhead dominates; above it the stacking copies cost more than they save. Not for
+# h0 on CPU: its three cheap operations per tensor cost less than the stacking copies (benchmarks/transforms.py).
+_BATCH_NUMEL = 1 << 16
+
+
+def _validate_options(group: Mapping[str, Any]) -> None:
+    """Raise a ValueError naming the bad value and the accepted ones."""
+    metric = group["metric"]
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+    lam = group["lam"]
+    if metric in DEFAULT_LAM and (isinstance(lam, bool) or not isinstance(lam, (int, float))
+                                  or not math.isfinite(lam) or lam <= 0):
+        raise ValueError(f"lam must be a finite number > 0 for metric {metric!r}, got {lam!r}")
+    sigma = group["sigma"]
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
+    if group["direction"] not in DIRECTIONS:
+        raise ValueError(f"unknown direction {group['direction']!r}; expected one of {DIRECTIONS}")
+    if group["boundary"] not in BOUNDARIES:
+        raise ValueError(f"unknown boundary {group['boundary']!r}; expected one of {BOUNDARIES}")
+    apply_to = group["apply_to"]
+    if isinstance(apply_to, str) or not all(a in APPLY_TO for a in apply_to) or not apply_to:
+        raise ValueError(f"apply_to must be a non-empty tuple drawn from {APPLY_TO}, got {apply_to!r}")
+    if metric == "laplacian":
+        return  # the baseline smooths the flattened tensor; direction does not apply
+    if "vector" in apply_to and group["direction"] in ("in", "spatial"):
+        raise ValueError(f"direction {group['direction']!r} has no axis for per-channel vectors (bias, norm "
+                         "weights): drop 'vector' from apply_to or use direction 'out' or 'flat'")
+    if "linear" in apply_to and group["direction"] == "spatial":
+        raise ValueError("direction 'spatial' has no axis for Linear weights (no kernel window): drop 'linear' "
+                         "from apply_to or use another direction")
+
+
+def _kernel(group: Mapping[str, Any]) -> tuple[Callable[..., torch.Tensor], tuple[Any, ...]]:
+    """The in-place transform of a group and its arguments after ``(x, ...)``, before ``dim``."""
+    metric = group["metric"]
+    if metric == "h0":
+        return reweighted_h0_, (group["lam"],)
+    if metric == "sobolev":
+        return sobolev_, (group["lam"],)
+    if metric == "h1":
+        return h1_, (group["lam"],)
+    return laplacian_smooth_, (group["sigma"],)
+
+
+def layer_kinds(model: nn.Module) -> dict[torch.Tensor, str]:
+    """Map every parameter of ``model`` to its layer kind for :func:`gradgeo.transforms.smoothing_view`.
+
+    Conv weights are ``"conv"``, ConvTranspose weights ``"conv_transpose"``, Linear weights ``"linear"``
+    and every 1-D parameter (biases, norm weights) ``"vector"``. Parameters of other modules are left out
+    and fall back to the shape rule of :class:`ChannelDirected`.
+    """
+    kinds: dict[torch.Tensor, str] = {}
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, nn.modules.conv._ConvNd) and isinstance(weight, torch.Tensor):
+            kinds[weight] = "conv_transpose" if module.transposed else "conv"
+        elif isinstance(module, nn.Linear):
+            kinds[module.weight] = "linear"
+        for p in module.parameters(recurse=False):
+            if p.dim() == 1:
+                kinds.setdefault(p, "vector")
+    return kinds
+
+
+def _kind_from_shape(p: torch.Tensor) -> str | None:
+    """Without a model, a tensor with 3+ dims is a conv weight (output axis 0), 2 dims Linear, 1 a vector."""
+    return {0: None, 1: "vector", 2: "linear"}.get(p.dim(), "conv")
+
+
+class ChannelDirected(Optimizer):
+    """Wrap ``base`` so that it steps on channel-directed gradients.
+
+    For each selected parameter the gradient ``G`` is replaced by its gradient under the chosen metric
+    along the chosen axis (DESIGN.md section 1), then ``base.step()`` runs:
+
+    * ``"h0"``: ``mean(G) + (G - mean(G)) / lam`` (:func:`~gradgeo.transforms.reweighted_h0`).
+    * ``"sobolev"``: mean kept, ``lam C^2 D^T D g = G - mean(G)`` (:func:`~gradgeo.transforms.sobolev`).
+    * ``"h1"``: ``(I + lam C^2 D^T D) g = G`` (:func:`~gradgeo.transforms.h1`).
+    * ``"laplacian"``: LS-SGD baseline on the flattened tensor (:func:`~gradgeo.transforms.laplacian_smooth`).
+    * ``"none"``: the identity; the wrapper is then bit-for-bit the base optimizer (for A/B runs).
+
+    The wrapper shares ``base.param_groups`` and ``base.state``: LR schedulers, ``state_dict`` and hooks
+    work unchanged, and the options below live in every param group, so groups may differ (for example
+    another ``lam`` per group, or ``metric="none"`` for a group). ``lam`` interacts with the learning rate:
+    ``sobolev`` scales the k-th channel mode by about ``1 / (lam pi^2 k^2)``, ``h0`` everything that varies
+    across channels by ``1 / lam``; tune both together.
+
+    Distributed training: under DDP ``step`` runs after the backward pass has all-reduced the gradients, so
+    every rank transforms the same averaged gradient, as one process would. Under FSDP2 (a DTensor
+    gradient) the transform is computed shard by shard with small collectives (:mod:`gradgeo.distributed`),
+    equal to the transform of the whole gradient; every rank must then call ``step`` (they all do in FSDP2).
+
+    Args:
+        base: the optimizer to wrap (any ``torch.optim.Optimizer`` except LBFGS, which re-evaluates closures).
+        metric: one of ``METRICS``.
+        lam: metric strength (``h0``, ``sobolev``, ``h1``); ``None`` takes ``DEFAULT_LAM[metric]``.
+        direction: ``"out"`` (default), ``"in"``, ``"spatial"`` or ``"flat"`` (DESIGN.md 1d).
+        boundary: ``"neumann"`` (default, open chain) or ``"periodic"`` (ring), for ``sobolev`` and ``h1``.
+        sigma: strength of the ``laplacian`` baseline, ``>= 0``.
+        apply_to: which parameters to transform: any of ``"conv"`` (Conv and ConvTranspose weights, the
+            default), ``"linear"`` (Linear weights) and ``"vector"`` (biases, norm weights).
+        nonfinite: what to do when a transformed gradient holds NaN or Inf: ``"raise"`` (default; the error
+            names the parameter) or ``"skip"`` (skip this step, like ``GradScaler``; ``skipped_steps``
+            counts them). Checked on the channel means the transform computes anyway.
+        foreach: batch small parameters of equal shape into one transform call (default: on).
+        kinds: parameter -> layer kind (``"conv"``, ``"conv_transpose"``, ``"linear"``, ``"vector"``),
+            e.g. from :func:`layer_kinds`. Without it a tensor with 3+ dims counts as a conv weight.
+        names: parameter -> name, for error messages (else the base's ``param_names`` when present).
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3))
+        >>> opt = ChannelDirected(torch.optim.SGD(model.parameters(), lr=0.1), metric="sobolev", lam=0.1)
+        >>> model(torch.randn(2, 3, 8, 8)).square().mean().backward()
+        >>> opt.step()
+
+    References:
+        Sundaramoorthi et al., "Sobolev Active Contours", IJCV 2007 (the Sobolev metric);
+        Osher et al., "Laplacian Smoothing Gradient Descent", 2018 (the ``laplacian`` baseline).
+    """
+
+    def __init__(
+        self,
+        base: Optimizer,
+        metric: str = "sobolev",
+        lam: float | None = None,
+        direction: str = "out",
+        boundary: str = "neumann",
+        sigma: float = 1.0,
+        apply_to: Iterable[str] = ("conv",),
+        *,
+        nonfinite: str = "raise",
+        foreach: bool | None = None,
+        kinds: Mapping[torch.Tensor, str] | None = None,
+        names: Mapping[torch.Tensor, str] | None = None,
+    ) -> None:
+        if not isinstance(base, Optimizer):
+            raise TypeError(f"ChannelDirected wraps a torch.optim.Optimizer instance, got {type(base).__name__}; "
+                            "build the optimizer first, e.g. ChannelDirected(torch.optim.SGD(params, lr=0.1))")
+        if isinstance(base, torch.optim.LBFGS):
+            raise TypeError("LBFGS re-evaluates the closure inside its step, so its gradients cannot be "
+                            "transformed in front of it; use a first-order optimizer")
+        if nonfinite not in NONFINITE:
+            raise ValueError(f"unknown nonfinite policy {nonfinite!r}; expected one of {NONFINITE}")
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+        options = {
+            "metric": metric,
+            "lam": DEFAULT_LAM.get(metric, 1.0) if lam is None else lam,
+            "direction": direction,
+            "boundary": boundary,
+            "sigma": sigma,
+            "apply_to": tuple(apply_to) if not isinstance(apply_to, str) else apply_to,
+        }
+        _validate_options(options)
+        clash = sorted(set(options) & set(base.defaults))
+        if clash:
+            raise ValueError(f"the wrapped optimizer already uses the option names {clash}; ChannelDirected "
+                             "cannot share its param groups")
+        self.base = base
+        self.nonfinite = nonfinite
+        self.foreach = True if foreach is None else bool(foreach)
+        self.skipped_steps = 0
+        self._kinds = dict(kinds or {})
+        self._names = dict(names or {})
+        self._views: dict[tuple[torch.Tensor, str], tuple[tuple[int, ...], int] | None] = {}
+        self._linked = False
+        super().__init__(base.param_groups, options)  # setdefault our options into base's group dicts
+        self.param_groups = base.param_groups
+        self.state = base.state
+        self.defaults = {**base.defaults, **options}
+        self._options = options
+        self._linked = True
+
+    # ------------------------------------------------------------------------- plumbing to the base
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if not self._linked:  # called by Optimizer.__init__ on base's own groups
+            super().add_param_group(param_group)
+            return
+        self.base.add_param_group(param_group)
+        for key, value in self._options.items():
+            param_group.setdefault(key, value)
+        _validate_options(param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.base.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.base.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.base.load_state_dict(state_dict)
+        self.param_groups = self.base.param_groups
+        self.state = self.base.state
+        for group in self.param_groups:  # a state dict of the bare optimizer lacks our options
+            for key, value in self._options.items():
+                group.setdefault(key, value)
+            _validate_options(group)
+
+    def __repr__(self) -> str:
+        return f"ChannelDirected({self.base!r}, metric={self._options['metric']!r})"
+
+    # ---------------------------------------------------------------------------------------- step
+
+    def _name(self, p: torch.Tensor, group: Mapping[str, Any], index: int) -> str:
+        if p in self._names:
+            return self._names[p]
+        if "param_names" in group:
+            return group["param_names"][index]
+        g = next(i for i, gr in enumerate(self.param_groups) if gr is group)
+        return f"param {index} of group {g} (shape {tuple(p.shape)})"
+
+    def _plan(self, p: torch.Tensor, group: Mapping[str, Any]) -> tuple[tuple[int, ...], int] | None:
+        """``(view_shape, dim)`` to transform ``p.grad`` along, or None to leave it."""
+        if p.grad is None:
+            return None
+        kind = self._kinds.get(p) or _kind_from_shape(p)
+        if kind is None or ("conv" if kind == "conv_transpose" else kind) not in group["apply_to"]:
+            return None
+        grad = p.grad
+        if grad.is_sparse or grad.layout != torch.strided:
+            raise ValueError(f"ChannelDirected needs dense gradients, got a {grad.layout} gradient; leave this "
+                             "parameter out of the wrapped optimizer or use a dense embedding")
+        if grad.is_complex():
+            raise ValueError("ChannelDirected needs real gradients, got a complex one; the channel metrics are "
+                             "defined for real tensors")
+        direction = "flat" if group["metric"] == "laplacian" else group["direction"]
+        key = (p, direction)  # the view depends only on the parameter and the direction: compute it once
+        if key not in self._views:
+            view = smoothing_view(p.shape, direction, kind)
+            self._views[key] = None if view is None or view[0][view[1]] == 1 else view
+        return self._views[key]
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Transform the selected gradients in place, then run ``base.step()``; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        checks: list[tuple[torch.Tensor, list[tuple[torch.Tensor, Mapping[str, Any], int]]]] = []
+        sharded: list[tuple[ShardedJob, tuple[torch.Tensor, Mapping[str, Any], int]]] = []
+        for group in self.param_groups:
+            if group["metric"] == "none":
+                continue
+            _validate_options(group)
+            kernel, args = _kernel(group)
+            batches: dict[tuple[Any, ...], list[tuple[torch.Tensor, int]]] = {}
+            for index, p in enumerate(group["params"]):
+                plan = self._plan(p, group)
+                if plan is not None and is_dtensor(p.grad):  # FSDP2 / DTensor: shard-aware, gradgeo.distributed
+                    strength = group["sigma"] if group["metric"] == "laplacian" else group["lam"]
+                    job = ShardedJob(p.grad, *plan, group["metric"], strength, group["boundary"])
+                    sharded.append((job, (p, group, index)))
+                elif plan is not None:
+                    alone = (not self.foreach or p.numel() > _BATCH_NUMEL
+                             or (kernel is reweighted_h0_ and p.grad.device.type == "cpu"))
+                    key = (*plan, p.grad.dtype, p.grad.device, index if alone else None)
+                    batches.setdefault(key, []).append((p, index))
+            for (view_shape, dim, *_), members in batches.items():
+                grads = [p.grad for p, _ in members]
+                probe = _transform_(grads, view_shape, dim, kernel, args, group["boundary"])
+                checks.append((probe, [(p, group, i) for p, i in members]))
+        if sharded:
+            probes = transform_dtensors_([job for job, _ in sharded])
+            checks.extend((probe.reshape(1, -1), [member]) for probe, (_, member) in zip(probes, sharded))
+        if checks and not self._all_finite(checks):
+            self.skipped_steps += 1
+            return loss
+        self.base.step()
+        return loss
+
+    def _all_finite(self, checks: list[tuple[torch.Tensor, list[tuple[torch.Tensor, Any, int]]]]) -> bool:
+        if bool(torch.cat([probe.reshape(-1) for probe, _ in checks]).isfinite().all()):  # one check for all
+            return True
+        flags = [torch.isfinite(probe).reshape(len(members), -1).all(1) for probe, members in checks]
+        if self.nonfinite == "skip":
+            return False
+        for flag, (_, members) in zip(flags, checks):
+            for ok, (p, group, index) in zip(flag.tolist(), members):
+                if not ok:
+                    raise FloatingPointError(
+                        f"non-finite gradient (NaN or Inf) in {self._name(p, group, index)}; lower the learning "
+                        "rate or use a GradScaler, or pass nonfinite='skip' to skip such steps")
+        raise AssertionError("unreachable: a flag was false but no parameter was")
+
+
+def _transform_(
+    grads: list[torch.Tensor],
+    view_shape: tuple[int, ...],
+    dim: int,
+    kernel: Callable[..., torch.Tensor],
+    args: tuple[Any, ...],
+    boundary: str,
+) -> torch.Tensor:
+    """Transform same-shaped gradients in place as one batch; returns the kernel's probe (batch-first)."""
+    extra = () if kernel in (reweighted_h0_, laplacian_smooth_) else (boundary,)
+    half = grads[0].dtype in (torch.float16, torch.bfloat16)
+    if len(grads) == 1 and not half and (grads[0].is_contiguous() or tuple(grads[0].shape) == view_shape):
+        work = grads[0].view(view_shape) if grads[0].is_contiguous() else grads[0]
+        return kernel(work, *args, dim, *extra).unsqueeze(0)
+    stacked = torch.stack([g.reshape(view_shape) for g in grads])
+    work = stacked.float() if half else stacked
+    probe = kernel(work, *args, dim + 1, *extra)
+    torch._foreach_copy_(grads, [w.view(g.shape) for w, g in zip(work.unbind(0), grads)])
+    return probe
+
+
+def channel_directed(
+    model: nn.Module,
+    optimizer: type[Optimizer] = torch.optim.SGD,
+    *,
+    metric: str = "sobolev",
+    lam: float | None = None,
+    direction: str = "out",
+    boundary: str = "neumann",
+    sigma: float = 1.0,
+    apply_to: Iterable[str] = ("conv",),
+    nonfinite: str = "raise",
+    foreach: bool | None = None,
+    **optimizer_kwargs: Any,
+) -> ChannelDirected:
+    """Build ``optimizer(model.parameters(), **optimizer_kwargs)`` wrapped in :class:`ChannelDirected`.
+
+    Unlike wrapping an optimizer by hand, this knows each parameter's module, so ConvTranspose weights
+    are smoothed along their own output axis (dim 1) and error messages name the parameter.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3))
+        >>> opt = channel_directed(model, torch.optim.SGD, lr=0.1, momentum=0.9, metric="h0", lam=2.0)
+    """
+    base = optimizer(model.parameters(), **optimizer_kwargs)
+    names = {p: n for n, p in model.named_parameters()}
+    return ChannelDirected(base, metric, lam, direction, boundary, sigma, apply_to, nonfinite=nonfinite,
+                           foreach=foreach, kinds=layer_kinds(model), names=names)

@@ -1,0 +1,161 @@
+"""The ``gradgeo`` command line: ``train``, ``compare`` (``--task classify|segment|gan|anytime``), ``analyze``,
+``demo``, and ``anytime train|compare``, short for ``train --task anytime`` and ``compare --task anytime``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gradgeo.cli.options import add_grid_arguments, add_task_arguments, seeds, task_config
+from gradgeo.experiments import compare_task
+from gradgeo.tasks import TASKS
+from gradgeo.training import ddp
+from gradgeo.training.engine import TrainConfig
+
+__all__ = ["build_parser", "main"]
+
+DEMO_SPECS = ("sgd", "sgd+h0:lam=2", "sgd+sobolev:lam=0.1", "sgd+h1:lam=0.01")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    task, config = task_config(args)
+    task.train(config, args.out, resume=args.resume, progress=False if args.quiet else None,
+               log=None if args.quiet else print)
+    if _is_main():
+        print(f"{task.outputs} in {args.out}")
+
+
+def _cmd_compare(args: argparse.Namespace) -> None:
+    task, config = task_config(args)
+    compare_task(task, args.labels, seeds(args), config, args.out, jobs=args.jobs,
+                 progress=False if args.quiet else None)
+    if _is_main():
+        print(f"{', '.join(['summary.json', 'summary.csv', *task.artefact_names])} and curves.png in {args.out}")
+
+
+def _is_main() -> bool:
+    """Outside torchrun, or rank 0 under it: the process that prints."""
+    env = ddp.torchrun_env()
+    return env is None or env[0] == 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    config = TrainConfig(dataset="fashion-mnist", data_dir=args.data_dir, model="small_cnn", epochs=args.epochs,
+                             train_size=args.train_size, batch_size=64, lr=0.05)
+    print(f"gradgeo demo: {len(DEMO_SPECS)} optimizers x {args.seeds} seeds, small CNN, Fashion-MNIST "
+          f"({args.train_size} training images, {args.epochs} epochs, batch 64)")
+    compare_task("classify", DEMO_SPECS, list(range(args.seeds)), config, args.out, jobs=args.jobs,
+                 progress=False)
+    print(f"summary.json, summary.csv and curves.png in {args.out}")
+
+
+def _cmd_analyze(args: argparse.Namespace) -> None:
+    from gradgeo.experiments.analyze import analyze_checkpoint
+
+    report = analyze_checkpoint(args.checkpoint, batches=args.batches)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"{'layer':<28} {'shape':<18} {'adj corr out':>12} {'adj corr in':>11} {'|corr| out':>10} "
+          f"{'|corr| in':>9}")
+    for r in report["correlation"]:
+        print(f"{r['layer']:<28} {'x'.join(map(str, r['shape'])):<18} {r['adjacent_out']:>12.3f} "
+              f"{r['adjacent_in']:>11.3f} {r['all_pairs_out']:>10.3f} {r['all_pairs_in']:>9.3f}")
+    print(f"\nstochastic gradient of the conv weights over {args.batches} batches (relative variance, lower is "
+          "less noisy)")
+    for r in report["gradient_noise"]:
+        print(f"  {r['metric']:<10} lam {r['lam']:<6g} {r['relative_variance']:.4f}")
+
+
+def _add_train(sub: Any, name: str, out: str, only: Any = None, **texts: str) -> None:
+    p = sub.add_parser(name, **texts)
+    add_task_arguments(p, only)
+    p.add_argument("--out", type=Path, default=Path(out), help=f"output folder (default: {out})")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--quiet", action="store_true", help="no table, no progress bars")
+    p.set_defaults(run=_cmd_train)
+
+
+def _add_compare(sub: Any, name: str, out: str, labels_help: str, only: Any = None, **texts: str) -> None:
+    p = sub.add_parser(name, **texts)
+    p.add_argument("labels", nargs="+", metavar="LABEL", help=labels_help)
+    add_task_arguments(p, only)
+    add_grid_arguments(p, Path(out))
+    p.set_defaults(run=_cmd_compare)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The one parser tree of the ``gradgeo`` command."""
+    parser = argparse.ArgumentParser(prog="gradgeo", description="Channel-directed gradients and OSGD for CNNs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _add_train(sub, "train", "runs/train", help="train one run (--task classify, segment, gan or anytime)",
+               description="Train one run; prints a per-epoch table. Data-parallel (DDP) under torchrun "
+                           "--nproc-per-node N, e.g. torchrun --nproc-per-node 2 -m gradgeo.cli train ... "
+                           "(not --task gan).")
+    _add_compare(sub, "compare", "runs/compare", "optimizer specs (--task anytime: multi-exit strategies, e.g. sum "
+                 "sdn adaloss pcgrad osgd osgd:granularity=tensor); the first is the baseline",
+                 help="optimizer specs (or multi-exit methods) x seeds, with a table and a plot",
+                 description="Run every spec with every seed (resumable), then a table of mean ± 95%% CI "
+                             "and a paired test against the first spec. --task segment reports test mean IoU "
+                             "and pixel accuracy, --task gan the Frechet distance (lower is better) and the "
+                             "classifier score of gradgeo's own Fashion-MNIST classifier (not Inception), "
+                             "--task anytime compares multi-exit methods per exit, with per-exit FLOPs, early "
+                             "exit under FLOP budgets (thresholds chosen on the validation split) and an "
+                             "accuracy-vs-FLOPs plot.")
+
+    p = sub.add_parser("analyze", help="channel correlations and gradient noise of a checkpoint")
+    p.add_argument("checkpoint", type=Path, help="a checkpoint.pt written by gradgeo train or compare")
+    p.add_argument("--batches", type=int, default=8, help="mini-batches for the gradient noise (default: 8)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(run=_cmd_analyze)
+
+    p = sub.add_parser("demo", help="a short comparison on Fashion-MNIST (a few minutes on 2 CPU cores)")
+    p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--train-size", type=int, default=10000)
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.set_defaults(run=_cmd_demo)
+
+    group = sub.add_parser("anytime", help="anytime (multi-exit) networks: train, compare (= --task anytime)",
+                           description="Short for gradgeo train --task anytime and gradgeo compare --task anytime: "
+                                       "train anytime networks with a multi-exit method (OSGD, summed loss, SDN, "
+                                       "ADALOSS, PCGrad) and compare the methods per exit.")
+    commands = group.add_subparsers(dest="anytime_command", required=True, metavar="COMMAND")
+    anytime = TASKS["anytime"]
+    _add_train(commands, "train", "runs/anytime-train", anytime, help="train one anytime run",
+               description="Train one anytime network; prints per-exit test accuracy every epoch. "
+                           "Data-parallel (DDP) under torchrun --nproc-per-node N, as gradgeo train.")
+    _add_compare(commands, "compare", "runs/anytime-compare", "strategy specs, e.g. sum sdn adaloss pcgrad osgd "
+                 "osgd:granularity=tensor; the first is the baseline", anytime,
+                 help="methods x seeds: per-exit accuracy, FLOPs, early exit, plot",
+                 description="Run every method with every seed (resumable), then per-exit test accuracy "
+                             "(mean ± 95%% CI, paired tests against the first method), per-exit FLOPs, "
+                             "early exit under FLOP budgets (thresholds chosen on the validation split) "
+                             "and an accuracy-vs-FLOPs plot.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+        ddp.shutdown()  # under torchrun: leave the process group that the command joined, all ranks together
+    except (ValueError, FileNotFoundError) as error:  # includes DatasetNotFoundError
+        print(f"gradgeo {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Image datasets held in memory as uint8 tensors, batched augmentation, and a deterministic batch loader.
+
+Loaders read the standard on-disk releases; nothing is downloaded:
+
+* ``"mnist"``, ``"fashion-mnist"``: IDX files, gzipped or not (``train-images-idx3-ubyte[.gz]``,
+  ``train-labels-idx1-ubyte[.gz]``, ``t10k-images-idx3-ubyte[.gz]``, ``t10k-labels-idx1-ubyte[.gz]``), as
+  in the original releases, torchvision's ``<root>/MNIST/raw`` and the Debian package
+  ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``).
+* ``"cifar10"`` (``cifar-10-batches-py/``) and ``"cifar100"`` (``cifar-100-python/``, fine labels): the
+  python-pickle release. The pickles are read by a restricted unpickler that rebuilds the numpy arrays in
+  them as torch tensors, so numpy is not needed and a tampered file cannot run code.
+
+Images come back as ``N x C x H x W`` uint8, labels as int64. Augmentation (:func:`random_crop`,
+:func:`random_flip`) works on whole uint8 batches on any device, and :class:`Loader` yields normalized float
+batches whose order and augmentation depend only on ``(seed, epoch)``, so a run resumes exactly.
+
+Example:
+    >>> splits = load_dataset("cifar10").split_validation(5000, seed=0)  # doctest: +SKIP
+    >>> train = splits.loader("train", batch_size=128, augment=Augment(padding=4), seed=0)  # doctest: +SKIP
+    >>> for x, y in train.epoch(0):  # float32 N x 3 x 32 x 32, int64 N  # doctest: +SKIP
+    ...     pass
+"""
+
+from gradgeo.data.augment import Augment, pad_crop, random_crop, random_flip
+from gradgeo.data.formats import DatasetFormatError, read_idx
+from gradgeo.data.loader import Loader, normalize
+from gradgeo.data.sources import DATASETS, ENV_VAR, DatasetNotFoundError, load_dataset
+from gradgeo.data.splits import DatasetSplits, channel_stats
+
+__all__ = [
+    "DATASETS",
+    "ENV_VAR",
+    "Augment",
+    "DatasetFormatError",
+    "DatasetNotFoundError",
+    "DatasetSplits",
+    "Loader",
+    "channel_stats",
+    "load_dataset",
+    "normalize",
+    "pad_crop",
+    "random_crop",
+    "random_flip",
+    "read_idx",
+]

@@ -1,0 +1,124 @@
+"""What a trained network looks like along its channel axes, and what a metric does to gradient noise."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradgeo.channel.optim import DEFAULT_LAM, layer_kinds
+from gradgeo.channel.transforms import h1, laplacian_smooth, reweighted_h0, smoothing_view, sobolev
+from gradgeo.data import DatasetSplits
+from gradgeo.models import build_model
+from gradgeo.training.engine import TrainConfig, load_splits
+
+__all__ = ["channel_correlation", "gradient_noise", "load_checkpoint"]
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, TrainConfig]:
+    """The model and configuration stored in a ``gradgeo train`` checkpoint."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise ValueError(f"{path} is not a gradgeo checkpoint (expected the checkpoint.pt of a training run)")
+    config = TrainConfig(**state["config"])
+    model = build_model(config.model, width=config.width, **state["model_args"])
+    model.load_state_dict(state["model"])
+    return model, config
+
+
+def _conv_weights(model: nn.Module) -> list[tuple[str, torch.Tensor, str]]:
+    kinds = layer_kinds(model)
+    return [(n, p, kinds[p]) for n, p in model.named_parameters() if kinds.get(p) in ("conv", "conv_transpose")]
+
+
+def _axis_correlation(w: torch.Tensor, dim: int) -> tuple[float, float]:
+    """(mean correlation of adjacent slices along ``dim``, mean |correlation| over all pairs of slices)."""
+    rows = w.detach().movedim(dim, 0).reshape(w.shape[dim], -1).double()
+    rows = rows - rows.mean(1, keepdim=True)
+    rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    corr = rows @ rows.T
+    c = len(rows)
+    adjacent = corr.diagonal(1).mean().item()
+    off_diagonal = corr[~torch.eye(c, dtype=torch.bool)].abs().mean().item()
+    return adjacent, off_diagonal
+
+
+def channel_correlation(model: nn.Module) -> list[dict[str, Any]]:
+    """Per conv layer: how alike neighbouring filters are along the output- vs the input-channel axis.
+
+    ``adjacent_*`` is the mean Pearson correlation between slices c and c+1 of the weight along that axis
+    (what a smoothing metric along the axis would promote); ``all_pairs_*`` the mean absolute correlation
+    over all pairs of slices (independent of channel order). Layers with a single channel on an axis are
+    skipped.
+    """
+    rows = []
+    for name, w, kind in _conv_weights(model):
+        out_dim = smoothing_view(w.shape, "out", kind)[1]
+        in_dim = smoothing_view(w.shape, "in", kind)[1]
+        if w.shape[out_dim] < 2 or w.shape[in_dim] < 2:
+            continue
+        adj_out, all_out = _axis_correlation(w, out_dim)
+        adj_in, all_in = _axis_correlation(w, in_dim)
+        rows.append({"layer": name, "shape": list(w.shape), "adjacent_out": adj_out, "adjacent_in": adj_in,
+                     "all_pairs_out": all_out, "all_pairs_in": all_in})
+    return rows
+
+
+def _transform(metric: str, g: torch.Tensor, kind: str, lam: float) -> torch.Tensor:
+    if metric == "none":
+        return g
+    if metric == "laplacian":
+        return laplacian_smooth(g, lam)
+    dim = smoothing_view(g.shape, "out", kind)[1]
+    fn = {"h0": reweighted_h0, "sobolev": sobolev, "h1": h1}[metric]
+    return fn(g, lam, dim)
+
+
+def gradient_noise(
+    model: nn.Module,
+    splits: DatasetSplits,
+    metrics: Sequence[tuple[str, float]] = (("none", 0.0), ("h0", DEFAULT_LAM["h0"]),
+                                            ("sobolev", DEFAULT_LAM["sobolev"]), ("h1", DEFAULT_LAM["h1"])),
+    batches: int = 8,
+    batch_size: int = 128,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Relative variance of the stochastic conv-weight gradient, raw and under each metric.
+
+    Over ``batches`` mini-batches, ``noise = mean_i ||g_i - mean g||^2 / ||mean g||^2`` summed over conv
+    weights: scale-free, so a metric that merely shrinks the gradient does not look less noisy. For
+    ``laplacian`` the number given is sigma.
+    """
+    model.train()
+    weights = _conv_weights(model)
+    samples: list[list[torch.Tensor]] = [[] for _ in weights]
+    loader = splits.loader("train", batch_size, shuffle=True, seed=seed)
+    for b, (x, y) in enumerate(loader.epoch(0)):
+        if b == batches:
+            break
+        model.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        for store, (_, w, _) in zip(samples, weights):
+            store.append(w.grad.detach().clone())
+    rows = []
+    for metric, lam in metrics:
+        noise, signal = 0.0, 0.0
+        for store, (_, _, kind) in zip(samples, weights):
+            stacked = torch.stack([_transform(metric, g, kind, lam) for g in store]).double()
+            mean = stacked.mean(0)
+            noise += (stacked - mean).square().sum().item() / len(store)
+            signal += mean.square().sum().item()
+        rows.append({"metric": metric, "lam": lam, "relative_variance": noise / signal})
+    return rows
+
+
+def analyze_checkpoint(path: str | os.PathLike[str], batches: int = 8) -> dict[str, Any]:
+    """Both analyses for a training checkpoint."""
+    model, config = load_checkpoint(path)
+    splits = load_splits(dataclasses.replace(config, val_size=0, train_size=None))
+    return {"checkpoint": str(path), "correlation": channel_correlation(model),
+            "gradient_noise": gradient_noise(model, splits, batches=batches)}

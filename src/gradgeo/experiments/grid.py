@@ -1,0 +1,136 @@
+"""The grid of runs behind every comparison: labels x seeds, resumable, in parallel processes or under torchrun.
+
+Layout of a comparison folder::
+
+    OUT/plan.json                       what was asked (the task, labels, seeds, the shared configuration)
+    OUT/runs/<label>/seed-<k>/...       one training run each (metrics.jsonl, checkpoint.pt, result.json)
+
+Running the same grid again skips finished runs and resumes interrupted ones from their checkpoint.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gradgeo.data import DatasetSplits
+from gradgeo.training import ddp
+from gradgeo.training.engine import RESULT, TrainConfig, _atomic_save, load_splits
+
+__all__ = ["load_histories", "load_results", "run_dir", "run_grid"]
+
+
+def _slug(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+=-]", "_", spec)
+
+
+def run_dir(out: Path, spec: str, seed: int) -> Path:
+    """Where the run of ``spec`` with ``seed`` lives inside a comparison folder."""
+    return out / "runs" / _slug(spec) / f"seed-{seed}"
+
+
+def _worker(train_fn: Callable[..., Any], config: TrainConfig, directory: str, threads: int) -> str:
+    torch.set_num_threads(threads)
+    train_fn(config, directory, resume=True, progress=False, log=None)
+    return directory
+
+
+def run_grid(
+    out: Path,
+    labels: Sequence[str],
+    seeds: Sequence[int],
+    make_config: Callable[[str, int], TrainConfig],
+    train_fn: Callable[..., Any],
+    plan: dict[str, Any],
+    *,
+    jobs: int = 1,
+    log: Callable[[str], None] = print,
+    progress: bool | None = None,
+    context: ddp.Context | None = None,
+    load: Callable[[TrainConfig], DatasetSplits] = load_splits,
+    describe: Callable[[dict[str, Any]], str] = str,
+) -> None:
+    """Train every ``(label, seed)`` run of a comparison folder that has no ``result.json`` yet.
+
+    Writes ``plan.json`` first, refusing a folder whose plan has another ``"config"``; unfinished runs
+    resume from their checkpoints (the one grid of :func:`gradgeo.experiments.compare_task`, for every task).
+    Under torchrun every rank calls this and all ranks train each run together (``train_fn`` joins them,
+    see :mod:`gradgeo.training.engine`; ``jobs`` must be 1); rank 0 alone writes ``plan.json`` and logs.
+
+    Args:
+        out: the comparison folder; run ``(label, seed)`` lives in :func:`run_dir`.
+        labels: what is compared (optimizer specs, training methods ...).
+        seeds: the seeds; every label runs with each (distinct).
+        make_config: ``(label, seed) -> config`` of that run.
+        train_fn: ``train_fn(config, directory, resume=True, progress=..., log=None, [splits=...])``, a
+            module-level function or a task's bound :meth:`~gradgeo.tasks.Task.train` (parallel runs pickle it).
+        plan: what was asked, with the shared configuration under ``"config"``.
+        jobs: runs in parallel processes (each gets ``cores // jobs`` threads).
+        log: receives one line per finished run.
+        progress: tqdm bars for sequential runs; default only on a terminal.
+        context: the data-parallel ranks (:func:`gradgeo.training.ddp.setup`); None: one process.
+        load: ``config -> splits``, loads the data that sequential runs share (a task with its own data, e.g.
+            :func:`gradgeo.segment.load_scene_splits`, passes its loader).
+        describe: ``result -> text`` for the line logged after each run.
+    """
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"compare needs distinct seeds, got {list(seeds)}")
+    context = context or ddp.Context()
+    if context.distributed and jobs > 1:
+        raise ValueError("--jobs > 1 trains runs side by side in separate processes; under torchrun all ranks "
+                         "train each run together: use --jobs 1")
+    out.mkdir(parents=True, exist_ok=True)
+    plan_path = out / "plan.json"
+    if plan_path.exists():
+        previous = json.loads(plan_path.read_text())
+        base = type(make_config(labels[0], seeds[0]))(**plan["config"])
+        changed = base.changed_fields(previous["config"])
+        if changed:
+            raise ValueError(f"{out} holds a comparison with another configuration (it differs in "
+                             f"{', '.join(changed)}); pick a new --out folder")
+    if context.is_main:
+        _atomic_save(plan, plan_path)  # atomic: the other ranks may be reading it
+
+    total = len(labels) * len(seeds)
+    todo = [(label, seed) for seed in seeds for label in labels if not (run_dir(out, label, seed) / RESULT).exists()]
+    todo = context.from_main(todo)  # every rank trains the same runs
+    done = total - len(todo)
+    if context.is_main:  # rank 0 alone logs (and reads the result.json files it writes)
+        log(f"{len(labels)} x {len(seeds)} seeds: {done} runs finished, {len(todo)} to go -> {out}")
+    if jobs > 1 and len(todo) > 1:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        spawn = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=spawn) as pool:
+            futures = {pool.submit(_worker, train_fn, make_config(label, seed), str(run_dir(out, label, seed)),
+                                   threads): (label, seed) for label, seed in todo}
+            for future in concurrent.futures.as_completed(futures):
+                label, seed = futures[future]
+                future.result()
+                done += 1
+                log(f"[{done}/{total}] {label} seed {seed}: {describe(load_results(out, label, [seed])[0])}")
+    else:
+        splits = load(make_config(*todo[0])) if todo else None
+        for label, seed in todo:
+            train_fn(make_config(label, seed), run_dir(out, label, seed), resume=True, progress=progress, log=None,
+                     splits=splits)
+            done += 1
+            if context.is_main:
+                log(f"[{done}/{total}] {label} seed {seed}: {describe(load_results(out, label, [seed])[0])}")
+
+
+def load_results(out: Path, label: str, seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """The ``result.json`` of each finished run of ``label`` in the comparison folder ``out``, in seed order."""
+    return [json.loads((run_dir(out, label, seed) / RESULT).read_text()) for seed in seeds]
+
+
+def load_histories(out: Path, spec: str, seeds: Sequence[int]) -> list[list[dict[str, Any]]]:
+    """The per-epoch rows of each finished run of ``spec`` in the comparison folder ``out``."""
+    return [result["history"] for result in load_results(out, spec, seeds)]

@@ -1,0 +1,40 @@
+"""The anytime task's extra artefact of a comparison: test accuracy against FLOPs per image."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["plot_accuracy_vs_flops", "write_accuracy_vs_flops"]
+
+
+def write_accuracy_vs_flops(out: Path, runs: Mapping[str, Mapping[int, Path]], summary: dict[str, Any]) -> None:
+    """``accuracy_vs_flops.png`` of a comparison's summary (the ``"exits"`` layout)."""
+    plot_accuracy_vs_flops(summary, out / "accuracy_vs_flops.png")
+
+
+def plot_accuracy_vs_flops(summary: dict[str, Any], path: Path) -> None:
+    """Test accuracy against FLOPs per image: each exit (markers, 95% CI bars) and early exit (dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    mflops = [f / 1e6 for f in summary["exit_flops"]]
+    for r in summary["rows"]:
+        means = [a["mean"] * 100 for a in r["exit_test_acc"]]
+        errors = [a["half_width"] * 100 if a["n"] > 1 else 0.0 for a in r["exit_test_acc"]]
+        line = ax.errorbar(mflops, means, yerr=errors, marker="o", capsize=3, label=f"{r['method']} (exits)")
+        if "early_exit" in r:
+            ax.plot([e["test_flops"] / 1e6 for e in r["early_exit"]],
+                    [e["test_acc"]["mean"] * 100 for e in r["early_exit"]], linestyle="--",
+                    color=line[0].get_color(), label=f"{r['method']} (early exit)")
+    ax.set(xlabel="MFLOPs per image", ylabel="test accuracy (%)",
+           title=f"accuracy vs compute, mean over {len(summary['seeds'])} seed(s)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
