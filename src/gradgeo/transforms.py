@@ -170,7 +170,7 @@ def reweighted_h0(grad: torch.Tensor, lam: float, dim: int = 0) -> torch.Tensor:
 
 def sobolev_(x: torch.Tensor, lam: float, dim: int = 0, boundary: Boundary = "neumann") -> torch.Tensor:
     """In place Sobolev (H~1) gradient along ``dim``; returns a probe. See :func:`sobolev`."""
-    op = _block_operator("sobolev", x.shape[dim], lam, boundary, x.dtype, x.device)
+    op = _block_form("sobolev", x, dim, lam, boundary)
     if op is not None:
         return _block_transform_(x, dim, op)
     return _sobolev_scan_(x, lam, dim, boundary)
@@ -330,7 +330,7 @@ def _tridiagonal_solve_(x: torch.Tensor, a: float, boundary: Boundary, dim: int)
 def h1_(x: torch.Tensor, lam: float, dim: int = 0, boundary: Boundary = "neumann") -> torch.Tensor:
     """In place full-H1 gradient along ``dim``; returns a probe. See :func:`h1`."""
     c = x.shape[dim]
-    op = _block_operator("h1", c, lam, boundary, x.dtype, x.device)
+    op = _block_form("h1", x, dim, lam, boundary)
     if op is not None:
         return _block_transform_(x, dim, op)
     return _tridiagonal_solve_(x, lam * c * c, boundary, dim)
@@ -366,6 +366,9 @@ def h1(grad: torch.Tensor, lam: float, dim: int = 0, boundary: Boundary = "neuma
 _BLOCK_MAX = 1024
 _DENSE_MAX = 32
 _BLOCK_LEN = 16
+# On CPU a gradient above this many elements is faster in the in-place scans: the block form's extra
+# buffers no longer stay in the cache (measured on ResNet-18 shapes: 2^21 gives the lowest total).
+_BLOCK_NUMEL = 1 << 21
 
 
 class _Blocks(NamedTuple):
@@ -380,6 +383,13 @@ class _Blocks(NamedTuple):
     diagonal: torch.Tensor
     reduce: torch.Tensor | None
     couple: torch.Tensor | None
+
+
+def _block_form(metric: str, x: torch.Tensor, dim: int, lam: float, boundary: Boundary) -> _Blocks | None:
+    """The block form to transform ``x`` with, or None for the scans."""
+    if x.device.type == "cpu" and x.numel() > _BLOCK_NUMEL:
+        return None
+    return _block_operator(metric, x.shape[dim], lam, boundary, x.dtype, x.device)
 
 
 def _block_length(c: int) -> int | None:
