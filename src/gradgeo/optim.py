@@ -41,7 +41,8 @@ DEFAULT_LAM: dict[str, float] = {"h0": 2.0, "sobolev": 0.1, "h1": 0.01}
 # With foreach, gradients up to this size are transformed in batches, one call per batch: below it the
 # per-call overhead dominates; above it the copies into the batch cost more than they save. Gradients whose
 # channel axis comes first (direction "out") batch by channel count, their columns side by side; others
-# batch by shape, stacked (benchmarks/transforms.py).
+# batch by shape, stacked. Not for h0 on CPU: its three cheap operations per tensor cost less than the copies
+# into the batch (benchmarks/transforms.py).
 _BATCH_NUMEL = 1 << 16
 
 
@@ -298,7 +299,8 @@ class ChannelDirected(Optimizer):
                     sharded.append((job, (p, group, index)))
                 elif plan is not None:
                     view_shape, dim = plan
-                    alone = not self.foreach or p.numel() > _BATCH_NUMEL
+                    alone = (not self.foreach or p.numel() > _BATCH_NUMEL
+                             or (kernel is reweighted_h0_ and p.grad.device.type == "cpu"))
                     # channel axis first: any shape with the same channel count joins the batch
                     shape = view_shape[dim] if math.prod(view_shape[:dim]) == 1 else view_shape
                     key = (shape, dim, p.grad.dtype, p.grad.device, index if alone else None)
