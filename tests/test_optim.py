@@ -329,3 +329,25 @@ def test_compiled_step_equals_eager_step(fashion_slice, name, metric):
             do_step()
     for p, q in zip(eager_model.parameters(), compiled_model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("metric", ["h0", "sobolev", "h1"])
+def test_gradients_batched_by_channel_count_match_the_transform_of_each(metric):
+    """Convs of different shapes but the same output channel count are transformed in one call, side by side;
+    each must still get exactly its own transform, and a NaN is blamed on its own parameter."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 40, 3), nn.Conv2d(40, 40, 3), nn.Conv2d(40, 40, 1), nn.Conv2d(40, 8, 3))
+    opt = channel_directed(model, torch.optim.SGD, lr=1.0, metric=metric, **METRIC_OPTIONS[metric])
+    model(torch.randn(2, 3, 12, 12)).square().mean().backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    grads = [p.grad.clone() for p in model.parameters()]
+    opt.step()
+    reference = {"h0": lambda g: T.reweighted_h0(g, 2.0, 0), "sobolev": lambda g: T.sobolev(g, 0.1, 0),
+                 "h1": lambda g: T.h1(g, 0.01, 0)}[metric]
+    for p, b, g in zip(model.parameters(), before, grads):
+        torch.testing.assert_close(b - p.detach(), reference(g) if p.dim() == 4 else g, rtol=1e-5, atol=1e-6)
+    model.zero_grad()
+    model(torch.randn(2, 3, 12, 12)).square().mean().backward()
+    model[2].weight.grad[5, 3] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"non-finite gradient \(NaN or Inf\) in 2.weight"):
+        opt.step()

@@ -265,3 +265,36 @@ def test_smoothing_view_rejects_unknown_names():
         T.smoothing_view((4, 4, 3, 3), "out", "rnn")
     with pytest.raises(ValueError, match="a conv parameter has at least 3 dims"):
         T.smoothing_view((4, 4), "out", "conv")
+
+
+@pytest.mark.parametrize("c", [33, 48, 96, 100, 512, 1000])  # one block up to 32, then blocks of 16 ... 10
+@pytest.mark.parametrize("lam", [1e-300, 1e-9, 1e-3, 0.1, 30.0, 1e9])  # rho from ~0 (h1 ~ identity) to ~1
+@pytest.mark.parametrize("boundary", T.BOUNDARIES)
+def test_block_form_equals_the_scans_at_extreme_strength(c, lam, boundary):
+    """The block form (products with a fixed block, low-rank coupling) against the O(C) scans it replaces,
+    in float64 to rounding and in float32 to its precision, where the dense solve is too ill-conditioned to
+    be the reference: h1 at rho -> 1 (lam C^2 up to 1e15, the basis' cosh/sinh form) and rho -> 0 (the
+    power form), sobolev with the Green's function scaled by up to 1e300."""
+    g = torch.randn(c, 6, dtype=F64)
+    assert T._block_form("h1", g, 0, lam, boundary) is not None
+    for kernel, scan in ((T.h1_, lambda x: T._tridiagonal_solve_(x, lam * c * c, boundary, 0)),
+                         (T.sobolev_, lambda x: T._sobolev_scan_(x, lam, 0, boundary))):
+        expected = g.clone()
+        scan(expected)
+        scale = expected.abs().max()
+        for dtype, tolerance in ((F64, 1e-12), (torch.float32, 1e-5)):
+            if scale > torch.finfo(dtype).max / 1e6:  # sobolev's 1 / (lam C^2) at lam = 1e-300: float64 only
+                continue
+            out = g.to(dtype, copy=True)
+            kernel(out, lam, 0, boundary)
+            assert ((out.double() - expected).abs().max() / scale).item() < tolerance
+
+
+@pytest.mark.parametrize("c", [48, 512])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_block_form_in_half_types(c, dtype):
+    g = torch.randn(c, 5, 3).to(dtype)
+    for fn in (T.sobolev, T.h1):
+        out, reference = fn(g, 0.05, 0, "periodic"), fn(g.double(), 0.05, 0, "periodic")
+        assert out.dtype == dtype
+        torch.testing.assert_close(out.double(), reference, rtol=2 * torch.finfo(dtype).eps, atol=1e-3)

@@ -38,9 +38,11 @@ NONFINITE: tuple[str, ...] = ("raise", "skip")
 #: 0.1 keeps the smoothest mode at unit gain); the measured sweeps in results/REPORT.md say what to tune.
 DEFAULT_LAM: dict[str, float] = {"h0": 2.0, "sobolev": 0.1, "h1": 0.01}
 
-# With foreach, gradients up to this size that share a shape are stacked and transformed as one batch:
-# below it the per-call overhead dominates; above it the stacking copies cost more than they save. Not for
-# h0 on CPU: its three cheap operations per tensor cost less than the stacking copies (benchmarks/transforms.py).
+# With foreach, gradients up to this size are transformed in batches, one call per batch: below it the
+# per-call overhead dominates; above it the copies into the batch cost more than they save. Gradients whose
+# channel axis comes first (direction "out") batch by channel count, their columns side by side; others
+# batch by shape, stacked. Not for h0 on CPU: its three cheap operations per tensor cost less than the copies
+# into the batch (benchmarks/transforms.py).
 _BATCH_NUMEL = 1 << 16
 
 
@@ -281,7 +283,7 @@ class ChannelDirected(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        checks: list[tuple[torch.Tensor, list[tuple[torch.Tensor, Mapping[str, Any], int]]]] = []
+        checks: list[tuple[torch.Tensor, tuple[torch.Tensor, Mapping[str, Any], int]]] = []
         sharded: list[tuple[ShardedJob, tuple[torch.Tensor, Mapping[str, Any], int]]] = []
         for group in self.param_groups:
             if group["metric"] == "none":
@@ -296,33 +298,34 @@ class ChannelDirected(Optimizer):
                     job = ShardedJob(p.grad, *plan, group["metric"], strength, group["boundary"])
                     sharded.append((job, (p, group, index)))
                 elif plan is not None:
+                    view_shape, dim = plan
                     alone = (not self.foreach or p.numel() > _BATCH_NUMEL
                              or (kernel is reweighted_h0_ and p.grad.device.type == "cpu"))
-                    key = (*plan, p.grad.dtype, p.grad.device, index if alone else None)
-                    batches.setdefault(key, []).append((p, index))
-            for (view_shape, dim, *_), members in batches.items():
-                grads = [p.grad for p, _ in members]
-                probe = _transform_(grads, view_shape, dim, kernel, args, group["boundary"])
-                checks.append((probe, [(p, group, i) for p, i in members]))
+                    # channel axis first: any shape with the same channel count joins the batch
+                    shape = view_shape[dim] if math.prod(view_shape[:dim]) == 1 else view_shape
+                    key = (shape, dim, p.grad.dtype, p.grad.device, index if alone else None)
+                    batches.setdefault(key, []).append((p, index, plan))
+            for members in batches.values():
+                grads = [p.grad for p, _, _ in members]
+                probes = _transform_(grads, *members[0][2], kernel, args, group["boundary"])
+                checks.extend((probe, (p, group, i)) for probe, (p, i, _) in zip(probes, members))
         if sharded:
             probes = transform_dtensors_([job for job, _ in sharded])
-            checks.extend((probe.reshape(1, -1), [member]) for probe, (_, member) in zip(probes, sharded))
+            checks.extend((probe, member) for probe, (_, member) in zip(probes, sharded))
         if checks and not self._all_finite(checks):
             self.skipped_steps += 1
             return loss
         self.base.step()
         return loss
 
-    def _all_finite(self, checks: list[tuple[torch.Tensor, list[tuple[torch.Tensor, Any, int]]]]) -> bool:
+    def _all_finite(self, checks: list[tuple[torch.Tensor, tuple[torch.Tensor, Any, int]]]) -> bool:
         if bool(torch.cat([probe.reshape(-1) for probe, _ in checks]).isfinite().all()):  # one check for all
             return True
-        flags = [torch.isfinite(probe).reshape(len(members), -1).all(1) for probe, members in checks]
         if self.nonfinite == "skip":
             return False
-        for flag, (_, members) in zip(flags, checks):
-            for ok, (p, group, index) in zip(flag.tolist(), members):
-                if not ok:
-                    raise FloatingPointError(
+        for probe, (p, group, index) in checks:
+            if not bool(torch.isfinite(probe).all()):
+                raise FloatingPointError(
                         f"non-finite gradient (NaN or Inf) in {self._name(p, group, index)}; lower the learning "
                         "rate or use a GradScaler, or pass nonfinite='skip' to skip such steps")
         raise AssertionError("unreachable: a flag was false but no parameter was")
@@ -335,18 +338,30 @@ def _transform_(
     kernel: Callable[..., torch.Tensor],
     args: tuple[Any, ...],
     boundary: str,
-) -> torch.Tensor:
-    """Transform same-shaped gradients in place as one batch; returns the kernel's probe (batch-first)."""
+) -> list[torch.Tensor]:
+    """Transform gradients in place as one batch; returns one probe per gradient.
+
+    The gradients share ``view_shape``, or, when the channel axis comes first in it, only the channel count:
+    then their columns are laid side by side (any shapes) and transformed in one call.
+    """
     extra = () if kernel in (reweighted_h0_, laplacian_smooth_) else (boundary,)
     half = grads[0].dtype in (torch.float16, torch.bfloat16)
     if len(grads) == 1 and not half and (grads[0].is_contiguous() or tuple(grads[0].shape) == view_shape):
         work = grads[0].view(view_shape) if grads[0].is_contiguous() else grads[0]
-        return kernel(work, *args, dim, *extra).unsqueeze(0)
+        return [kernel(work, *args, dim, *extra)]
+    c = view_shape[dim]
+    if math.prod(view_shape[:dim]) == 1:
+        columns = [g.numel() // c for g in grads]
+        work = torch.cat([g.reshape(c, -1) for g in grads], 1)
+        work = work.float() if half else work
+        probe = kernel(work, *args, 0, *extra)  # per column: (P, ., columns), split like the work
+        torch._foreach_copy_(grads, [w.view(g.shape) for w, g in zip(work.split(columns, 1), grads)])
+        return list(probe.split(columns, -1))
     stacked = torch.stack([g.reshape(view_shape) for g in grads])
     work = stacked.float() if half else stacked
     probe = kernel(work, *args, dim + 1, *extra)
     torch._foreach_copy_(grads, [w.view(g.shape) for w, g in zip(work.unbind(0), grads)])
-    return probe
+    return list(probe.reshape(len(grads), -1).unbind(0))
 
 
 def channel_directed(
