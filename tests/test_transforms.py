@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gradgeo.channel import _blocks as B
 from gradgeo.channel import transforms as T
 
 F64 = torch.float64
@@ -276,7 +277,7 @@ def test_block_form_equals_the_scans_at_extreme_strength(c, lam, boundary):
     be the reference: h1 at rho -> 1 (lam C^2 up to 1e15, the basis' cosh/sinh form) and rho -> 0 (the
     power form), sobolev with the Green's function scaled by up to 1e300."""
     g = torch.randn(c, 6, dtype=F64)
-    assert T._block_form("h1", g, 0, lam, boundary) is not None
+    assert B.block_form("h1", T._h1_scan_, g, 0, lam, boundary) is not None
     for kernel, scan in ((T.h1_, lambda x: T._tridiagonal_solve_(x, lam * c * c, boundary, 0)),
                          (T.sobolev_, lambda x: T._sobolev_scan_(x, lam, 0, boundary))):
         expected = g.clone()

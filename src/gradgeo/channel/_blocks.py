@@ -1,0 +1,143 @@
+"""The block (semiseparable) form of the ``sobolev`` and ``h1`` channel operators (DESIGN.md 1b, 1b').
+
+Both inverses are semiseparable along the channel axis: cut into blocks of L channels, every off-diagonal
+block is low rank on a fixed basis. A transform is then a streaming reduction per block, a tiny coupling
+product and one batched product per block: a handful of BLAS calls per tensor, free of host syncs.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+from gradgeo.channel._axis import _as_3d, _channel_mean
+
+Scan = Callable[[torch.Tensor, float, int, str], torch.Tensor]
+
+# Channel axes up to _BLOCK_MAX long are transformed in block form (below): the C x C operator is built once
+# per (C, lam, boundary, dtype, device) and kept; longer axes (direction "flat", ...) use the O(C) scans.
+# Up to _DENSE_MAX channels the whole axis is one block: one product with the C x C operator. Above it the
+# blocks are _BLOCK_LEN long, or the largest divisor of C down to half of that; a C without one (a large
+# prime) goes to the scans. Both lengths are chosen by measurement (benchmarks/transforms.py, CPU).
+_BLOCK_MAX = 1024
+_DENSE_MAX = 32
+_BLOCK_LEN = 16
+# On CPU a gradient above this many elements is faster in the in-place scans: the block form's extra
+# buffers no longer stay in the cache (measured on ResNet-18 shapes: 2^21 gives the lowest total).
+_BLOCK_NUMEL = 1 << 21
+
+
+class _Blocks(NamedTuple):
+    """A channel operator ``M`` (C x C) cut into blocks of ``length``: ``M_ab = [a == b] A + Q B_ab Q^T``.
+
+    ``diagonal`` is ``[A | Q]`` (``length x (length + r)``), ``reduce`` is ``Q^T`` (``r x length``) and
+    ``couple`` the ``B_ab`` as one ``(nb r) x (nb r)`` matrix; with one block ``diagonal`` is ``M`` itself and
+    the other two are None.
+    """
+
+    length: int
+    diagonal: torch.Tensor
+    reduce: torch.Tensor | None
+    couple: torch.Tensor | None
+
+
+def block_form(metric: str, scan: Scan, x: torch.Tensor, dim: int, lam: float, boundary: str) -> _Blocks | None:
+    """The block form to transform ``x`` with, or None for the scans.
+
+    ``scan(x, lam, dim, boundary)`` is the metric's O(C) in-place kernel: run on the identity, it gives the
+    operator's columns (so the block form matches the scans by construction).
+    """
+    if x.device.type == "cpu" and x.numel() > _BLOCK_NUMEL:
+        return None
+    return _block_operator(metric, scan, x.shape[dim], lam, boundary, x.dtype, x.device)
+
+
+def _block_length(c: int) -> int | None:
+    if c <= _DENSE_MAX:
+        return c
+    return next((n for n in range(_BLOCK_LEN, _BLOCK_LEN // 2 - 1, -1) if c % n == 0), None)
+
+
+def _block_basis(metric: str, length: int, a: float) -> torch.Tensor:
+    """An orthonormal basis (``length x r``, float64) of the span that every off-diagonal block of the
+    operator has for its columns and rows, and that the diagonal blocks differ by.
+
+    ``sobolev``: the Green's functions of ``D^T D`` (Neumann and periodic) and the mean projections are
+    polynomials of degree 2 along a block, so ``{1, t, t^2}``. ``h1``: ``(I + a D^T D)^{-1}`` is made of the
+    solutions ``rho^c`` and ``rho^-c`` of the homogeneous recurrence (DESIGN.md 1b'), so
+    ``{cosh(theta t), sinh(theta t) / theta}`` with ``rho = exp(-theta)``: the form that stays well-conditioned
+    as ``rho -> 1`` (large ``a``), where ``rho^t`` and ``rho^-t`` become parallel. When ``theta t`` would
+    overflow, the equivalent ``{rho^l, rho^(length-1-l)}``, well-conditioned there.
+    """
+    t = torch.arange(length, dtype=torch.float64) - (length - 1) / 2
+    if metric == "sobolev":
+        columns = [torch.ones_like(t), t, t * t]
+    else:
+        theta = 2.0 * math.asinh(0.5 / math.sqrt(a))  # rho + 1/rho = 2 + 1/a, without cancellation at rho ~ 1
+        if theta * (length - 1) / 2 <= 30.0:
+            columns = [torch.cosh(theta * t), torch.sinh(theta * t) / theta]
+        else:
+            power = torch.exp(-theta * torch.arange(length, dtype=torch.float64))
+            columns = [power, power.flip(0)]
+    return torch.linalg.qr(torch.stack(columns, 1))[0]
+
+
+@functools.lru_cache(maxsize=256)
+def _block_operator(metric: str, scan: Scan, c: int, lam: float, boundary: str, dtype: torch.dtype,
+                    device: torch.device) -> _Blocks | None:
+    """The block form of ``sobolev``'s or ``h1``'s operator along an axis of ``c`` channels, or None when the
+    axis is too long or has no suitable block length (the caller then runs the scans).
+
+    The operator is built in float64 by running the O(C) scan kernel on the identity (its columns are the
+    operator's), then cut into blocks: with ``P = Q Q^T`` the projection on the basis of
+    :func:`_block_basis`, ``A = M_00 - P M_00 P`` and ``B_ab = Q^T M_ab Q``. That is exact when every
+    off-diagonal block and every ``M_aa - M_00`` lie in ``span(Q) x span(Q)``, which the operators' structure
+    gives (tests/test_transforms.py checks the identity for both metrics and boundaries).
+    """
+    length = _block_length(c) if 2 <= c <= _BLOCK_MAX else None
+    if length is None:
+        return None
+    m = torch.eye(c, dtype=torch.float64)
+    scan(m, lam, 0, boundary)
+    if length == c:
+        return _Blocks(c, m.to(device=device, dtype=dtype), None, None)
+    nb = c // length
+    q = _block_basis(metric, length, lam * c * c)
+    r = q.shape[1]
+    corner, projection = m[:length, :length], q @ q.T
+    diagonal = torch.cat([corner - projection @ corner @ projection, q], 1)
+    couple = q.T @ m.view(nb, length, nb, length).transpose(1, 2) @ q  # (a, b, r, r)
+    couple = couple.transpose(1, 2).reshape(nb * r, nb * r)
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device=device, dtype=dtype).contiguous()
+
+    return _Blocks(length, cast(diagonal), cast(q.T), cast(couple))
+
+
+def block_transform_(x: torch.Tensor, dim: int, op: _Blocks) -> torch.Tensor:
+    """In place ``x <- M x`` along ``dim`` in block form; returns a probe (non-finite iff ``x`` was).
+
+    One block: a product with ``M``. Several: a streaming reduction of every block on the basis
+    (``z_b = Q^T x_b``), the coupling of all blocks (``B z``: a small product), then one batched product
+    per block with the fixed ``[A | Q]`` on the block stacked over its coefficients, written into ``x``.
+    """
+    v, copied = _as_3d(x, dim)
+    p, c, q = v.shape
+    if op.reduce is None or op.couple is None:
+        probe = _channel_mean(v)
+        v.copy_(torch.matmul(op.diagonal, v[0] if p == 1 else v).view(v.shape))
+    else:
+        length, r = op.length, op.reduce.shape[0]
+        blocks = v.view(-1, length, q)
+        probe = torch.matmul(op.reduce, blocks)  # (p nb, r, q)
+        coefficients = torch.matmul(op.couple, probe.view(p, -1, q)).view(-1, r, q)
+        stacked = torch.cat([blocks, coefficients], 1)
+        torch.bmm(op.diagonal.expand(len(blocks), -1, -1), stacked, out=blocks)
+    if copied:
+        x.copy_(v.view(x.shape))
+    return probe
