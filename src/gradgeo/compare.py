@@ -28,10 +28,11 @@ import torch
 from gradgeo import ddp
 from gradgeo.data import DatasetSplits
 from gradgeo.engine import RESULT, TrainConfig, _atomic_save, load_splits, train
-from gradgeo.factory import parse_spec
+from gradgeo.factory import canonical_spec
 from gradgeo.stats import Summary, mean_ci, paired_test
 
-__all__ = ["TEST_ACC", "Metric", "compare", "load_histories", "plot_curves", "run_dir", "run_grid", "summarize"]
+__all__ = ["TEST_ACC", "Metric", "check_specs", "compare", "load_histories", "plot_curves", "read_json", "run_dir",
+           "run_grid", "summarize"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +67,32 @@ def _slug(spec: str) -> str:
 def run_dir(out: Path, spec: str, seed: int) -> Path:
     """Where the run of ``spec`` with ``seed`` lives inside a comparison folder."""
     return out / "runs" / _slug(spec) / f"seed-{seed}"
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of a comparison folder (``plan.json``, a run's ``result.json``); a ValueError names a file
+    that is cut short or corrupt."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read {path}: it is cut short or corrupt ({error}); delete it and run the same "
+                         "command again (a run without result.json is resumed or trained again)") from None
+
+
+def check_specs(specs: Sequence[str], base: TrainConfig) -> None:
+    """Check the shared configuration and every optimizer spec with it before any run starts: a ValueError
+    names a bad spec, or two specs that build the same optimizer however they are written."""
+    if not specs:
+        raise ValueError("compare needs at least one optimizer spec")
+    base.validate()
+    seen: dict[tuple[Any, ...], str] = {}
+    for spec in specs:
+        dataclasses.replace(base, optimizer=spec).validate()
+        key = canonical_spec(spec)
+        if key in seen:
+            raise ValueError(f"duplicate optimizer specs in {list(specs)}: {seen[key]!r} and {spec!r} build the "
+                             "same optimizer")
+        seen[key] = spec
 
 
 def _run_config(base: TrainConfig, spec: str, seed: int) -> TrainConfig:
@@ -108,13 +135,7 @@ def compare(
     Returns:
         The summary (also written to ``summary.json``).
     """
-    if not specs:
-        raise ValueError("compare needs at least one optimizer spec")
-    if len(set(specs)) != len(specs):
-        raise ValueError(f"duplicate optimizer specs in {list(specs)}")
-    for spec in specs:
-        parse_spec(spec)
-    base.validate()
+    check_specs(specs, base)
     ctx = ddp.setup(base.resolved_device())
     out = Path(out_dir)
     plan = {"specs": list(specs), "seeds": list(seeds), "config": dataclasses.asdict(base)}
@@ -174,12 +195,14 @@ def run_grid(
     out.mkdir(parents=True, exist_ok=True)
     plan_path = out / "plan.json"
     if plan_path.exists():
-        previous = json.loads(plan_path.read_text())
+        previous = read_json(plan_path)
+        if not isinstance(previous, dict) or not isinstance(previous.get("config"), dict):
+            raise ValueError(f"{plan_path} is not the plan.json of a comparison; pick a new --out folder")
         base = type(make_config(labels[0], seeds[0]))(**plan["config"])
-        changed = base.changed_fields(previous["config"])
+        changed = base.describe_changes(previous["config"], "plan.json")
         if changed:
-            raise ValueError(f"{out} holds a comparison with another configuration (it differs in "
-                             f"{', '.join(changed)}); pick a new --out folder")
+            raise ValueError(f"{out} holds a comparison with another configuration (it differs in {changed}); "
+                             "pick a new --out folder")
     if context.is_main:
         _atomic_save(plan, plan_path)  # atomic: the other ranks may be reading it
 
@@ -211,13 +234,21 @@ def run_grid(
 
 
 def _final(out: Path, spec: str, seed: int, describe: Callable[[dict[str, Any]], str] | None = None) -> str:
-    result = json.loads((run_dir(out, spec, seed) / RESULT).read_text())
+    result = read_json(run_dir(out, spec, seed) / RESULT)
     return describe(result) if describe else f"final test acc {result['final_test_acc'] * 100:.2f}%"
 
 
 def load_histories(out: Path, spec: str, seeds: Sequence[int]) -> list[list[dict[str, Any]]]:
     """The per-epoch rows of each finished run of ``spec`` in the comparison folder ``out``."""
-    return [json.loads((run_dir(out, spec, seed) / RESULT).read_text())["history"] for seed in seeds]
+    histories = []
+    for seed in seeds:
+        path = run_dir(out, spec, seed) / RESULT
+        result = read_json(path)
+        if not isinstance(result, dict) or not result.get("history"):
+            raise ValueError(f"{path} is not the result.json of a finished run; delete it and run the same command "
+                             "again")
+        histories.append(result["history"])
+    return histories
 
 
 def summarize(out_dir: str | os.PathLike[str], specs: Sequence[str], seeds: Sequence[int]) -> dict[str, Any]:

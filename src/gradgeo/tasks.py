@@ -30,10 +30,9 @@ from typing import Any
 import torch
 
 from gradgeo import ddp
-from gradgeo.compare import TEST_ACC, Metric, compare, load_histories, plot_curves, run_dir, run_grid
+from gradgeo.compare import TEST_ACC, Metric, check_specs, compare, load_histories, plot_curves, run_dir, run_grid
 from gradgeo.data import DatasetSplits
 from gradgeo.engine import TrainConfig, load_splits, train
-from gradgeo.factory import parse_spec
 from gradgeo.gan.training import SAMPLES_PT, GANConfig, config_classifier, save_samples_figure, train_gan
 from gradgeo.models import ANYTIME_MODELS, GAN_MODELS, MODELS, SEGMENTATION_MODELS
 from gradgeo.segment.training import SegmentConfig, load_scene_splits, train_segment
@@ -152,13 +151,7 @@ def compare_task(
         raise ValueError(f"the {task.name} task needs a {task.config_class.__name__}, got a {type(base).__name__}")
     if task.name == "classify":
         return compare(specs, seeds, base, out_dir, jobs=jobs, log=log, progress=progress)
-    if not specs:
-        raise ValueError("compare needs at least one optimizer spec")
-    if len(set(specs)) != len(specs):
-        raise ValueError(f"duplicate optimizer specs in {list(specs)}")
-    for spec in specs:
-        parse_spec(spec)
-    base.validate()
+    check_specs(specs, base)
     ctx = ddp.setup(base.resolved_device())
     out = Path(out_dir)
     if task.prepare is not None and ctx.is_main:
@@ -215,7 +208,8 @@ def summarize_task(task: str | Task, out_dir: str | os.PathLike[str], specs: Seq
     _write_csv(out / "summary.csv", summary)
     plot_curves(out, specs, seeds, out / "curves.png", task.metrics, task.loss_label)
     if task.name == "gan":
-        panels = {f"{spec} (seed {seeds[0]})": torch.load(run_dir(out, spec, seeds[0]) / SAMPLES_PT).float() / 255
+        panels = {f"{spec} (seed {seeds[0]})": torch.load(run_dir(out, spec, seeds[0]) / SAMPLES_PT,
+                                                                   weights_only=True).float() / 255
                   for spec in specs if (run_dir(out, spec, seeds[0]) / SAMPLES_PT).exists()}
         if panels:
             save_samples_figure(panels, out / "samples.png")

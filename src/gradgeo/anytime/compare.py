@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from gradgeo import ddp
-from gradgeo.anytime.training import AnytimeConfig, parse_strategy, train_anytime
-from gradgeo.compare import plot_curves, run_dir, run_grid
+from gradgeo.anytime.training import AnytimeConfig, train_anytime
+from gradgeo.compare import plot_curves, read_json, run_dir, run_grid
 from gradgeo.engine import RESULT
 from gradgeo.stats import Summary, mean_ci, paired_test
 
@@ -73,9 +73,9 @@ def compare_anytime(
         raise ValueError("compare_anytime needs at least one method")
     if len(set(methods)) != len(methods):
         raise ValueError(f"duplicate methods in {list(methods)}")
-    for method in methods:
-        parse_strategy(method)
     base.validate()
+    for method in methods:  # every method checked before any run starts
+        _run_config(base, method, base.seed).validate()
     ctx = ddp.setup(base.resolved_device())
     out = Path(out_dir)
     plan = {"methods": list(methods), "seeds": list(seeds), "config": dataclasses.asdict(base)}
@@ -100,7 +100,7 @@ def summarize_anytime(out_dir: str | os.PathLike[str], methods: Sequence[str], s
         ``budget``, ``test_acc`` (mean ± CI) and ``test_flops`` (mean over seeds).
     """
     out = Path(out_dir)
-    results = {m: [json.loads((run_dir(out, m, seed) / RESULT).read_text()) for seed in seeds] for m in methods}
+    results = {m: [read_json(run_dir(out, m, seed) / RESULT) for seed in seeds] for m in methods}
     flops = results[methods[0]][0]["exit_flops"]
     finals = {m: [[r["history"][-1]["test_exit_acc"][k] for r in results[m]] for k in range(len(flops))]
               for m in methods}
