@@ -21,7 +21,7 @@ from gradgeo.anytime import AnytimeConfig, train_anytime
 from gradgeo.cli import main
 from gradgeo.compare import compare
 from gradgeo.engine import TrainConfig, train
-from gradgeo.factory import create_optimizer, parse_spec
+from gradgeo.factory import parse_spec
 from gradgeo.optim import ChannelDirected, channel_directed
 
 

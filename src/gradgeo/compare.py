@@ -188,6 +188,8 @@ def run_grid(
     """
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"compare needs distinct seeds, got {list(seeds)}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1 (runs side by side), got {jobs!r}")
     context = context or ddp.Context()
     if context.distributed and jobs > 1:
         raise ValueError("--jobs > 1 trains runs side by side in separate processes; under torchrun all ranks "
@@ -203,6 +205,9 @@ def run_grid(
         if changed:
             raise ValueError(f"{out} holds a comparison with another configuration (it differs in {changed}); "
                              "pick a new --out folder")
+    for label, seed in ((label, seed) for seed in seeds for label in labels):
+        if (run_dir(out, label, seed) / RESULT).exists():
+            read_json(run_dir(out, label, seed) / RESULT)  # a corrupt result is named before anything changes
     if context.is_main:
         _atomic_save(plan, plan_path)  # atomic: the other ranks may be reading it
 

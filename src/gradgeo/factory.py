@@ -244,7 +244,7 @@ def create_optimizer(
         >>> [(len(g["params"]), g["weight_decay"]) for g in opt.param_groups]  # conv weight; bias and BN
         [(1, 0.0005), (3, 0.0)]
     """
-    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    parsed = spec if isinstance(spec, OptimizerSpec) else parse_spec(spec)
     known = {k for accepted in _BASE_OPTIONS.values() for k in accepted}
     unknown = sorted(set(defaults) - known)
     if unknown:
