@@ -132,6 +132,7 @@ CLI_CASES = {  # id -> (arguments, what the message must name); {out} is a fresh
     "anytime-model": ("anytime train --model resnet20", "'resnet20'"),
     "anytime-batch": ("anytime train --batch-size 5000", "batch_size 5000"),
     "anytime-compare-method": ("anytime compare sum osgd:granularity=row", "'row'"),
+    "anytime-compare-same-method": ("anytime compare sum SUM", "'sum' and 'SUM' are the same method"),
     "demo-epochs": ("demo --epochs 0", "got 0"),
 }
 
@@ -162,6 +163,15 @@ def test_cli_user_error_is_one_clear_line(case, files, tmp_path, capsys):
     assert contents() == before  # no prepared file changed, no run started
     if "compare" in text and "bad-spec" in case:
         assert not (tmp_path / "out" / "runs").exists()  # refused before any run
+
+
+def test_a_refused_comparison_leaves_its_folder_usable(files, tmp_path, capsys):
+    """A comparison stopped by its data (more validation images than there are) before any run started does
+    not lock its folder to the refused configuration."""
+    argv = ["compare", "sgd", "--seeds", "1", *shlex.split(TINY.format(**files)), "--out", str(tmp_path / "cmp")]
+    assert main([*argv, "--val-size", "5000"]) == 2
+    assert "got 5000" in capsys.readouterr().err
+    assert main([*argv, "--val-size", "100"]) == 0
 
 
 def _model() -> nn.Module:

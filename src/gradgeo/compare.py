@@ -202,7 +202,7 @@ def run_grid(
             raise ValueError(f"{plan_path} is not the plan.json of a comparison; pick a new --out folder")
         base = type(make_config(labels[0], seeds[0]))(**plan["config"])
         changed = base.describe_changes(previous["config"], "plan.json")
-        if changed:
+        if changed and any((out / "runs").glob("*/seed-*")):  # a plan no run was started under may change
             raise ValueError(f"{out} holds a comparison with another configuration (it differs in {changed}); "
                              "pick a new --out folder")
     for label, seed in ((label, seed) for seed in seeds for label in labels):

@@ -71,11 +71,13 @@ def compare_anytime(
     """
     if not methods:
         raise ValueError("compare_anytime needs at least one method")
-    if len(set(methods)) != len(methods):
-        raise ValueError(f"duplicate methods in {list(methods)}")
     base.validate()
+    seen: dict[Any, str] = {}
     for method in methods:  # every method checked before any run starts
-        _run_config(base, method, base.seed).validate()
+        key = _run_config(base, method, base.seed).validate().canonical("strategy", method)
+        if key in seen:
+            raise ValueError(f"duplicate methods in {list(methods)}: {seen[key]!r} and {method!r} are the same method")
+        seen[key] = method
     ctx = ddp.setup(base.resolved_device())
     out = Path(out_dir)
     plan = {"methods": list(methods), "seeds": list(seeds), "config": dataclasses.asdict(base)}

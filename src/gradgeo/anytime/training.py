@@ -86,7 +86,7 @@ class AnytimeConfig(TrainConfig):
         """As :meth:`TrainConfig.canonical`; a strategy spec by what it parses to."""
         if name == "strategy" and isinstance(value, str):
             strategy, options = parse_strategy(value)
-            return strategy, sorted(options.items())
+            return strategy, tuple(sorted(options.items()))
         return super().canonical(name, value)
 
 
