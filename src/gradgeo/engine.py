@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import platform
 import sys
 import tempfile
@@ -228,10 +229,13 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu",
         raise ValueError(f"{path} is a folder; pass the {CHECKPOINT} file of a run (e.g. {path / CHECKPOINT})")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError ... for a bad file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as error:  # what torch raises for a bad file
+        text = str(error).strip()
+        if "WeightsUnpickler error:" in text:  # not torch's advice to load with weights_only=False: that runs code
+            detail = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n\n")[0]
+            reason = f"it holds more than tensors and plain values, refused since loading it could run code: {detail}"
+        else:
+            reason = text.splitlines()[0] if text else type(error).__name__
         raise ValueError(f"cannot read the checkpoint {path}: it is cut short, corrupt or not a gradgeo "
                          f"checkpoint ({reason}); {fix}") from None
     if not isinstance(state, dict) or not set(keys) <= state.keys():
