@@ -10,15 +10,17 @@ A spec is ``BASE[:key=value,...][+METRIC[:key=value,...]]``. ``BASE`` is one of 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
-from gradgeo.channel.optim import METRICS, ChannelDirected, layer_kinds
+from gradgeo.channel.optim import DEFAULT_LAM, METRICS, ChannelDirected, _validate_options, layer_kinds
 
-__all__ = ["BASES", "OptimizerSpec", "create_optimizer", "parse_options", "parse_spec"]
+__all__ = ["BASES", "OptimizerSpec", "canonical_spec", "create_optimizer", "parse_options", "parse_spec"]
 
 BASES: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -36,6 +38,27 @@ _BASE_OPTIONS: dict[str, tuple[str, ...]] = {
     "adagrad": ("lr", "lr_decay", "weight_decay", "eps"),
 }
 _METRIC_OPTIONS = ("lam", "direction", "boundary", "sigma", "apply_to")
+# what each base option must be: a finite number with a bound, a boolean, or Adam's pair of betas
+_OPTION_RULES: dict[str, str] = {"lr": "> 0", "momentum": ">= 0", "weight_decay": ">= 0", "dampening": ">= 0",
+                                 "eps": ">= 0", "alpha": ">= 0", "lr_decay": ">= 0", "nesterov": "bool",
+                                 "amsgrad": "bool", "centered": "bool", "betas": "betas"}
+
+
+def _option_problem(key: str, value: Any) -> str | None:
+    """What is wrong with the value of base option ``key``, or None."""
+    rule = _OPTION_RULES[key]
+
+    def number(v: Any) -> bool:
+        return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+    if rule == "bool":
+        return None if isinstance(value, bool) else f"{key} must be true or false, got {value!r}"
+    if rule == "betas":
+        ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(number(v) and 0 <= v < 1 for v in value)
+        return None if ok else f"{key} must be two numbers in [0, 1) written B1/B2, got {value!r}"
+    if not number(value) or value < 0 or (rule == "> 0" and value == 0):
+        return f"{key} must be a finite number {rule}, got {value!r}"
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +121,8 @@ def parse_options(part: str, allowed: tuple[str, ...], where: str, spec: str) ->
                              f"e.g. {name}:{key}={value.split(':')[0].split(',')[0]},...")
         if key not in allowed:
             raise ValueError(f"unknown option {key!r} for {where} {name!r} in spec {spec!r}; accepted: {allowed}")
+        if key in options:
+            raise ValueError(f"option {key!r} is given twice in {where} spec {spec!r}; write it once")
         options[key] = _value(value.strip())
     return name, options
 
@@ -126,7 +151,31 @@ def parse_spec(spec: str) -> OptimizerSpec:
         metric, metric_options = parse_options(parts[1], _METRIC_OPTIONS, "metric", spec)
     if "apply_to" in metric_options and isinstance(metric_options["apply_to"], str):
         metric_options["apply_to"] = (metric_options["apply_to"],)
+    for key, value in base_options.items():
+        if (problem := _option_problem(key, value)) is not None:
+            raise ValueError(f"{problem} in optimizer spec {spec!r}")
+    if metric != "none":  # ChannelDirected's own checks, with its defaults for the options the spec leaves out
+        defaults = {name: p.default for name, p in inspect.signature(ChannelDirected).parameters.items()
+                    if name in _METRIC_OPTIONS}
+        try:
+            _validate_options({**defaults, "lam": DEFAULT_LAM.get(metric, 1.0), "metric": metric, **metric_options})
+        except ValueError as error:
+            raise ValueError(f"{error} in optimizer spec {spec!r}") from None
     return OptimizerSpec(base, base_options, metric, metric_options, spec.strip())
+
+
+def canonical_spec(spec: str | OptimizerSpec) -> tuple[Any, ...]:
+    """What a spec means, independent of how it is written (case, spaces, option order, ``0.1`` or ``1e-1``):
+    two specs with equal canonical forms build the same optimizer.
+
+    Example:
+        >>> canonical_spec("SGD + sobolev:boundary=periodic, lam=1e-1") == canonical_spec(
+        ...     "sgd+sobolev:lam=0.1,boundary=periodic")
+        True
+    """
+    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    return (parsed.base, tuple(sorted(parsed.base_options.items())), parsed.metric,
+            tuple(sorted(parsed.metric_options.items())))
 
 
 def _named_parameters(model_or_params: nn.Module | Iterable[torch.Tensor]) -> list[tuple[str | None, torch.Tensor]]:
@@ -195,7 +244,7 @@ def create_optimizer(
         >>> [(len(g["params"]), g["weight_decay"]) for g in opt.param_groups]  # conv weight; bias and BN
         [(1, 0.0005), (3, 0.0)]
     """
-    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    parsed = spec if isinstance(spec, OptimizerSpec) else parse_spec(spec)
     known = {k for accepted in _BASE_OPTIONS.values() for k in accepted}
     unknown = sorted(set(defaults) - known)
     if unknown:
@@ -203,6 +252,9 @@ def create_optimizer(
     # a default that another base understands (momentum for a list mixing sgd and adam) is dropped here
     accepted = _BASE_OPTIONS[parsed.base]
     options = {k: v for k, v in {"lr": lr, **defaults}.items() if v is not None and k in accepted}
+    for key, value in options.items():
+        if (problem := _option_problem(key, value)) is not None:
+            raise ValueError(f"{problem} (keyword argument of create_optimizer)")
     options.update(parsed.base_options)
     wd = options.pop("weight_decay", weight_decay)
     if "lr" not in options:

@@ -144,9 +144,13 @@ class ChannelDirected(Optimizer):
         sigma: strength of the ``laplacian`` baseline, ``>= 0``.
         apply_to: which parameters to transform: any of ``"conv"`` (Conv and ConvTranspose weights, the
             default), ``"linear"`` (Linear weights) and ``"vector"`` (biases, norm weights).
-        nonfinite: what to do when a transformed gradient holds NaN or Inf: ``"raise"`` (default; the error
-            names the parameter) or ``"skip"`` (skip this step, like ``GradScaler``; ``skipped_steps``
-            counts them). Checked on the channel means the transform computes anyway.
+        nonfinite: what to do when a gradient the base optimizer would use holds NaN or Inf (transformed or
+            not, every group, ``metric="none"`` included): ``"raise"`` (default; the error names the
+            parameter) or ``"skip"`` (skip this step, like ``GradScaler``; ``skipped_steps`` counts them).
+            A transformed float32/float64 gradient is checked on the probe its transform computes anyway
+            (non-finite exactly when the input was; a finite input overflows only if ``|G| / lam`` passes
+            3e38); untransformed gradients, and half-precision ones after the float32 result is written
+            back (float16 overflows at small ``lam``), by one max-abs per tensor.
         foreach: batch small parameters of equal shape into one transform call (default: on).
         kinds: parameter -> layer kind (``"conv"``, ``"conv_transpose"``, ``"linear"``, ``"vector"``),
             e.g. from :func:`layer_kinds`. Without it a tensor with 3+ dims counts as a conv weight.
@@ -222,10 +226,10 @@ class ChannelDirected(Optimizer):
         if not self._linked:  # called by Optimizer.__init__ on base's own groups
             super().add_param_group(param_group)
             return
-        self.base.add_param_group(param_group)
-        for key, value in self._options.items():
+        for key, value in self._options.items():  # validate first: a rejected group must not stay registered
             param_group.setdefault(key, value)
         _validate_options(param_group)
+        self.base.add_param_group(param_group)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base.zero_grad(set_to_none=set_to_none)
@@ -234,16 +238,27 @@ class ChannelDirected(Optimizer):
         return self.base.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict of this wrapper or of the bare base optimizer (which lacks the metric options: the
+        groups keep this wrapper's). Checked before anything changes; a group saved with another metric than
+        the one it has here is refused."""
+        saved_groups = state_dict.get("param_groups", [])
+        for index, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            if "metric" in saved and saved["metric"] != group["metric"]:
+                raise ValueError(f"param group {index} of the state dict uses metric {saved['metric']!r}, this "
+                                 f"optimizer's uses {group['metric']!r}; build the wrapper with "
+                                 f"metric={saved['metric']!r} to load it")
+            _validate_options({**group, **{k: v for k, v in saved.items() if k in self._options}})
         self.base.load_state_dict(state_dict)
         self.param_groups = self.base.param_groups
         self.state = self.base.state
         for group in self.param_groups:  # a state dict of the bare optimizer lacks our options
             for key, value in self._options.items():
                 group.setdefault(key, value)
-            _validate_options(group)
 
     def __repr__(self) -> str:
-        return f"ChannelDirected({self.base!r}, metric={self._options['metric']!r})"
+        metrics = list(dict.fromkeys(group["metric"] for group in self.param_groups))  # what step() will use
+        shown = f"metric={metrics[0]!r}" if len(metrics) == 1 else f"metrics={metrics!r}"
+        return f"ChannelDirected({self.base!r}, {shown})"
 
     # ---------------------------------------------------------------------------------------- step
 
@@ -285,14 +300,20 @@ class ChannelDirected(Optimizer):
                 loss = closure()
         checks: list[tuple[torch.Tensor, tuple[torch.Tensor, Mapping[str, Any], int]]] = []
         sharded: list[tuple[ShardedJob, tuple[torch.Tensor, Mapping[str, Any], int]]] = []
+        # gradients no probe covers: left untransformed, or written back in a half type (float32 results can
+        # overflow float16); checked after the transforms, with one max-abs per tensor
+        unprobed: list[tuple[torch.Tensor, Mapping[str, Any], int]] = []
         for group in self.param_groups:
             if group["metric"] == "none":
+                unprobed += [(p, group, i) for i, p in enumerate(group["params"]) if p.grad is not None]
                 continue
             _validate_options(group)
             kernel, args = _kernel(group)
             batches: dict[tuple[Any, ...], list[tuple[torch.Tensor, int]]] = {}
             for index, p in enumerate(group["params"]):
                 plan = self._plan(p, group)
+                if p.grad is not None and (plan is None or p.grad.dtype in (torch.float16, torch.bfloat16)):
+                    unprobed.append((p, group, index))
                 if plan is not None and is_dtensor(p.grad):  # FSDP2 / DTensor: shard-aware, gradgeo.distributed
                     strength = group["sigma"] if group["metric"] == "laplacian" else group["lam"]
                     job = ShardedJob(p.grad, *plan, group["metric"], strength, group["boundary"])
@@ -312,6 +333,13 @@ class ChannelDirected(Optimizer):
         if sharded:
             probes = transform_dtensors_([job for job, _ in sharded])
             checks.extend((probe, member) for probe, (_, member) in zip(probes, sharded))
+        for members in (
+            [m for m in unprobed if not is_dtensor(m[0].grad)], [m for m in unprobed if is_dtensor(m[0].grad)]
+        ):
+            if members:  # as clip_grad_norm_: a DTensor's norm is reduced over its shards, so all ranks agree
+                grads = [p.grad._values() if p.grad.is_sparse else p.grad for p, _, _ in members]
+                norms = [n.full_tensor() if is_dtensor(n) else n for n in torch._foreach_norm(grads, math.inf)]
+                checks.extend(zip(norms, members))
         if checks and not self._all_finite(checks):
             self.skipped_steps += 1
             return loss

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from collections.abc import Sequence
@@ -142,17 +143,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _resume_hint(args: argparse.Namespace) -> str:
+    """How to continue the interrupted command: train commands need --resume, comparisons always resume."""
+    return "run the same command with --resume to continue" if hasattr(args, "resume") else \
+        "run the same command again to resume"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; a user error (bad value, missing or unwritable file, full disk, a diverged run)
+    prints one line and returns 2, an interruption returns 130; any other exception is a bug and propagates
+    with its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.run(args)
         ddp.shutdown()  # under torchrun: leave the process group that the command joined, all ranks together
-    except (ValueError, FileNotFoundError) as error:  # includes DatasetNotFoundError
+    except (ValueError, FloatingPointError) as error:  # a bad value, a corrupt file, a diverged run
         print(f"gradgeo {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a missing file or dataset, an --out under a file, a full disk ...
+        hint = f"; free some space, then {_resume_hint(args)}" if error.errno == errno.ENOSPC else ""
+        print(f"gradgeo {args.command}: error: {error}{hint}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
+        print(f"interrupted: {_resume_hint(args)}", file=sys.stderr)
         return 130
     return 0
 

@@ -14,16 +14,18 @@ from gradgeo.channel.optim import DEFAULT_LAM, layer_kinds
 from gradgeo.channel.transforms import h1, laplacian_smooth, reweighted_h0, smoothing_view, sobolev
 from gradgeo.data import DatasetSplits
 from gradgeo.models import build_model
-from gradgeo.training.engine import TrainConfig, load_splits
+from gradgeo.training.engine import TrainConfig, load_splits, read_checkpoint
 
 __all__ = ["channel_correlation", "gradient_noise", "load_checkpoint"]
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, TrainConfig]:
     """The model and configuration stored in a ``gradgeo train`` checkpoint."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise ValueError(f"{path} is not a gradgeo checkpoint (expected the checkpoint.pt of a training run)")
+    state = read_checkpoint(path)
+    foreign = sorted(set(state["config"]) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if foreign:
+        raise ValueError(f"{path} is not the checkpoint of a classification run (its configuration has "
+                         f"{', '.join(foreign)}); analyze reads the checkpoint.pt of gradgeo train --task classify")
     config = TrainConfig(**state["config"])
     model = build_model(config.model, width=config.width, **state["model_args"])
     model.load_state_dict(state["model"])
@@ -93,6 +95,8 @@ def gradient_noise(
     weights: scale-free, so a metric that merely shrinks the gradient does not look less noisy. For
     ``laplacian`` the number given is sigma.
     """
+    if isinstance(batches, bool) or not isinstance(batches, int) or batches < 2:
+        raise ValueError(f"batches must be an integer >= 2 (a variance needs two gradients), got {batches!r}")
     model.train()
     weights = _conv_weights(model)
     samples: list[list[torch.Tensor]] = [[] for _ in weights]

@@ -87,11 +87,14 @@ def compare_task(
     noun = "optimizer spec" if task.compared == "optimizer" else "method"
     if not labels:
         raise ValueError(f"compare needs at least one {noun}")
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"duplicate {noun}s in {list(labels)}")
-    for label in labels:  # every label makes a valid configuration before any run starts
-        task.run_config(base, label, base.seed).validate()
     base.validate()
+    same = "build the same optimizer" if task.compared == "optimizer" else "are the same method"
+    seen: dict[Any, str] = {}
+    for label in labels:  # every label makes a valid configuration, and no two mean the same, before any run
+        key = task.run_config(base, label, base.seed).validate().canonical(task.compared, label)
+        if key in seen:
+            raise ValueError(f"duplicate {noun}s in {list(labels)}: {seen[key]!r} and {label!r} {same}")
+        seen[key] = label
     ctx = ddp.setup(base.resolved_device())
     out = Path(out_dir)
     if task.prepare is not None and ctx.is_main:

@@ -25,7 +25,7 @@ from gradgeo.data import DatasetSplits
 from gradgeo.training import ddp
 from gradgeo.training.engine import RESULT, TrainConfig, _atomic_save, load_splits
 
-__all__ = ["load_histories", "load_results", "run_dir", "run_grid"]
+__all__ = ["load_histories", "load_results", "read_json", "run_dir", "run_grid"]
 
 
 def _slug(spec: str) -> str:
@@ -35,6 +35,16 @@ def _slug(spec: str) -> str:
 def run_dir(out: Path, spec: str, seed: int) -> Path:
     """Where the run of ``spec`` with ``seed`` lives inside a comparison folder."""
     return out / "runs" / _slug(spec) / f"seed-{seed}"
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of a comparison folder (``plan.json``, a run's ``result.json``); a ValueError names a file
+    that is cut short or corrupt."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read {path}: it is cut short or corrupt ({error}); delete it and run the same "
+                         "command again (a run without result.json is resumed or trained again)") from None
 
 
 def _worker(train_fn: Callable[..., Any], config: TrainConfig, directory: str, threads: int) -> str:
@@ -83,6 +93,8 @@ def run_grid(
     """
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"compare needs distinct seeds, got {list(seeds)}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1 (runs side by side), got {jobs!r}")
     context = context or ddp.Context()
     if context.distributed and jobs > 1:
         raise ValueError("--jobs > 1 trains runs side by side in separate processes; under torchrun all ranks "
@@ -90,12 +102,17 @@ def run_grid(
     out.mkdir(parents=True, exist_ok=True)
     plan_path = out / "plan.json"
     if plan_path.exists():
-        previous = json.loads(plan_path.read_text())
+        previous = read_json(plan_path)
+        if not isinstance(previous, dict) or not isinstance(previous.get("config"), dict):
+            raise ValueError(f"{plan_path} is not the plan.json of a comparison; pick a new --out folder")
         base = type(make_config(labels[0], seeds[0]))(**plan["config"])
-        changed = base.changed_fields(previous["config"])
-        if changed:
-            raise ValueError(f"{out} holds a comparison with another configuration (it differs in "
-                             f"{', '.join(changed)}); pick a new --out folder")
+        changed = base.describe_changes(previous["config"], "plan.json")
+        if changed and any((out / "runs").glob("*/seed-*")):  # a plan no run was started under may change
+            raise ValueError(f"{out} holds a comparison with another configuration (it differs in {changed}); "
+                             "pick a new --out folder")
+    for label, seed in ((label, seed) for seed in seeds for label in labels):
+        if (run_dir(out, label, seed) / RESULT).exists():
+            read_json(run_dir(out, label, seed) / RESULT)  # a corrupt result is named before anything changes
     if context.is_main:
         _atomic_save(plan, plan_path)  # atomic: the other ranks may be reading it
 
@@ -128,7 +145,15 @@ def run_grid(
 
 def load_results(out: Path, label: str, seeds: Sequence[int]) -> list[dict[str, Any]]:
     """The ``result.json`` of each finished run of ``label`` in the comparison folder ``out``, in seed order."""
-    return [json.loads((run_dir(out, label, seed) / RESULT).read_text()) for seed in seeds]
+    results = []
+    for seed in seeds:
+        path = run_dir(out, label, seed) / RESULT
+        result = read_json(path)
+        if not isinstance(result, dict) or not result.get("history"):
+            raise ValueError(f"{path} is not the result.json of a finished run; delete it and run the same command "
+                             "again")
+        results.append(result)
+    return results
 
 
 def load_histories(out: Path, spec: str, seeds: Sequence[int]) -> list[list[dict[str, Any]]]:

@@ -43,6 +43,9 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Summary:
     n = len(values)
     if n == 0:
         raise ValueError("mean_ci needs at least one value")
+    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"mean_ci needs finite values, got {values[bad[0]]} at index {bad[0]} of {list(values)}")
     mean = sum(values) / n
     if n == 1:
         return Summary(mean, math.nan, 1)

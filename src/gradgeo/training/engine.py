@@ -21,9 +21,12 @@ import dataclasses
 import json
 import math
 import os
+import pickle
+import platform
 import sys
 import tempfile
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +36,7 @@ import torch
 from torch import nn
 from torch.utils import _pytree
 
-from gradgeo.channel.factory import create_optimizer, parse_spec
+from gradgeo.channel.factory import canonical_spec, create_optimizer, parse_spec
 from gradgeo.data import Augment, DatasetSplits, load_dataset
 from gradgeo.models import build_model
 from gradgeo.training import ddp
@@ -75,6 +78,10 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise a ValueError naming the bad field and the accepted values."""
         parse_spec(self.optimizer)
+        try:  # torch's own checks across options (nesterov needs momentum ...), on a stand-in parameter
+            create_optimizer([torch.zeros(2, 2, 2, requires_grad=True)], self.optimizer, **self.optimizer_defaults())
+        except ValueError as error:
+            raise ValueError(f"optimizer spec {self.optimizer!r}: {error}") from None
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
         if self.precision not in PRECISIONS:
@@ -83,22 +90,50 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("lr", "width"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name, low in (("lr", "> 0"), ("width", "> 0"), ("weight_decay", ">= 0"), ("momentum", ">= 0")):
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                    or value < 0 or (low == "> 0" and value == 0)):
+                raise ValueError(f"{name} must be a finite number {low}, got {value!r}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        if self.weight_decay < 0 or self.momentum < 0 or self.val_size < 0:
-            raise ValueError("weight_decay, momentum and val_size must be >= 0")
+        if isinstance(self.val_size, bool) or not isinstance(self.val_size, int) or self.val_size < 0:
+            raise ValueError(f"val_size must be an integer >= 0, got {self.val_size!r}")
+        if self.train_size is not None and (isinstance(self.train_size, bool) or not isinstance(self.train_size, int)
+                                            or self.train_size < 1):
+            raise ValueError(f"train_size must be an integer >= 1 (or None: the whole training set), got "
+                             f"{self.train_size!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        self.resolved_device()
         return self
 
     def changed_fields(self, saved: dict[str, Any]) -> list[str]:
         """The fields where this config differs from ``saved`` (a ``dataclasses.asdict`` record of a config of
         the same class, e.g. from a checkpoint); a field the record lacks, written before gradgeo had the
-        field, counts as its default."""
+        field, counts as its default. Values that mean the same are equal however they are written (optimizer
+        specs by what they parse to, data folders by the folder they name, ``device="auto"`` by the device it
+        picks here)."""
         defaults, current = dataclasses.asdict(type(self)()), dataclasses.asdict(self)
         return [name for name in sorted(current.keys() | saved.keys())
-                if saved.get(name, defaults.get(name)) != current.get(name)]
+                if self.canonical(name, saved.get(name, defaults.get(name))) != self.canonical(name, current.get(name))]
+
+    def describe_changes(self, saved: dict[str, Any], where: str) -> str:
+        """The fields of :meth:`changed_fields`, each with its value in ``saved`` (``where``) and now."""
+        defaults = dataclasses.asdict(type(self)())
+        return "; ".join(f"{name}: {saved.get(name, defaults.get(name))!r} in {where}, {getattr(self, name, None)!r} "
+                         "now" for name in self.changed_fields(saved))
+
+    def canonical(self, name: str, value: Any) -> Any:
+        """``value`` of field ``name`` in a form where settings that mean the same compare equal."""
+        if name == "optimizer" and isinstance(value, str):
+            with contextlib.suppress(ValueError):  # a spec this version refuses compares as written
+                return canonical_spec(value)
+        if name == "data_dir" and isinstance(value, str):
+            return str(Path(value).expanduser().resolve())
+        if name == "device" and value == "auto":
+            return str(self.resolved_device())
+        return value
 
     def optimizer_defaults(self) -> dict[str, Any]:
         """The keyword defaults :func:`fit` gives :func:`~gradgeo.channel.factory.create_optimizer` (options in the
@@ -107,9 +142,23 @@ class TrainConfig:
                 "weight_decay": self.weight_decay}
 
     def resolved_device(self) -> torch.device:
+        """The device to train on; a ValueError names a device that does not exist on this machine."""
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"unknown device {self.device!r}; expected auto, cpu, cuda, cuda:N or mps") from None
+        available = {"cpu": lambda: True, "cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+        if device.type not in available:
+            raise ValueError(f"device {self.device!r} is not supported; expected auto, cpu, cuda, cuda:N or mps")
+        if not available[device.type]():
+            raise ValueError(f"device {self.device!r} is not available on this machine (this torch build or its "
+                             "drivers have none); use --device cpu or auto")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {self.device!r} does not exist: this machine has {torch.cuda.device_count()} "
+                             f"CUDA device(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
+        return device
 
 
 def load_splits(config: TrainConfig) -> DatasetSplits:
@@ -168,6 +217,47 @@ def _bf16_autocast(forward: Callable[[torch.Tensor], Any], device_type: str) -> 
     return run
 
 
+def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu",
+                    keys: tuple[str, ...] = ("config", "model_args", "model", "history"),
+                    fix: str = "delete it (--resume then starts the run over) or use another --out folder",
+                    ) -> dict[str, Any]:
+    """A checkpoint written by :func:`fit` (or another ``torch.save``'d dict holding ``keys``), loaded with
+    ``weights_only=True`` (tensors and plain types only: a file cannot run code); a ValueError names a file
+    that lacks ``keys``, is corrupt or is no checkpoint, and says what to do (``fix``)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; pass the {CHECKPOINT} file of a run (e.g. {path / CHECKPOINT})")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as error:  # what torch raises for a bad file
+        text = str(error).strip()
+        if "WeightsUnpickler error:" in text:  # not torch's advice to load with weights_only=False: that runs code
+            detail = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n\n")[0]
+            reason = f"it holds more than tensors and plain values, refused since loading it could run code: {detail}"
+        else:
+            reason = text.splitlines()[0] if text else type(error).__name__
+        raise ValueError(f"cannot read the checkpoint {path}: it is cut short, corrupt or not a gradgeo "
+                         f"checkpoint ({reason}); {fix}") from None
+    if not isinstance(state, dict) or not set(keys) <= state.keys():
+        raise ValueError(f"{path} is not a gradgeo checkpoint (it lacks {', '.join(sorted(set(keys) - set(state)))} "
+                         f"of the {CHECKPOINT} of a training run); {fix}"
+                         if isinstance(state, dict) else f"{path} is not a gradgeo checkpoint; {fix}")
+    return state
+
+
+def _slow_bf16_reason() -> str | None:
+    """Why bfloat16 autocast would be slow on this CPU, or None: x86 CPUs without AVX512-BF16 or AMX
+    instructions emulate bfloat16 matrix products (measured 15-50x slower than fp32 on an AVX2-only machine)."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return None  # other architectures: no measurement to go on
+    capability = torch.backends.cpu.get_cpu_capability()
+    native = [flag for flag, probe in (("AVX512-BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported"))
+              if getattr(torch.cpu, probe, lambda: False)()]
+    if capability == "AVX512" and native:
+        return None
+    return f"this CPU's vector capability is {capability} without bfloat16 instructions (AVX512-BF16 or AMX)"
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -181,6 +271,33 @@ def _atomic_save(obj: Any, path: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _all_finite(value: Any) -> bool:
+    """False when a number in ``value`` (a number, None, or a list/dict of them) is NaN or infinite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_all_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    return True
+
+
+def _run_folder_problem(out: Path, resume: bool) -> str | None:
+    """Why ``out`` cannot take this run, or None: an existing run is never overwritten or mixed silently."""
+    if out.exists() and not out.is_dir():
+        return f"the output folder {out} is a file; pick another --out"
+    if not out.is_dir():
+        return None
+    found = [name for name in (CHECKPOINT, METRICS, RESULT) if (out / name).exists()]
+    if found and not resume:
+        return (f"{out} already holds a run ({', '.join(found)}); add --resume to continue it (resume=True), or "
+                "pick another --out folder (or delete this one) to start over")
+    if resume and RESULT in found and CHECKPOINT not in found:
+        return (f"{out} holds a finished run (result.json) whose {CHECKPOINT} was deleted: there is nothing to "
+                "resume and its results stay in result.json; pick another --out folder to train again")
+    return None
 
 
 def _progress(iterable, total: int, description: str, enabled: bool):
@@ -365,11 +482,22 @@ def fit(
     if config.batch_size % ctx.world_size:
         raise ValueError(f"batch_size {config.batch_size} is the global batch and must be divisible by the "
                          f"{ctx.world_size} processes")
+    if config.precision == "bf16" and device.type == "cpu" and (reason := _slow_bf16_reason()) is not None:
+        warnings.warn(f"--precision bf16 (bfloat16 autocast) is likely slower than fp32 here: {reason}, so "
+                      "bfloat16 is emulated (measured 15-50x slower on an AVX2-only machine); use --precision fp32",
+                      stacklevel=2)
     progress = (sys.stderr.isatty() if progress is None else progress) and ctx.is_main
     log = log if ctx.is_main else None
     splits = (splits or load_splits(config)).to(device)
+    if len(splits.train_y) < config.batch_size:  # no full batch: an epoch would have no step
+        raise ValueError(f"batch_size {config.batch_size} is larger than the {len(splits.train_y)} training images: "
+                         "lower --batch-size (or raise --train-size)")
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
+        # rank 0 looks before any rank writes; every rank gets its verdict
+        problem = ctx.from_main(_run_folder_problem(out, resume) if ctx.is_main else None)
+        if problem:
+            raise ValueError(problem)
         out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(config.seed)
@@ -393,11 +521,11 @@ def fit(
     history: list[dict[str, Any]] = []
     checkpoint_path = out / CHECKPOINT if out is not None else None
     if resume and checkpoint_path is not None and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        changed = config.changed_fields(state["config"])
+        state = read_checkpoint(checkpoint_path, map_location=device)
+        changed = config.describe_changes(state["config"], "the checkpoint")
         if changed:
-            raise ValueError(f"{checkpoint_path} was written by another configuration (it differs in "
-                             f"{', '.join(changed)}); use a new --out folder or drop --resume to start over")
+            raise ValueError(f"{checkpoint_path} was written by another configuration (it differs in {changed}); "
+                             "resume with the same settings, or use a new --out folder to train with these")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -430,6 +558,11 @@ def fit(
         if ctx.is_main:  # one rank evaluates (on the unwrapped model); the others receive its row
             row.update(objective.evaluate(model, splits), lr=lr, time=time.perf_counter() - started)
         row = ctx.from_main(row)
+        diverged = sorted(key for key, value in row.items() if not _all_finite(value))
+        if diverged:  # stop before a NaN reaches metrics.jsonl or the checkpoint (the last good one stays)
+            raise FloatingPointError(
+                f"the run diverged at epoch {epoch + 1}: {', '.join(f'{k} = {row[k]}' for k in diverged)}; train "
+                f"again with a lower learning rate (optimizer {config.optimizer!r}, lr {config.lr})")
         history.append(row)
         if log is not None:
             log(objective.format_row(row))

@@ -84,10 +84,17 @@ class AnytimeConfig(TrainConfig):
         super().validate()
         if self.model not in ANYTIME_MODELS:
             raise ValueError(f"unknown anytime model {self.model!r}; known anytime models: {', '.join(ANYTIME_MODELS)}")
-        parse_strategy(self.strategy)
         if isinstance(self.num_exits, bool) or not isinstance(self.num_exits, int) or self.num_exits < 1:
             raise ValueError(f"num_exits must be an integer >= 1, got {self.num_exits!r}")
+        make_strategy_from_spec(self.strategy, list(range(1, self.num_exits + 1)))  # its options, on stand-in FLOPs
         return self
+
+    def canonical(self, name: str, value: Any) -> Any:
+        """As :meth:`TrainConfig.canonical`; a strategy spec by what it parses to."""
+        if name == "strategy" and isinstance(value, str):
+            strategy, options = parse_strategy(value)
+            return strategy, tuple(sorted(options.items()))
+        return super().canonical(name, value)
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ import torch
 
 from gradgeo.data import DatasetSplits, load_dataset
 from gradgeo.models import SmallCNN, build_model
-from gradgeo.training.engine import CHECKPOINT, TrainConfig, _atomic_save, train
+from gradgeo.training.engine import CHECKPOINT, TrainConfig, _atomic_save, read_checkpoint, train
 
 __all__ = ["CACHE_ENV_VAR", "FeatureClassifier", "cache_dir", "classifier_config", "feature_classifier"]
 
@@ -139,11 +139,12 @@ def feature_classifier(
                 f"epochs on {len(splits.train_y)} {splits.display_name} images) -> {path}")
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".training-") as scratch:
             history = train(config, scratch, log=None, progress=False, splits=splits)
-            state = torch.load(Path(scratch) / CHECKPOINT, map_location="cpu", weights_only=False)
+            state = read_checkpoint(Path(scratch) / CHECKPOINT)
         _atomic_save({"format": _FORMAT, "config": dataclasses.asdict(config), "source": str(splits.source),
                       "model_args": state["model_args"], "model": state["model"], "mean": list(splits.mean),
                       "std": list(splits.std), "test_acc": history[-1]["test_acc"]}, path)
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = read_checkpoint(path, keys=("format", "config", "model_args", "model", "mean", "std", "test_acc"),
+                            fix="delete it: the classifier is trained again on the next use")
     model = build_model(saved["config"]["model"], width=saved["config"]["width"], **saved["model_args"])
     model.load_state_dict(saved["model"])
     model.eval()

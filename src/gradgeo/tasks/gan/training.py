@@ -77,15 +77,15 @@ class GANConfig(TrainConfig):
 
     def validate(self) -> GANConfig:
         """Raise a ValueError naming the bad field and the accepted values."""
+        for name in ("beta1", "beta2"):  # before the base checks, which build the optimizer with these betas
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         super().validate()
         if self.model not in GAN_MODELS:
             raise ValueError(f"model {self.model!r} is not a GAN; the gan task needs one of: {', '.join(GAN_MODELS)}")
         if self.dataset not in GAN_DATASETS:
             raise ValueError(f"the gan task trains on 28x28 grayscale images ({' or '.join(GAN_DATASETS)}), "
                              f"not {self.dataset!r}")
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         for name, low in (("latent_dim", 1), ("eval_samples", 2), ("classifier_epochs", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -301,7 +301,7 @@ def _write_samples(config: GANConfig, model: nn.Module, out: Path) -> None:
 
 def _comparison_samples(out: Path, runs: Mapping[str, Mapping[int, Path]], summary: dict[str, Any]) -> None:
     """A comparison's ``samples.png``: the grid of each label's run with the first seed."""
-    panels = {f"{label} (seed {seed})": torch.load(folder / SAMPLES_PT).float() / 255
+    panels = {f"{label} (seed {seed})": torch.load(folder / SAMPLES_PT, weights_only=True).float() / 255
               for label, folders in runs.items() for seed, folder in list(folders.items())[:1]
               if (folder / SAMPLES_PT).exists()}
     if panels:
