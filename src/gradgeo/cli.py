@@ -1,5 +1,5 @@
-"""The ``gradgeo`` command line: ``train``, ``compare`` (``--task classify|segment|gan``), ``analyze``, ``demo`` and
-``anytime train|compare``."""
+"""The ``gradgeo`` command line: ``train``, ``compare`` (``--task classify|segment|gan``), ``tune``, ``analyze``,
+``demo`` and ``anytime train|compare``."""
 
 from __future__ import annotations
 
@@ -92,7 +92,8 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 
     task, config = task_config(args)
     compare_task(task, args.specs, _seeds(args), config, args.out, jobs=args.jobs,
-                 progress=False if args.quiet else None)
+                 progress=False if args.quiet else None,
+                 storage=args.storage, study=args.study, heartbeat=args.heartbeat)  # issue 13: --storage
     if _is_main():
         print(f"summary.json, summary.csv{', samples.png' if task.name == 'gan' else ''} and curves.png in {args.out}")
 
@@ -134,6 +135,7 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from gradgeo.task_cli import add_task_arguments  # here, not at the top: it imports this module
+    from gradgeo.tune_cli import add_storage_arguments, add_tune_parser
 
     parser = argparse.ArgumentParser(prog="gradgeo", description="Channel-directed gradients and OSGD for CNNs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -156,7 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("specs", nargs="+", help="optimizer specs; the first is the baseline")
     add_task_arguments(p)
     _add_grid_arguments(p, Path("runs/compare"))
+    add_storage_arguments(p, compare=True)  # issue 13
     p.set_defaults(run=_cmd_compare)
+
+    add_tune_parser(sub)  # issue 13: gradgeo tune
 
     p = sub.add_parser("analyze", help="channel correlations and gradient noise of a checkpoint")
     p.add_argument("checkpoint", type=Path, help="a checkpoint.pt written by gradgeo train or compare")
@@ -185,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args)
         ddp.shutdown()  # under torchrun: leave the process group that the command joined, all ranks together
-    except (ValueError, FileNotFoundError) as error:  # includes DatasetNotFoundError
+    # DatasetNotFoundError is a FileNotFoundError; ModuleNotFoundError: an optional extra, named in the message
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:
         print(f"gradgeo {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

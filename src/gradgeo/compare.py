@@ -87,6 +87,9 @@ def compare(
     jobs: int = 1,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    heartbeat: int = 30,
 ) -> dict[str, Any]:
     """Train every spec with every seed (skipping finished runs), then write and return the summary.
 
@@ -101,6 +104,8 @@ def compare(
         jobs: runs in parallel processes (each gets ``cores // jobs`` threads).
         log: receives progress lines and the final table.
         progress: tqdm bars for sequential runs; default only on a terminal.
+        storage, study, heartbeat: run the grid as queued trials shared by any number of workers (see
+            :func:`run_grid`).
 
     Under torchrun every run is trained by all ranks together (see :mod:`gradgeo.engine`); rank 0 alone
     logs and writes the summary, and every rank returns it. ``jobs`` must then be 1.
@@ -119,7 +124,7 @@ def compare(
     out = Path(out_dir)
     plan = {"specs": list(specs), "seeds": list(seeds), "config": dataclasses.asdict(base)}
     run_grid(out, specs, seeds, lambda spec, seed: _run_config(base, spec, seed), train, plan, jobs=jobs, log=log,
-             progress=progress, context=ctx)
+             progress=progress, context=ctx, storage=storage, study=study, heartbeat=heartbeat)
     summary = None
     if ctx.is_main:  # the rank that wrote the results summarizes them; every rank returns its summary
         summary = summarize(out, specs, seeds)
@@ -141,6 +146,9 @@ def run_grid(
     context: ddp.Context | None = None,
     load: Callable[[TrainConfig], DatasetSplits] = load_splits,
     describe: Callable[[dict[str, Any]], str] | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    heartbeat: int = 30,
 ) -> None:
     """Train every ``(label, seed)`` run of a comparison folder that has no ``result.json`` yet.
 
@@ -164,6 +172,11 @@ def run_grid(
         load: ``config -> splits``, loads the data that sequential runs share (a task with its own data, e.g.
             :func:`gradgeo.segment.load_scene_splits`, passes its loader).
         describe: ``result -> text`` for the line logged after each run (default: the final test accuracy).
+        storage: a database URL (``postgresql://...``, ``sqlite:///FILE``): the runs become queued trials of an
+            Optuna study there (:func:`gradgeo.experiments.queue.run_queue`), which any number of workers calling
+            this with the same arguments and a shared ``out`` take one at a time; returns when every run is done.
+        study: the study's name (default: ``out``'s name).
+        heartbeat: seconds between a running run's heartbeats (see :mod:`gradgeo.experiments.storage`).
     """
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"compare needs distinct seeds, got {list(seeds)}")
@@ -189,6 +202,24 @@ def run_grid(
     done = total - len(todo)
     if context.is_main:  # rank 0 alone logs (and reads the result.json files it writes)
         log(f"{len(labels)} x {len(seeds)} seeds: {done} runs finished, {len(todo)} to go -> {out}")
+    if storage is not None:  # issue 13: the grid as queued trials that any number of workers take
+        from gradgeo.experiments.queue import run_queue
+
+        if context.distributed or jobs > 1:
+            raise ValueError("--storage takes runs one at a time per process: start more workers (the same "
+                             "command) instead of --jobs or torchrun")
+        loaded: dict[str, DatasetSplits] = {}
+
+        def run_one(label: str, seed: int) -> str:
+            if "splits" not in loaded:
+                loaded["splits"] = load(make_config(label, seed))
+            train_fn(make_config(label, seed), run_dir(out, label, seed), resume=True, progress=progress, log=None,
+                     splits=loaded["splits"])
+            return _final(out, label, seed, describe)
+
+        run_queue([(label, seed) for seed in seeds for label in labels], run_one, storage=storage,
+                  study=study or out.resolve().name, settings=plan, heartbeat=heartbeat, log=log)
+        return
     if jobs > 1 and len(todo) > 1:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         spawn = multiprocessing.get_context("spawn")

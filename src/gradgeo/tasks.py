@@ -49,7 +49,7 @@ class Task:
     Attributes:
         name: what ``--task`` says.
         config_class: the run's hyper-parameters, a :class:`~gradgeo.engine.TrainConfig` subclass.
-        train: ``train(config, out_dir, *, resume, progress, log, splits, stop_after)``, a module-level
+        train: ``train(config, out_dir, *, resume, progress, log, splits, stop_after, on_epoch)``, a module-level
             function (parallel runs pickle it).
         load: ``config -> splits``, the data sequential runs share.
         metrics: the final metrics of a comparison, headline first.
@@ -123,6 +123,9 @@ def compare_task(
     jobs: int = 1,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    heartbeat: int = 30,
 ) -> dict[str, Any]:
     """Train every optimizer spec with every seed on a task (skipping finished runs), then summarize.
 
@@ -139,6 +142,8 @@ def compare_task(
         jobs: runs in parallel processes (each gets ``cores // jobs`` threads).
         log: receives progress lines and the final table.
         progress: tqdm bars for sequential runs; default only on a terminal.
+        storage, study, heartbeat: run the grid as queued trials of an Optuna study shared by any number of
+            workers (see :func:`gradgeo.compare.run_grid`).
 
     Returns:
         The summary (also written to ``summary.json``), see :func:`summarize_task`.
@@ -151,7 +156,8 @@ def compare_task(
     if type(base) is not task.config_class:
         raise ValueError(f"the {task.name} task needs a {task.config_class.__name__}, got a {type(base).__name__}")
     if task.name == "classify":
-        return compare(specs, seeds, base, out_dir, jobs=jobs, log=log, progress=progress)
+        return compare(specs, seeds, base, out_dir, jobs=jobs, log=log, progress=progress, storage=storage,
+                       study=study, heartbeat=heartbeat)
     if not specs:
         raise ValueError("compare needs at least one optimizer spec")
     if len(set(specs)) != len(specs):
@@ -167,7 +173,8 @@ def compare_task(
     run_grid(out, specs, seeds, lambda spec, seed: dataclasses.replace(base, optimizer=spec, seed=seed), task.train,
              plan, jobs=jobs, log=log, progress=progress, context=ctx, load=task.load,
              describe=lambda result: ", ".join(f"{m.label} = {m.scale * result['history'][-1][m.key]:.{m.digits}f}"
-                                               for m in task.metrics))
+                                               for m in task.metrics),
+             storage=storage, study=study, heartbeat=heartbeat)
     summary = None
     if ctx.is_main:
         summary = summarize_task(task, out, specs, seeds)

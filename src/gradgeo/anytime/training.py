@@ -209,6 +209,7 @@ def train_anytime(
     log: Callable[[str], None] | None = print,
     splits: DatasetSplits | None = None,
     stop_after: int | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train an anytime network with a multi-exit strategy; arguments and files as :func:`gradgeo.engine.train`.
 
@@ -248,4 +249,4 @@ def train_anytime(
     splits = splits or load_splits(config)
     image_size = splits.image_shape[1:]
     return fit(config, build, out_dir, resume=resume, progress=progress, log=log, splits=splits,
-               stop_after=stop_after)
+               stop_after=stop_after, on_epoch=on_epoch)

@@ -266,6 +266,7 @@ def train_gan(
     log: Callable[[str], None] | None = print,
     splits: DatasetSplits | None = None,
     stop_after: int | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train a GAN; arguments and files as :func:`gradgeo.engine.train`, plus ``samples.png``/``samples.pt``.
 
@@ -295,7 +296,7 @@ def train_gan(
         return model, GANObjective(model, classifier, config.eval_samples, config.label_smoothing)
 
     history = fit(config, build, out_dir, resume=resume, progress=progress, log=log, splits=splits,
-                  stop_after=stop_after)
+                  stop_after=stop_after, on_epoch=on_epoch)
     if out_dir is not None and len(history) == config.epochs:
         samples = built["model"].sample(64, torch.Generator().manual_seed(_GRID_NOISE_SEED)).cpu()
         _atomic_save((samples * 255).round().to(torch.uint8), Path(out_dir) / SAMPLES_PT)

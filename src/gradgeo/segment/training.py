@@ -180,6 +180,7 @@ def train_segment(
     log: Callable[[str], None] | None = print,
     splits: DatasetSplits | None = None,
     stop_after: int | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train a segmentation network on item scenes; arguments and files as :func:`gradgeo.engine.train`.
 
@@ -212,4 +213,4 @@ def train_segment(
         return model, SegmentationCrossEntropy(splits.classes, config.label_smoothing)
 
     return fit(config, build, out_dir, resume=resume, progress=progress, log=log, splits=splits,
-               stop_after=stop_after)
+               stop_after=stop_after, on_epoch=on_epoch)
