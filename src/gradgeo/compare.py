@@ -172,9 +172,10 @@ def run_grid(
         load: ``config -> splits``, loads the data that sequential runs share (a task with its own data, e.g.
             :func:`gradgeo.segment.load_scene_splits`, passes its loader).
         describe: ``result -> text`` for the line logged after each run (default: the final test accuracy).
-        storage: a database URL (``postgresql://...``, ``sqlite:///FILE``): the runs become queued trials of an
-            Optuna study there (:func:`gradgeo.experiments.queue.run_queue`), which any number of workers calling
-            this with the same arguments and a shared ``out`` take one at a time; returns when every run is done.
+        storage: a database URL (``postgresql+psycopg://...``, ``sqlite:///FILE``), or ``""`` for the SQLite file
+            ``out/study.db``: the runs become queued trials of an Optuna study there
+            (:func:`gradgeo.experiments.queue.run_queue`), which any number of workers calling this with the same
+            arguments and a shared ``out`` take one at a time; returns when every run is done.
         study: the study's name (default: ``out``'s name).
         heartbeat: seconds between a running run's heartbeats (see :mod:`gradgeo.experiments.storage`).
     """
@@ -217,7 +218,7 @@ def run_grid(
                      splits=loaded["splits"])
             return _final(out, label, seed, describe)
 
-        run_queue([(label, seed) for seed in seeds for label in labels], run_one, storage=storage,
+        run_queue([(label, seed) for seed in seeds for label in labels], run_one, storage=storage or None, out=out,
                   study=study or out.resolve().name, settings=plan, heartbeat=heartbeat, log=log)
         return
     if jobs > 1 and len(todo) > 1:

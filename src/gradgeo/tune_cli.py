@@ -15,14 +15,16 @@ __all__ = ["add_storage_arguments", "add_tune_parser"]
 def add_storage_arguments(parser: argparse.ArgumentParser, *, compare: bool) -> None:
     """``--storage``, ``--study`` and ``--heartbeat``."""
     if compare:
-        storage_help = ("run the grid as queued trials of an Optuna study in this database, e.g. "
-                        "postgresql://USER:PASSWORD@HOST/DB or sqlite:///FILE: start the same command in any number "
-                        "of processes, on any machines that share --out; each takes one run at a time, none runs "
-                        "twice, and each prints the summary when the grid is done (needs gradgeo[tune])")
+        parser.add_argument("--storage", metavar="URL", nargs="?", const="",
+                            help="run the grid as queued trials of an Optuna study in this database, e.g. "
+                                 "postgresql+psycopg://USER:PASSWORD@HOST/DB (without URL: the SQLite file "
+                                 "OUT/study.db): start the same command in any number of processes, on any machines "
+                                 "that share --out; each takes one run at a time, none runs twice, and each prints "
+                                 "the summary when the grid is done (needs gradgeo[tune])")
     else:
-        storage_help = ("the Optuna storage shared by all workers, e.g. postgresql://USER:PASSWORD@HOST/DB (default: "
-                        "the SQLite file OUT/study.db)")
-    parser.add_argument("--storage", metavar="URL", help=storage_help)
+        parser.add_argument("--storage", metavar="URL",
+                            help="the Optuna storage shared by all workers, e.g. "
+                                 "postgresql+psycopg://USER:PASSWORD@HOST/DB (default: the SQLite file OUT/study.db)")
     parser.add_argument("--study", metavar="NAME", help="the study name in the storage (default: the name of the "
                                                         "--out folder)")
     parser.add_argument("--heartbeat", type=int, default=30, metavar="SECONDS",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from gradgeo.experiments.storage import (
@@ -42,7 +43,8 @@ def run_queue(
     runs: Sequence[tuple[str, int]],
     run_one: Callable[[str, int], str],
     *,
-    storage: str,
+    storage: str | None,
+    out: Path | None = None,
     study: str,
     settings: dict[str, Any],
     heartbeat: int = 30,
@@ -54,7 +56,9 @@ def run_queue(
         runs: the grid, in the order to queue it.
         run_one: trains one run and returns a line about its result; it must resume a run that was interrupted
             (it may be called for a run another worker started and lost) and finish at once for a finished one.
-        storage: the database URL (``postgresql://...``, ``sqlite:///FILE``).
+        storage: the database URL (``postgresql+psycopg://...``, ``sqlite:///FILE``); None: the SQLite file
+            ``out/study.db`` (the processes of one machine, or of machines sharing ``out``).
+        out: the folder of the embedded storage.
         study: the study name; every worker of one grid uses the same.
         settings: what the grid is (JSON-able, e.g. the comparison's plan); a study created with other settings is
             refused, naming the difference. Its ``config`` (if any) is compared without :data:`MACHINE_FIELDS`.
@@ -70,7 +74,7 @@ def run_queue(
         raise ValueError(f"run_queue needs distinct runs, got {runs}")
     if isinstance(settings.get("config"), dict):
         settings = {**settings, "config": {k: v for k, v in settings["config"].items() if k not in MACHINE_FIELDS}}
-    queue = open_study(open_storage(storage, heartbeat=heartbeat), study, {"kind": "grid", "runs": runs, **settings},
+    queue = open_study(open_storage(storage, out, heartbeat), study, {"kind": "grid", "runs": runs, **settings},
                        direction="minimize")
 
     def owners(trials: Sequence[FrozenTrial]) -> dict[tuple[str, int], FrozenTrial]:

@@ -3,8 +3,8 @@ takes trials until a study is done.
 
 Storage: embedded by default, a SQLite file in the output folder (no server; the processes of one machine, or of
 machines that share that folder on a file system with working locks); ``storage=URL`` takes any database URL of
-Optuna's :class:`~optuna.storages.RDBStorage`, ``postgresql://USER:PASSWORD@HOST:PORT/DB`` being the documented way
-to spread one study over many machines.
+Optuna's :class:`~optuna.storages.RDBStorage`, ``postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB`` being the
+documented way to spread one study over many machines.
 
 Dead workers: a running trial records a heartbeat every ``heartbeat`` seconds. A trial silent for three is taken
 for dead (its process was killed or lost its machine): the next worker that looks marks it failed and queues it
@@ -102,7 +102,8 @@ def open_storage(url: str | None, out: Path | None = None, heartbeat: int = 30) 
                         max_retry=_MAX_RETRY, inherit_intermediate_values=True))
         except ModuleNotFoundError as error:  # the URL's database driver
             raise ValueError(f"cannot open the study storage {shown_url(url)}: its database driver {error.name!r} "
-                             "is not installed (PostgreSQL: pip install 'gradgeo[tune]')") from None
+                             "is not installed (PostgreSQL: pip install 'gradgeo[tune]' and write the URL as "
+                             "postgresql+psycopg://...)") from None
         except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
             reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
             if attempt < 4 and any(text in reason for text in _CREATION_RACE):
