@@ -24,7 +24,9 @@ optuna = pytest.importorskip("optuna", reason="the tune extra is not installed: 
 from gradgeo.experiments.storage import open_storage, open_study  # noqa: E402 (needs optuna)
 from gradgeo.experiments.tune import search_space  # noqa: E402
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# the newest Debian PostgreSQL server binaries (.ci/run installs them)
+PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit()
+             else 0, default=Path("/usr/lib/postgresql/15/bin"))
 TINY = ["--width", "0.5", "--batch-size", "50", "--val-size", "100"]
 
 
@@ -166,10 +168,12 @@ def postgres_url():
     running as root: initdb refuses root), stopped and deleted at teardown."""
     if not (PG_BIN / "initdb").exists():
         pytest.skip(f"PostgreSQL server binaries not found in {PG_BIN}: apt-get install postgresql-15")
+    if os.geteuid() == 0 and not shutil.which("runuser"):
+        pytest.skip("running as root without runuser: cannot start PostgreSQL as another user (initdb refuses root)")
     base = Path(tempfile.mkdtemp(prefix="gradgeo-pg-"))
     as_user: list[str] = []
     if os.geteuid() == 0:
-        account = pwd.getpwnam("postgres")
+        account = pwd.getpwnam("postgres")  # the Debian server package creates this account
         os.chown(base, account.pw_uid, account.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
     data = base / "data"
