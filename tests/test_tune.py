@@ -245,7 +245,7 @@ def test_a_study_with_other_settings_is_refused_naming_the_difference(tiny_fashi
     capsys.readouterr()
     assert main([*common, "--epochs", "2", "--sampler-seed", "3"]) == 2
     err = capsys.readouterr().err
-    assert "study 'tune:sgd'" in err and "was created with other settings" in err
+    assert f"study '{tmp_path.name}:sgd'" in err and "was created with other settings" in err
     assert "config.epochs: 1 in the study, 2 now" in err and "sampler.seed: 0 in the study, 3 now" in err
     assert "Traceback" not in err
 

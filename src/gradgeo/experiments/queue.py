@@ -35,8 +35,9 @@ __all__ = ["run_queue"]
 
 def _run(trial: FrozenTrial) -> tuple[str, int] | None:
     """The run a trial stands for, or None for a trial asked for when the queue was empty."""
-    label, seed = trial.user_attrs.get("label"), trial.user_attrs.get("seed")
-    return None if label is None else (label, seed)
+    if "label" not in trial.user_attrs:
+        return None
+    return str(trial.user_attrs["label"]), int(trial.user_attrs["seed"])
 
 
 def run_queue(

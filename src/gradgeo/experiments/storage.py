@@ -23,16 +23,15 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 MISSING_EXTRA = "gradgeo tune and gradgeo compare --storage need Optuna: pip install 'gradgeo[tune]'"
 try:
     import optuna
     import sqlalchemy
+    from optuna.trial import FrozenTrial, TrialState
 except ModuleNotFoundError as error:
     raise ModuleNotFoundError(MISSING_EXTRA) from error
-
-FrozenTrial, TrialState = optuna.trial.FrozenTrial, optuna.trial.TrialState
 
 __all__ = ["EMBEDDED", "MACHINE_FIELDS", "MISSING_EXTRA", "Job", "Surplus", "open_storage", "open_study",
            "portable_config", "quiet_optuna", "work"]
@@ -124,7 +123,8 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
-def open_study(storage: optuna.storages.BaseStorage, name: str, settings: dict[str, Any], *, direction: str,
+def open_study(storage: optuna.storages.BaseStorage, name: str, settings: dict[str, Any], *,
+               direction: Literal["minimize", "maximize"],
                sampler: optuna.samplers.BaseSampler | None = None,
                pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
     """Create the study ``name`` with ``settings`` recorded, or load it when it exists with the same settings.

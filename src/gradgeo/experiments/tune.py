@@ -46,12 +46,23 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gradgeo import ddp
 from gradgeo.compare import Metric, run_dir
 from gradgeo.engine import TrainConfig, _atomic_save
-from gradgeo.experiments.storage import Job, Surplus, open_storage, open_study, optuna, portable_config, work
+from gradgeo.experiments.storage import (
+    FrozenTrial,
+    Job,
+    Surplus,
+    TrialState,
+    open_storage,
+    open_study,
+    optuna,
+    portable_config,
+    shown_url,
+    work,
+)
 from gradgeo.factory import parse_spec
 from gradgeo.tasks import Task, get_task
 
@@ -68,8 +79,6 @@ STRENGTH_RANGES: dict[str, tuple[str, tuple[float, float]]] = {
 #: the default weight-decay range when weight decay is searched
 WEIGHT_DECAY_RANGE = (5e-5, 5e-3)
 _SIGNIFICANT = 3
-FrozenTrial = optuna.trial.FrozenTrial
-TrialState = optuna.trial.TrialState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,7 +277,7 @@ def tune(
     out = Path(out_dir)
     name = study or out.resolve().name
     backend = open_storage(storage, out, heartbeat)
-    direction = "maximize" if metric.higher_is_better else "minimize"
+    direction: Literal["minimize", "maximize"] = "maximize" if metric.higher_is_better else "minimize"
     settings = {"task": task.name, "metric": metric.key, "sampler": {"name": "TPE", "seed": sampler_seed,
                 "startup_trials": startup_trials}, "prune": prune, "config": portable_config(base)}
     pruner = optuna.pruners.MedianPruner(n_startup_trials=startup_trials) if prune else optuna.pruners.NopPruner()
@@ -277,7 +286,7 @@ def tune(
                           direction=direction, sampler=_TrialSeededTPE(sampler_seed, startup_trials), pruner=pruner)
                for space in spaces]
     if log is not None:
-        where = storage and f"study {name!r}" or f"{out / 'study.db'}"
+        where = f"study {name!r} in {shown_url(storage)}" if storage else str(out / "study.db")
         log(f"tuning {len(specs)} spec(s) on {task.name}, {trials or 'unlimited'} trials each"
             f"{f', at most {timeout:g} s each' if timeout else ''}; {metric.label} of the final epoch -> {where}")
 
@@ -307,11 +316,11 @@ def tune(
             trial.set_user_attr("dir", str(directory.relative_to(out)))
 
             def on_epoch(row: dict[str, Any]) -> None:
-                value = row.get(metric.key)
+                value = row[metric.key]
                 if not (_finite(row.get("train_loss")) and _finite(value)):
                     trial.set_user_attr("diverged", row["epoch"])
                     raise optuna.TrialPruned(f"diverged at epoch {row['epoch']}")
-                trial.report(value, row["epoch"])
+                trial.report(float(value), row["epoch"])
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {row['epoch']}")
 
@@ -370,7 +379,7 @@ def _record(trial: FrozenTrial, counted: bool) -> dict[str, Any]:
     steps = sorted(trial.intermediate_values)
     value = trial.value if trial.state == TrialState.COMPLETE else (
         trial.intermediate_values[steps[-1]] if steps else None)
-    finished = trial.datetime_complete and trial.datetime_start
+    start, end = trial.datetime_start, trial.datetime_complete
     return {"number": trial.number, "state": trial.state.name.lower(), "counted": counted,
             "spec": trial.user_attrs.get("spec"), "params": trial.user_attrs.get("values", trial.params),
             "value": value,
@@ -378,7 +387,7 @@ def _record(trial: FrozenTrial, counted: bool) -> dict[str, Any]:
             "retry_of": trial.system_attrs.get("failed_trial"),
             "note": trial.user_attrs.get("note") or (f"diverged ({trial.user_attrs['diverged']})"
                                                      if "diverged" in trial.user_attrs else None),
-            "seconds": (trial.datetime_complete - trial.datetime_start).total_seconds() if finished else None,
+            "seconds": (end - start).total_seconds() if start and end else None,
             "dir": trial.user_attrs.get("dir")}
 
 
@@ -452,8 +461,8 @@ def format_tune_table(summary: dict[str, Any]) -> str:
         for r in row["trials"]:
             if not r["counted"] and r["state"] != "fail":
                 continue
-            note = ", ".join(filter(None, [r["note"], r["retry_of"] is not None and f"retry of {r['retry_of']}",
-                                           r["state"] == "fail" and "not counted"]))
+            retry = f"retry of {r['retry_of']}" if r["retry_of"] is not None else None
+            note = ", ".join(filter(None, [r["note"], retry, "not counted" if r["state"] == "fail" else None]))
             lines.append(f"{r['number']:>5} {r['state']:<9}" + "".join(
                 f" {r['params'][n]:>12.4g}" if n in r["params"] else f" {'-':>12}" for n in names) +
                 f" {_show(metric, r['value']):>14} {r['epochs']:>6}  {note}")
@@ -487,16 +496,17 @@ def plot_tuning(summary: dict[str, Any], out: Path) -> None:
     metric = Metric(**summary["metric"])
     better = max if metric.higher_is_better else min
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    colors = plt.get_cmap("tab10").colors
+    palette = plt.get_cmap("tab10")
     for index, row in enumerate(summary["rows"]):
-        color = colors[index % len(colors)]
+        color = palette(index % 10)
         shown = [r for r in row["trials"] if r["counted"] and r["value"] is not None]
         complete = [r for r in shown if r["state"] == "complete"]
         ax.scatter([r["number"] for r in complete], [r["value"] * metric.scale for r in complete], color=color, s=18)
         pruned = [r for r in shown if r["state"] == "pruned"]
         ax.scatter([r["number"] for r in pruned], [r["value"] * metric.scale for r in pruned], color=color, s=18,
                    marker="x", alpha=0.6)
-        best_so_far, steps = [], []
+        best_so_far: list[float] = []
+        steps: list[int] = []
         for r in complete:
             best_so_far.append(better([*best_so_far[-1:], r["value"] * metric.scale]))
             steps.append(r["number"])
