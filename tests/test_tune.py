@@ -58,6 +58,7 @@ def test_search_space_searches_what_the_spec_leaves_open():
     assert [d.name for d in fixed.dimensions] == ["sigma", "weight_decay"]
     assert fixed.spec_with({"sigma": 2.0, "weight_decay": 1e-4}) == "adam:lr=1e-3,weight_decay=0.0001+laplacian:sigma=2"
     assert [d.name for d in search_space("sgd", 0.1, lr_range=(0.01, 1)).dimensions] == ["lr"]
+    assert search_space("sgd", 1.0).spec_with({"lr": 2.5e20}) == "sgd:lr=2.5e20"  # no '+' in a value
 
 
 @pytest.mark.parametrize("spec, kwargs, message", [
@@ -123,6 +124,7 @@ def test_tune_finds_a_better_than_worst_trial_and_resumes_after_a_kill(tiny_fash
     # resumed from the killed trial's checkpoint: its first epoch was not trained again
     assert (mid[0] / "metrics.jsonl").read_text().splitlines()[0] == first_epoch
     values = [t["value"] for t in trials.values() if t["counted"] and t["value"] is not None]
+    assert all(len(t["per_epoch"]) == t["epochs"] >= 1 for t in trials.values() if t["counted"])  # reported per epoch
     assert row["best"]["value"] == max(t["value"] for t in trials.values() if t["state"] == "complete")
     assert row["best"]["value"] > min(values)  # the search found something better than its worst trial
     assert row["best"]["spec"] in rerun.stdout
@@ -147,6 +149,16 @@ def test_tune_gives_every_spec_the_same_budget(tiny_fashion, tmp_path, capsys):
     assert [(r["spec"], r["counted"], r["complete"], r["decades"]) for r in summary["rows"]] == [
         ("sgd", 2, 2, 2.0), ("sgd+h1", 2, 2, 4.0)]
     assert "same budget of 2 trials" in table and "search spaces differ in size" in table
+
+
+def test_a_diverging_trial_is_pruned_and_counts_as_spent(tiny_fashion, tmp_path, capsys):
+    assert main(["tune", "sgd+h0", "sgd", "--data-dir", str(tiny_fashion), *TINY, "--epochs", "2", "--trials", "1",
+                 "--lr-range", "1e30", "1e31", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "summary.json").read_text())["rows"]
+    for row in rows:  # h0: the metric refuses the non-finite gradient; sgd: the loss turns NaN after an epoch
+        assert (row["counted"], row["pruned"], row["best"]) == (1, 1, None)
+        assert row["trials"][0]["note"].startswith("diverged")
+    assert "(no complete trial yet)" in capsys.readouterr().out
 
 
 # ---- compare --storage: one grid, several workers --------------------------------------------------------------

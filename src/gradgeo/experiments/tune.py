@@ -109,7 +109,8 @@ class SearchSpace:
         for dim in self.dimensions:
             index = 0 if dim.part == "base" else 1
             separator = "," if ":" in parts[index] else ":"
-            parts[index] += f"{separator}{dim.name}={values[dim.name]:g}"
+            # 1e+30 would read as two specs: write 1e30
+            parts[index] += f"{separator}{dim.name}={values[dim.name]:g}".replace("e+", "e")
         return "+".join(parts)
 
     def describe(self) -> str:
@@ -315,31 +316,29 @@ def tune(
             directory = _spec_dir(out, space.spec) / f"trial-{trial.number if first is None else first}"
             trial.set_user_attr("dir", str(directory.relative_to(out)))
 
-            def on_epoch(row: dict[str, Any]) -> None:
-                value = row[metric.key]
-                if not (_finite(row.get("train_loss")) and _finite(value)):
-                    trial.set_user_attr("diverged", row["epoch"])
-                    raise optuna.TrialPruned(f"diverged at epoch {row['epoch']}")
-                trial.report(float(value), row["epoch"])
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at epoch {row['epoch']}")
-
-            config = dataclasses.replace(base, optimizer=spec)
-            try:
-                try:
-                    history = task.train(config, directory, resume=True, progress=False, log=None, splits=splits(),
-                                         on_epoch=on_epoch)
-                except FloatingPointError as error:  # the channel metric refused a non-finite gradient
-                    trial.set_user_attr("diverged", str(error).splitlines()[0])
-                    raise optuna.TrialPruned("diverged") from None
-            except optuna.TrialPruned as pruned:
+            def stop(reason: str, diverged: Any = None) -> optuna.TrialPruned:
+                if diverged is not None:
+                    trial.set_user_attr("diverged", diverged)
                 if log is not None:
-                    log(f"[{space.spec}] trial {trial.number}: {pruned} ({spec})")
-                raise
+                    log(f"[{space.spec}] trial {trial.number}: {reason} ({spec})")
+                return optuna.TrialPruned(reason)
+
+            def on_epoch(row: dict[str, Any]) -> None:
+                value, epoch = row[metric.key], row["epoch"]
+                if not (_finite(row.get("train_loss")) and _finite(value)):
+                    raise stop(f"diverged at epoch {epoch}", epoch)
+                trial.report(float(value), epoch)
+                if trial.should_prune():
+                    raise stop(f"pruned at epoch {epoch}")
+
+            try:
+                history = task.train(dataclasses.replace(base, optimizer=spec), directory, resume=True,
+                                     progress=False, log=None, splits=splits(), on_epoch=on_epoch)
+            except FloatingPointError as error:  # the channel metric refused a non-finite gradient
+                raise stop("diverged", str(error).splitlines()[0]) from None
             value = history[-1][metric.key]
             if not _finite(value):
-                trial.set_user_attr("diverged", config.epochs)
-                raise optuna.TrialPruned("diverged")
+                raise stop("diverged", len(history))
             if log is not None:
                 shown = metric.format({"mean": value, "half_width": math.nan, "n": 1})
                 log(f"[{space.spec}] trial {trial.number}: {metric.label} {shown} ({spec})")
