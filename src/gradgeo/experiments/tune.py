@@ -328,7 +328,7 @@ def tune(
                 if not (_finite(row.get("train_loss")) and _finite(value)):
                     raise stop(f"diverged at epoch {epoch}", epoch)
                 trial.report(float(value), epoch)
-                if trial.should_prune():
+                if epoch < base.epochs and trial.should_prune():  # the last epoch completes the trial anyway
                     raise stop(f"pruned at epoch {epoch}")
 
             try:
@@ -532,8 +532,9 @@ def plot_tuning(summary: dict[str, Any], out: Path) -> None:
         if row["best"]:
             ax.scatter([row["best"]["params"]["lr"]], [row["best"]["params"][strength]], s=160, facecolors="none",
                        edgecolors="red", label="best")
+        (_, lr_low, lr_high), (_, low, high) = row["search_space"][:2]
         ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel=strength, title=row["spec"],
-               xlim=row["search_space"][0][1:], ylim=row["search_space"][1][1:])
+               xlim=(lr_low / 1.2, lr_high * 1.2), ylim=(low / 1.2, high * 1.2))  # the whole range, edges visible
         if complete:
             fig.colorbar(points, ax=ax, label=metric.label)
         ax.legend(fontsize=7, frameon=False, loc="lower left")
