@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # extras installed into the venv; the tests also run the Lightning recipes, lint needs ruff
 EXTRAS ?= test,harness
-test: EXTRAS = test,harness,lightning
+test: EXTRAS = test,harness,lightning,tune
 lint: EXTRAS = test,harness,dev
 
 .PHONY: setup data demo test lint bench

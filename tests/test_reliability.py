@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-import gradgeo.training.engine
+import gradgeo.tasks.base
 from gradgeo.channel.factory import parse_spec
 from gradgeo.channel.optim import ChannelDirected, channel_directed
 from gradgeo.cli import main
@@ -68,7 +68,7 @@ def test_cli_rerun_without_resume_refuses_and_interrupt_names_resume(tiny_fashio
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gradgeo.training.engine, "fit", interrupted)
+    monkeypatch.setattr(gradgeo.tasks.base, "fit", interrupted)
     code, err = run_cli(["train", *cli_tiny(tiny_fashion), "--out", tmp_path / "other"], capsys)
     assert code == 130 and "--resume" in err
 
@@ -290,7 +290,7 @@ def test_cli_bug_still_shows_its_traceback(tiny_fashion, tmp_path, monkeypatch):
     def bug(*args, **kwargs):
         raise TypeError("a bug")
 
-    monkeypatch.setattr(gradgeo.training.engine, "fit", bug)
+    monkeypatch.setattr(gradgeo.tasks.base, "fit", bug)
     with pytest.raises(TypeError, match="a bug"):
         main(["train", *cli_tiny(tiny_fashion), "--out", str(tmp_path / "run")])
 

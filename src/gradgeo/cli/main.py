@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gradgeo.cli.options import add_grid_arguments, add_task_arguments, seeds, task_config
+from gradgeo.cli.tune import add_storage_arguments, add_tune_parser
 from gradgeo.experiments import compare_task
 from gradgeo.tasks import TASKS
 from gradgeo.training import ddp
@@ -33,7 +34,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_compare(args: argparse.Namespace) -> None:
     task, config = task_config(args)
     compare_task(task, args.labels, seeds(args), config, args.out, jobs=args.jobs,
-                 progress=False if args.quiet else None)
+                 progress=False if args.quiet else None, storage=getattr(args, "storage", None),
+                 study=getattr(args, "study", None), heartbeat=getattr(args, "heartbeat", 30))
     if _is_main():
         print(f"{', '.join(['summary.json', 'summary.csv', *task.artefact_names])} and curves.png in {args.out}")
 
@@ -86,6 +88,7 @@ def _add_compare(sub: Any, name: str, out: str, labels_help: str, only: Any = No
     p.add_argument("labels", nargs="+", metavar="LABEL", help=labels_help)
     add_task_arguments(p, only)
     add_grid_arguments(p, Path(out))
+    add_storage_arguments(p, compare=True)
     p.set_defaults(run=_cmd_compare)
 
 
@@ -108,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "--task anytime compares multi-exit methods per exit, with per-exit FLOPs, early "
                              "exit under FLOP budgets (thresholds chosen on the validation split) and an "
                              "accuracy-vs-FLOPs plot.")
+
+    add_tune_parser(sub)
 
     p = sub.add_parser("analyze", help="channel correlations and gradient noise of a checkpoint")
     p.add_argument("checkpoint", type=Path, help="a checkpoint.pt written by gradgeo train or compare")
@@ -158,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args)
         ddp.shutdown()  # under torchrun: leave the process group that the command joined, all ranks together
-    except (ValueError, FloatingPointError) as error:  # a bad value, a corrupt file, a diverged run
+    # a bad value, a corrupt file, a diverged run; ModuleNotFoundError: an optional extra, named in the message
+    except (ValueError, FloatingPointError, ModuleNotFoundError) as error:
         print(f"gradgeo {args.command}: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a missing file or dataset, an --out under a file, a full disk ...

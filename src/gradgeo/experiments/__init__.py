@@ -5,6 +5,9 @@
   curves and the task's artefacts, in the layout of :mod:`gradgeo.experiments.layouts`.
 * :mod:`gradgeo.experiments.grid`: the resumable grid of runs; :mod:`gradgeo.experiments.stats`: mean ± 95% CI
   and paired tests; :mod:`gradgeo.experiments.analyze`: channel correlations and gradient noise of a checkpoint.
+* :mod:`gradgeo.experiments.tune` (lr x metric strength on the validation split) and
+  :mod:`gradgeo.experiments.queue` (a comparison grid shared by many workers), on Optuna studies
+  (:mod:`gradgeo.experiments.storage`; the optional extra ``gradgeo[tune]``, imported only when used).
 """
 
 from gradgeo.experiments.compare import compare_task

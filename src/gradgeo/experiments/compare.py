@@ -52,6 +52,9 @@ def compare_task(
     jobs: int = 1,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    heartbeat: int = 30,
 ) -> dict[str, Any]:
     """Train every label with every seed on a task (skipping finished runs), then write and return the summary.
 
@@ -72,6 +75,8 @@ def compare_task(
         jobs: runs in parallel processes (each gets ``cores // jobs`` threads).
         log: receives progress lines and the final table.
         progress: tqdm bars for sequential runs; default only on a terminal.
+        storage, study, heartbeat: run the grid as queued trials of an Optuna study shared by any number of
+            workers (see :func:`gradgeo.experiments.grid.run_grid`).
 
     Returns:
         The summary (also written to ``summary.json``), in the task's layout (:mod:`gradgeo.experiments.layouts`).
@@ -102,7 +107,8 @@ def compare_task(
     plan = {"task": task.name, f"{task.label_name}s": list(labels), "seeds": list(seeds),
             "config": dataclasses.asdict(base)}
     run_grid(out, labels, seeds, partial(task.run_config, base), task.train, plan, jobs=jobs, log=log,
-             progress=progress, context=ctx, load=task.load, describe=partial(describe_result, task))
+             progress=progress, context=ctx, load=task.load, describe=partial(describe_result, task),
+             storage=storage, study=study, heartbeat=heartbeat)
     summary = None
     if ctx.is_main:  # the rank that wrote the results summarizes them; every rank returns its summary
         summary = summarize(task, out, labels, seeds)

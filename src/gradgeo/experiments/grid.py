@@ -67,6 +67,9 @@ def run_grid(
     context: ddp.Context | None = None,
     load: Callable[[TrainConfig], DatasetSplits] = load_splits,
     describe: Callable[[dict[str, Any]], str] = str,
+    storage: str | None = None,
+    study: str | None = None,
+    heartbeat: int = 30,
 ) -> None:
     """Train every ``(label, seed)`` run of a comparison folder that has no ``result.json`` yet.
 
@@ -90,6 +93,12 @@ def run_grid(
         load: ``config -> splits``, loads the data that sequential runs share (a task with its own data, e.g.
             :func:`gradgeo.segment.load_scene_splits`, passes its loader).
         describe: ``result -> text`` for the line logged after each run.
+        storage: a database URL (``postgresql+psycopg://...``, ``sqlite:///FILE``), or ``""`` for the SQLite file
+            ``out/study.db``: the runs become queued trials of an Optuna study there
+            (:func:`gradgeo.experiments.queue.run_queue`), which any number of workers calling this with the same
+            arguments and a shared ``out`` take one at a time; returns when every run is done.
+        study: the study's name (default: ``out``'s name).
+        heartbeat: seconds between a running run's heartbeats (see :mod:`gradgeo.experiments.storage`).
     """
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"compare needs distinct seeds, got {list(seeds)}")
@@ -122,6 +131,24 @@ def run_grid(
     done = total - len(todo)
     if context.is_main:  # rank 0 alone logs (and reads the result.json files it writes)
         log(f"{len(labels)} x {len(seeds)} seeds: {done} runs finished, {len(todo)} to go -> {out}")
+    if storage is not None:  # the grid as queued trials that any number of workers take
+        from gradgeo.experiments.queue import run_queue
+
+        if context.distributed or jobs > 1:
+            raise ValueError("--storage takes runs one at a time per process: start more workers (the same "
+                             "command) instead of --jobs or torchrun")
+        loaded: dict[str, DatasetSplits] = {}
+
+        def run_one(label: str, seed: int) -> str:
+            if "splits" not in loaded:
+                loaded["splits"] = load(make_config(label, seed))
+            train_fn(make_config(label, seed), run_dir(out, label, seed), resume=True, progress=progress, log=None,
+                     splits=loaded["splits"])
+            return describe(load_results(out, label, [seed])[0])
+
+        run_queue([(label, seed) for seed in seeds for label in labels], run_one, storage=storage or None, out=out,
+                  study=study or out.resolve().name, settings=plan, heartbeat=heartbeat, log=log)
+        return
     if jobs > 1 and len(todo) > 1:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         spawn = multiprocessing.get_context("spawn")

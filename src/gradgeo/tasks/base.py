@@ -126,7 +126,8 @@ class Task:
             out_dir: where ``metrics.jsonl``, ``checkpoint.pt`` and ``result.json`` go (``None``: nowhere).
             log: receives the fixed-width table lines (``None``: silent).
             splits: the loaded data (``load(config)``), to share one load across runs.
-            **options: ``resume``, ``progress`` and ``stop_after``, as in :func:`gradgeo.training.engine.fit`.
+            **options: ``resume``, ``progress``, ``stop_after`` and ``on_epoch``, as in
+                :func:`gradgeo.training.engine.fit`.
 
         Returns:
             One dict per epoch: the objective's training and evaluation fields, ``epoch``, ``lr``, ``time``.

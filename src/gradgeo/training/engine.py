@@ -420,6 +420,7 @@ def train(
     log: Callable[[str], None] | None = print,
     splits: DatasetSplits | None = None,
     stop_after: int | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train one run and return its per-epoch metrics.
 
@@ -431,6 +432,9 @@ def train(
         log: receives the fixed-width table lines (``None``: silent).
         splits: the loaded dataset, to share one load across runs (must match ``config``).
         stop_after: stop after this many epochs in total (simulates an interruption; no result.json).
+        on_epoch: called with each newly trained epoch's row once its checkpoint is written (not for the rows
+            a resumed run restores); an exception it raises stops the run there, resumable (e.g. pruning by
+            :mod:`gradgeo.experiments.tune`).
 
     Returns:
         One dict per epoch: ``epoch``, ``train_loss``, ``train_acc``, ``val_acc``, ``test_loss``,
@@ -441,7 +445,7 @@ def train(
         return build_model(config.model, width=config.width, **model_args), CrossEntropy(config.label_smoothing)
 
     return fit(config, build, out_dir, resume=resume, progress=progress, log=log, splits=splits,
-               stop_after=stop_after)
+               stop_after=stop_after, on_epoch=on_epoch)
 
 
 def fit(
@@ -454,6 +458,7 @@ def fit(
     log: Callable[[str], None] | None = print,
     splits: DatasetSplits | None = None,
     stop_after: int | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """The training loop behind :func:`train`, for any model and :class:`Objective`.
 
@@ -467,7 +472,8 @@ def fit(
     Args:
         config: the run's hyper-parameters.
         build: ``model_args -> (model, objective)``; the model is moved to the run's device.
-        out_dir, resume, progress, log, splits, stop_after: as in :func:`train`.
+        out_dir, resume, progress, log, splits, stop_after, on_epoch: as in :func:`train` (every rank calls
+            ``on_epoch`` with the same row).
 
     Returns:
         One dict per epoch: the objective's training and evaluation fields, ``epoch``, ``lr``, ``time``.
@@ -572,6 +578,8 @@ def fit(
             _atomic_save({"config": dataclasses.asdict(config), "model_args": model_args, "model": model.state_dict(),
                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                           "objective": objective.state_dict(), "history": history}, checkpoint_path)
+        if on_epoch is not None:
+            on_epoch(row)
     if out is not None and ctx.is_main and len(history) == config.epochs:
         _atomic_save({"config": dataclasses.asdict(config), "history": history,
                       "final_test_acc": history[-1]["test_acc"],

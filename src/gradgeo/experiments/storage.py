@@ -1,0 +1,200 @@
+"""Optuna studies that any number of worker processes share: the storage, the settings check and the loop that
+takes trials until a study is done.
+
+Storage: embedded by default, a SQLite file in the output folder (no server; the processes of one machine, or of
+machines that share that folder on a file system with working locks); ``storage=URL`` takes any database URL of
+Optuna's :class:`~optuna.storages.RDBStorage`, ``postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB`` being the
+documented way to spread one study over many machines.
+
+Dead workers: a running trial records a heartbeat every ``heartbeat`` seconds. A trial silent for three is taken
+for dead (its process was killed or lost its machine): the next worker that looks marks it failed and queues it
+again with the same parameters (up to three times), and a gradgeo objective resumes it from its checkpoint.
+
+This module imports Optuna: importing it without the extra raises a :class:`ModuleNotFoundError` that names
+``pip install 'gradgeo[tune]'``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+MISSING_EXTRA = "gradgeo tune and gradgeo compare --storage need Optuna: pip install 'gradgeo[tune]'"
+try:
+    import optuna
+    import sqlalchemy
+    from optuna.trial import FrozenTrial, TrialState
+except ModuleNotFoundError as error:
+    raise ModuleNotFoundError(MISSING_EXTRA) from error
+
+__all__ = ["EMBEDDED", "MACHINE_FIELDS", "MISSING_EXTRA", "Job", "Surplus", "open_storage", "open_study",
+           "portable_config", "quiet_optuna", "work"]
+
+EMBEDDED = "study.db"
+#: config fields that name things on one machine; workers on other machines may set them differently
+MACHINE_FIELDS = ("data_dir", "device")
+_SETTINGS_ATTR = "gradgeo"
+_MAX_RETRY = 3
+# errors of two workers creating the same new database at once: the loser retries and finds the tables
+_CREATION_RACE = ("already exists", "duplicate key", "database is locked", "UniqueViolation")
+
+
+class Surplus(Exception):  # noqa: N818 (not an error: a trial that is not needed)
+    """Raised by an objective for a trial that is not needed (over the budget, a duplicate, or asked for when
+    the queue had just run empty): Optuna records it as failed at once, nothing trains."""
+
+
+def quiet_optuna() -> contextlib.AbstractContextManager[None]:
+    """Optuna's own log lines (study created, trial finished, surplus trials failed) and experimental-feature
+    warnings off; gradgeo prints its own lines."""
+
+    @contextlib.contextmanager
+    def scope() -> Iterator[None]:
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                yield
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+
+    return scope()
+
+
+def shown_url(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: show it as given
+        return url
+
+
+def open_storage(url: str | None, out: Path | None = None, heartbeat: int = 30) -> optuna.storages.RDBStorage:
+    """The storage of ``url``, or the embedded SQLite file ``out/study.db`` when ``url`` is None.
+
+    Raises:
+        ValueError: naming the URL (password hidden) and the database's reason, when it cannot be opened.
+    """
+    if isinstance(heartbeat, bool) or not isinstance(heartbeat, int) or heartbeat < 1:
+        raise ValueError(f"heartbeat must be a whole number of seconds >= 1, got {heartbeat!r}")
+    if url is None:
+        if out is None:
+            raise ValueError("open_storage needs a database URL or an output folder for the embedded storage")
+        out.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{(out / EMBEDDED).resolve()}"
+    sqlite = url.startswith("sqlite")
+    # SQLite: wait for another worker's write instead of failing; a server: test pooled connections before use
+    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
+    for attempt in range(5):
+        try:
+            with quiet_optuna():
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=_MAX_RETRY, inherit_intermediate_values=True))
+        except ModuleNotFoundError as error:  # the URL's database driver
+            raise ValueError(f"cannot open the study storage {shown_url(url)}: its database driver {error.name!r} "
+                             "is not installed (PostgreSQL: pip install 'gradgeo[tune]' and write the URL as "
+                             "postgresql+psycopg://...)") from None
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
+            reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+            if attempt < 4 and any(text in reason for text in _CREATION_RACE):
+                time.sleep(0.5 + attempt)
+                continue
+            raise ValueError(f"cannot open the study storage {shown_url(url)}: {reason}") from None
+    raise AssertionError("unreachable")
+
+
+def portable_config(config: Any) -> dict[str, Any]:
+    """A config's fields without :data:`MACHINE_FIELDS`: what workers on different machines must agree on."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in MACHINE_FIELDS}
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+def open_study(storage: optuna.storages.BaseStorage, name: str, settings: dict[str, Any], *,
+               direction: Literal["minimize", "maximize"],
+               sampler: optuna.samplers.BaseSampler | None = None,
+               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    """Create the study ``name`` with ``settings`` recorded, or load it when it exists with the same settings.
+
+    Raises:
+        ValueError: the study exists with other settings; the message names every setting that differs.
+    """
+    settings = json.loads(json.dumps(settings))  # as stored: tuples become lists
+    with quiet_optuna():
+        study = optuna.create_study(storage=storage, study_name=name, direction=direction, sampler=sampler,
+                                    pruner=pruner, load_if_exists=True)
+    saved = study.user_attrs.get(_SETTINGS_ATTR)
+    if saved is None:
+        study.set_user_attr(_SETTINGS_ATTR, settings)
+        return study
+    there, here = _flat(saved), _flat(settings)
+    differences = [f"{key}: {there.get(key, '(unset)')!r} in the study, {here.get(key, '(unset)')!r} now"
+                   for key in sorted(there.keys() | here.keys()) if there.get(key) != here.get(key)]
+    if differences:
+        url = getattr(storage, "url", None)
+        where = f" in {shown_url(url)}" if url else ""
+        raise ValueError(f"study {name!r}{where} was created with other settings ({'; '.join(differences)}); "
+                         "run it with its own settings, or pick another --study or --out")
+    return study
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One study a worker takes trials from.
+
+    Attributes:
+        study: the study.
+        objective: runs one trial (raise :class:`Surplus` for a trial that is not needed).
+        wants_trial: given the study's trials, whether to start one more now.
+    """
+
+    study: optuna.Study
+    objective: Callable[[optuna.Trial], float]
+    wants_trial: Callable[[Sequence[FrozenTrial]], bool]
+
+
+def work(jobs: Sequence[Job], *, deadline: float | None = None, poll: float = 5.0,
+         log: Callable[[str], None] | None = print) -> None:
+    """Take trials from each job in turn until none wants one, then wait while trials run on other workers
+    (their dead ones come back as queued trials and are taken here), until nothing runs anywhere.
+
+    Args:
+        jobs: the studies, in order.
+        deadline: a :func:`time.monotonic` time after which no trial starts and nothing is waited for.
+        poll: seconds between looks at trials running elsewhere.
+        log: receives one line when this worker starts waiting for others.
+    """
+    waiting_logged = False
+    with quiet_optuna():
+        while True:
+            for job in jobs:
+                while deadline is None or time.monotonic() < deadline:
+                    optuna.storages.fail_stale_trials(job.study)
+                    if not job.wants_trial(job.study.get_trials(deepcopy=False)):
+                        break
+                    job.study.optimize(job.objective, n_trials=1, catch=(Surplus,), gc_after_trial=False)
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            running = sum(len(job.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
+                          for job in jobs)
+            if not running:
+                return
+            if log is not None and not waiting_logged:
+                log(f"waiting for {running} trial(s) running on other workers")
+                waiting_logged = True
+            time.sleep(poll)
+            for job in jobs:
+                optuna.storages.fail_stale_trials(job.study)

@@ -1,0 +1,543 @@
+"""Tune the learning rate and the channel metric's strength together on the validation split, with Optuna.
+
+For each optimizer spec (``sgd``, ``sgd+h0``, ``adam+sobolev:boundary=periodic`` ...) one Optuna study searches,
+on log scales, every number the spec leaves open: the learning rate (default range: the config's ``lr`` / 10 to
+x 10), the metric's strength (``lam``, or ``sigma`` for ``laplacian``; default ranges in :data:`STRENGTH_RANGES`)
+and, when asked, the weight decay. An option the spec writes (``sgd:lr=0.1+h0``) is fixed, not searched. Each
+trial trains one run of the task (:mod:`gradgeo.tasks`) with the values rounded to 3 significant digits, so the
+spec string a trial reports reproduces it exactly, and is scored by the final epoch's validation metric (the
+validation counterpart of the task's headline metric: ``val_acc``, ``val_miou``, ``val_fd``); the test set is
+never looked at.
+
+Sampler: multivariate TPE (the learning rate and the strength interact) whose random draws depend only on the
+sampler seed, the trial number and the parameter, so a resumed study or a second worker never repeats the first
+trials' points. The first ``startup_trials`` trials are random and run to the end; after them the median rule
+stops (prunes) a trial whose validation metric after an epoch is worse than the median of the earlier trials at
+that epoch. A trial whose training diverges (a non-finite loss) is pruned, not failed: it counts as a spent trial.
+
+Fairness, as in optimizer benchmarks with external tuning (DeepOBS, AlgoPerf): every spec gets the same number
+of trials, ``trials`` (counted over all workers: a study never runs more; a trial killed with its worker is
+retried, not counted twice), and the default ranges all span two decades per searched number; the tables say
+how many trials each spec had and the size of its search space.
+
+Resumable and shared: the studies live in ``storage`` (default: the SQLite file ``OUT/study.db``). Running the
+same call again continues them; a study created with other settings is refused, naming the difference. Any
+number of processes on any number of machines pointed at one storage URL work on the same studies.
+
+Layout of the output folder::
+
+    OUT/study.db                       the embedded storage (without ``storage=``)
+    OUT/<spec>/trial-<k>/...           each trial's training run (metrics.jsonl, checkpoint.pt, result.json)
+    OUT/<spec>/trials.json, trials.csv every trial: state, parameters, spec string, validation metric per epoch
+    OUT/summary.json, OUT/summary.csv  per spec: budget, search space, best trial and its spec string
+    OUT/history.png                    each trial's validation metric by trial number, and the best so far
+    OUT/lr_strength.png                the trials in the learning rate x strength plane, coloured by the metric
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from gradgeo.channel.factory import parse_spec
+from gradgeo.experiments.grid import run_dir
+from gradgeo.experiments.storage import (
+    FrozenTrial,
+    Job,
+    Surplus,
+    TrialState,
+    open_storage,
+    open_study,
+    optuna,
+    portable_config,
+    shown_url,
+    work,
+)
+from gradgeo.tasks import Metric, Task, get_task
+from gradgeo.training import ddp
+from gradgeo.training.engine import TrainConfig, _atomic_save
+
+__all__ = ["STRENGTH_RANGES", "WEIGHT_DECAY_RANGE", "Dimension", "SearchSpace", "format_tune_table", "search_space",
+           "tune"]
+
+#: the strength option of each metric and its default search range (two decades each)
+STRENGTH_RANGES: dict[str, tuple[str, tuple[float, float]]] = {
+    "h0": ("lam", (1.0, 100.0)),  # 1 is the plain gradient; larger damps what varies across channels
+    "sobolev": ("lam", (3e-3, 0.3)),  # 0.1 keeps the smoothest mode at unit gain (DESIGN.md 1b)
+    "h1": ("lam", (1e-4, 1e-2)),  # toward 0: the plain gradient
+    "laplacian": ("sigma", (0.1, 10.0)),
+}
+#: the default weight-decay range when weight decay is searched
+WEIGHT_DECAY_RANGE = (5e-5, 5e-3)
+_SIGNIFICANT = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Dimension:
+    """One searched number: ``name`` (``lr``, ``lam``, ``sigma``, ``weight_decay``) on a log scale in
+    ``[low, high]``, written into the spec's base (``part="base"``) or metric (``"metric"``) options."""
+
+    name: str
+    low: float
+    high: float
+    part: str
+
+    @property
+    def decades(self) -> float:
+        return math.log10(self.high / self.low)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """The searched numbers of one optimizer spec."""
+
+    spec: str
+    dimensions: tuple[Dimension, ...]
+
+    def spec_with(self, values: dict[str, float]) -> str:
+        """The spec string with each searched value written into its part, e.g. ``sgd:lr=0.1+h0:lam=2.5``."""
+        parts = self.spec.split("+")
+        for dim in self.dimensions:
+            index = 0 if dim.part == "base" else 1
+            separator = "," if ":" in parts[index] else ":"
+            # 1e+30 would read as two specs: write 1e30
+            parts[index] += f"{separator}{dim.name}={values[dim.name]:g}".replace("e+", "e")
+        return "+".join(parts)
+
+    def describe(self) -> str:
+        """E.g. ``lr in [0.005, 0.5] x lam in [1, 100], log scales, 4 decades``."""
+        ranges = " x ".join(f"{d.name} in [{d.low:g}, {d.high:g}]" for d in self.dimensions)
+        return f"{ranges}, log scale{'s' if len(self.dimensions) > 1 else ''}, {self.decades:g} decades"
+
+    @property
+    def decades(self) -> float:
+        """The size of the space: the sum of its log10 ranges."""
+        return round(sum(d.decades for d in self.dimensions), 6)
+
+
+def _range(option: str, values: Sequence[float] | None, default: tuple[float, float]) -> tuple[float, float]:
+    if values is None:
+        return default
+    low, high = (float(v) for v in values)
+    if not (0 < low < high and math.isfinite(high)):
+        raise ValueError(f"--{option} must be two finite numbers 0 < LOW < HIGH (a log-scale range to search), "
+                         f"got {low:g} {high:g}: the search space would be empty")
+    return low, high
+
+
+def search_space(spec: str, lr: float, *, lr_range: Sequence[float] | None = None,
+                 strength_range: Sequence[float] | None = None,
+                 weight_decay_range: Sequence[float] | None = None) -> SearchSpace:
+    """What tuning ``spec`` searches: the numbers it leaves open (see the module docstring).
+
+    Args:
+        spec: an optimizer spec; options it writes are fixed.
+        lr: the learning rate the default range is centred on (``lr / 10`` to ``lr * 10``).
+        lr_range, strength_range, weight_decay_range: ``(low, high)`` instead of the defaults; weight decay is
+            searched only when ``weight_decay_range`` is given.
+
+    Raises:
+        ValueError: an unknown base or metric, a bad range, or nothing left to search.
+    """
+    parsed = parse_spec(spec)
+    dimensions = []
+    if "lr" not in parsed.base_options:
+        dimensions.append(Dimension("lr", *_range("lr-range", lr_range, (lr / 10, lr * 10)), "base"))
+    if parsed.metric != "none":
+        key, default = STRENGTH_RANGES[parsed.metric]
+        if key not in parsed.metric_options:
+            dimensions.append(Dimension(key, *_range("strength-range", strength_range, default), "metric"))
+    if weight_decay_range is not None and "weight_decay" not in parsed.base_options:
+        dimensions.append(Dimension("weight_decay", *_range("weight-decay-range", weight_decay_range,
+                                                             WEIGHT_DECAY_RANGE), "base"))
+    if not dimensions:
+        fixed = {**{k: v for k, v in parsed.base_options.items() if k in ("lr", "weight_decay")},
+                 **{k: v for k, v in parsed.metric_options.items() if k in ("lam", "sigma")}}
+        written = ", ".join(f"{k}={v}" for k, v in fixed.items())
+        raise ValueError(f"nothing to tune in {spec!r}: the spec fixes {written}; drop them from the spec (or give "
+                         "--weight-decay-range) to search them")
+    return SearchSpace(parsed.text, tuple(dimensions))
+
+
+def validation_metric(task: Task) -> Metric:
+    """The validation counterpart of the task's headline metric (``test_acc`` -> ``val_acc``)."""
+    headline = task.metrics[0]
+    key = "val_" + headline.key.removeprefix("test_")
+    label = headline.label.replace("test", "val") if "test" in headline.label else f"val {headline.label}"
+    return dataclasses.replace(headline, key=key, label=label)
+
+
+class _TrialSeededTPE(optuna.samplers.BaseSampler):
+    """Multivariate TPE whose random draws depend on ``(seed, trial number, parameter)`` only: workers that start
+    together, or a study resumed in a new process, draw new points instead of the first trials' again, and the
+    same trial history gives the same proposals."""
+
+    def __init__(self, seed: int, startup_trials: int) -> None:
+        self.seed, self.startup_trials = seed, startup_trials
+
+    def _tpe(self, trial: FrozenTrial, name: str = "") -> optuna.samplers.TPESampler:
+        seed = zlib.crc32(f"{self.seed}/{trial.number}/{name}".encode())
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup_trials, multivariate=True)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        return self._tpe(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        return self._tpe(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: Any) -> Any:
+        return self._tpe(trial, param_name).sample_independent(study, trial, param_name, param_distribution)
+
+
+def _counted(trials: Sequence[FrozenTrial], budget: int | None) -> list[FrozenTrial]:
+    """The trials that spend the budget: every trial that did not fail, first come first, at most ``budget``."""
+    alive = sorted((t for t in trials if t.state != TrialState.FAIL), key=lambda t: t.number)
+    return alive if budget is None else alive[:budget]
+
+
+def tune(
+    task: str | Task,
+    specs: Sequence[str],
+    base: TrainConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    trials: int | None = None,
+    timeout: float | None = None,
+    lr_range: Sequence[float] | None = None,
+    strength_range: Sequence[float] | None = None,
+    weight_decay_range: Sequence[float] | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    sampler_seed: int = 0,
+    startup_trials: int = 10,
+    prune: bool = True,
+    heartbeat: int = 30,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Tune each spec's open numbers on the validation split (see the module docstring), then write and return
+    the summary.
+
+    Args:
+        task: a task name (``"classify"``, ``"segment"``, ``"gan"``) or a :class:`~gradgeo.tasks.Task`.
+        specs: optimizer specs to tune, each in its own study with the same budget.
+        base: the shared configuration, of the task's ``config_class``; needs ``val_size > 0``.
+        out_dir: the output folder.
+        trials: trials per spec, over all workers (None: only ``timeout`` limits).
+        timeout: seconds after which this worker starts no trial (per spec: each gets the same time).
+        lr_range, strength_range, weight_decay_range: search ranges (see :func:`search_space`).
+        storage: a database URL shared by all workers (default: the SQLite file ``OUT/study.db``).
+        study: the study name prefix (default: the output folder's name); spec ``S`` is study ``NAME:S``.
+        sampler_seed: the TPE seed.
+        startup_trials: random trials, never pruned, before TPE proposes and the median rule prunes.
+        prune: stop trials that fall below the median (False: every trial runs to the end).
+        heartbeat: seconds between a running trial's heartbeats; silent for three: dead, retried.
+        log: receives a line per finished trial and the tables (None: silent).
+
+    Returns:
+        The summary (also ``OUT/summary.json``): ``metric`` and per spec a row with ``spec``, ``budget``,
+        ``search_space`` (``[name, low, high]`` each), ``decades``, ``counted``, ``complete``, ``pruned``,
+        ``best`` (the best complete trial, or None) and ``trials`` (every trial).
+
+    Example:
+        >>> base = TrainConfig(epochs=15, train_size=5000, val_size=5000, batch_size=32)
+        >>> tune("classify", ["sgd", "sgd+h0", "sgd+sobolev"], base, "runs/tune", trials=20)  # doctest: +SKIP
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    if type(base) is not task.config_class:
+        raise ValueError(f"the {task.name} task needs a {task.config_class.__name__}, got a {type(base).__name__}")
+    base.validate()
+    if not specs or len(set(specs)) != len(specs):
+        raise ValueError(f"tune needs distinct optimizer specs, got {list(specs)}")
+    if trials is None and timeout is None:
+        raise ValueError("give a budget: --trials N (per spec) and/or --timeout SECONDS")
+    if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
+        raise ValueError(f"--trials must be a whole number >= 1, got {trials!r}")
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"--timeout must be > 0 seconds, got {timeout!r}")
+    if isinstance(startup_trials, bool) or not isinstance(startup_trials, int) or startup_trials < 0:
+        raise ValueError(f"--startup-trials must be a whole number >= 0, got {startup_trials!r}")
+    if not base.val_size:
+        raise ValueError("tune scores trials on the validation split, never the test set: pass --val-size N (the "
+                         "training images, or scenes, to hold out)")
+    if ddp.torchrun_env() is not None:
+        raise ValueError("tune runs one trial per process: start more workers (same command, --storage URL) "
+                         "instead of torchrun")
+    spaces = [search_space(spec, base.lr, lr_range=lr_range, strength_range=strength_range,
+                           weight_decay_range=weight_decay_range) for spec in specs]
+    metric = validation_metric(task)
+    out = Path(out_dir)
+    name = study or out.resolve().name
+    backend = open_storage(storage, out, heartbeat)
+    direction: Literal["minimize", "maximize"] = "maximize" if metric.higher_is_better else "minimize"
+    settings = {"task": task.name, "metric": metric.key, "sampler": {"name": "TPE", "seed": sampler_seed,
+                "startup_trials": startup_trials}, "prune": prune, "config": portable_config(base)}
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=startup_trials) if prune else optuna.pruners.NopPruner()
+    studies = [open_study(backend, f"{name}:{space.spec}",
+                          {**settings, "search_space": [[d.name, d.low, d.high] for d in space.dimensions]},
+                          direction=direction, sampler=_TrialSeededTPE(sampler_seed, startup_trials), pruner=pruner)
+               for space in spaces]
+    if log is not None:
+        where = f"study {name!r} in {shown_url(storage)}" if storage else str(out / "study.db")
+        log(f"tuning {len(specs)} spec(s) on {task.name}, {trials or 'unlimited'} trials each"
+            f"{f', at most {timeout:g} s each' if timeout else ''}; {metric.label} of the final epoch -> {where}")
+
+    shared: dict[str, Any] = {}
+
+    def splits() -> Any:  # loaded once per worker, when its first trial starts
+        if "splits" not in shared:
+            if task.prepare is not None:
+                task.prepare(base, log or (lambda line: None))
+            shared["splits"] = task.load(base)
+        return shared["splits"]
+
+    def objective_for(space: SearchSpace, study_: optuna.Study) -> Callable[[optuna.Trial], float]:
+        def objective(trial: optuna.Trial) -> float:
+            known = study_.get_trials(deepcopy=False)
+            if trials is not None and trial.number not in {t.number for t in _counted(known, trials)}:
+                trial.set_user_attr("note", "over the budget")  # another worker took the last trial meanwhile
+                raise Surplus(f"trial {trial.number} is over the budget of {trials}")
+            values = {d.name: float(f"{trial.suggest_float(d.name, d.low, d.high, log=True):.{_SIGNIFICANT}g}")
+                      for d in space.dimensions}  # what trains is what the spec string says
+            spec = space.spec_with(values)
+            trial.set_user_attr("spec", spec)
+            trial.set_user_attr("values", values)
+            frozen = next(t for t in known if t.number == trial.number)
+            first = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+            directory = _spec_dir(out, space.spec) / f"trial-{trial.number if first is None else first}"
+            trial.set_user_attr("dir", str(directory.relative_to(out)))
+
+            def stop(reason: str, diverged: Any = None) -> optuna.TrialPruned:
+                if diverged is not None:
+                    trial.set_user_attr("diverged", diverged)
+                if log is not None:
+                    log(f"[{space.spec}] trial {trial.number}: {reason} ({spec})")
+                return optuna.TrialPruned(reason)
+
+            def on_epoch(row: dict[str, Any]) -> None:
+                value, epoch = row[metric.key], row["epoch"]
+                if not (_finite(row.get("train_loss")) and _finite(value)):
+                    raise stop(f"diverged at epoch {epoch}", epoch)
+                trial.report(float(value), epoch)
+                if epoch < base.epochs and trial.should_prune():  # the last epoch completes the trial anyway
+                    raise stop(f"pruned at epoch {epoch}")
+
+            try:
+                history = task.train(dataclasses.replace(base, optimizer=spec), directory, resume=True,
+                                     progress=False, log=None, splits=splits(), on_epoch=on_epoch)
+            except FloatingPointError as error:  # the channel metric refused a non-finite gradient
+                raise stop("diverged", str(error).splitlines()[0]) from None
+            value = history[-1][metric.key]
+            if not _finite(value):
+                raise stop("diverged", len(history))
+            if log is not None:
+                shown = _show(metric, value)
+                log(f"[{space.spec}] trial {trial.number}: {metric.label} {shown} ({spec})")
+            return float(value)
+
+        return objective
+
+    def wants_trial(trials_: Sequence[FrozenTrial]) -> bool:
+        if any(t.state == TrialState.WAITING for t in trials_):
+            return True
+        return trials is None or sum(t.state != TrialState.FAIL for t in trials_) < trials
+
+    jobs = [Job(s, objective_for(space, s), wants_trial) for space, s in zip(spaces, studies)]
+    if timeout is None:
+        work(jobs, log=log, poll=min(5.0, heartbeat))
+    else:
+        for job in jobs:  # the same time for each spec
+            work([job], deadline=time.monotonic() + timeout, log=log, poll=min(5.0, heartbeat))
+    summary = summarize_tuning(studies, spaces, metric, trials, out)
+    if log is not None:
+        log(format_tune_table(summary))
+    return summary
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _spec_dir(out: Path, spec: str) -> Path:
+    """``OUT/<spec>``, the spec's folder named as in a comparison folder."""
+    return out / run_dir(out, spec, 0).parent.name
+
+
+def _record(trial: FrozenTrial, counted: bool) -> dict[str, Any]:
+    """One trial for the tables and ``trials.json``: its value is the final epoch's for a complete trial and
+    the last reported epoch's for a pruned one."""
+    steps = sorted(trial.intermediate_values)
+    value = trial.value if trial.state == TrialState.COMPLETE else (
+        trial.intermediate_values[steps[-1]] if steps else None)
+    start, end = trial.datetime_start, trial.datetime_complete
+    return {"number": trial.number, "state": trial.state.name.lower(), "counted": counted,
+            "spec": trial.user_attrs.get("spec"), "params": trial.user_attrs.get("values", trial.params),
+            "value": value,
+            "epochs": steps[-1] if steps else 0, "per_epoch": [trial.intermediate_values[s] for s in steps],
+            "retry_of": trial.system_attrs.get("failed_trial"),
+            "note": trial.user_attrs.get("note") or (f"diverged ({trial.user_attrs['diverged']})"
+                                                     if "diverged" in trial.user_attrs else None),
+            "seconds": (end - start).total_seconds() if start and end else None,
+            "dir": trial.user_attrs.get("dir")}
+
+
+def summarize_tuning(studies: Sequence[optuna.Study], spaces: Sequence[SearchSpace], metric: Metric,
+                     budget: int | None, out: Path) -> dict[str, Any]:
+    """The summary of each spec's study (see :func:`tune`); writes ``OUT/<spec>/trials.json`` and ``.csv``,
+    ``OUT/summary.json`` and ``.csv``, ``OUT/history.png`` and ``OUT/lr_strength.png``."""
+    rows = []
+    for study, space in zip(studies, spaces):
+        trials = study.get_trials(deepcopy=False)
+        counted = {t.number for t in _counted(trials, budget)}
+        records = [_record(t, t.number in counted) for t in sorted(trials, key=lambda t: t.number)
+                   if t.user_attrs.get("note") != "over the budget"]
+        complete = [r for r in records if r["counted"] and r["state"] == "complete"]
+        best = (max if metric.higher_is_better else min)(complete, key=lambda r: r["value"]) if complete else None
+        rows.append({"spec": space.spec, "budget": budget,
+                     "search_space": [[d.name, d.low, d.high] for d in space.dimensions], "decades": space.decades,
+                     "counted": len(counted), "complete": len(complete),
+                     "pruned": sum(r["counted"] and r["state"] == "pruned" for r in records),
+                     "unfinished": sum(r["counted"] and r["state"] in ("running", "waiting") for r in records),
+                     "best": best and {k: best[k] for k in ("number", "value", "spec", "params")},
+                     "search": space.describe(), "trials": records})
+        folder = _spec_dir(out, space.spec)
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_save(records, folder / "trials.json")
+        names = [d.name for d in space.dimensions]
+        _write_csv(folder / "trials.csv", ["number", "state", "counted", *names, "spec", metric.key, "epochs",
+                                           "retry_of", "note", "seconds"],
+                   [[r["number"], r["state"], r["counted"], *(r["params"].get(n, "") for n in names), r["spec"],
+                     r["value"], r["epochs"], r["retry_of"], r["note"], r["seconds"]] for r in records])
+    summary = {"metric": dataclasses.asdict(metric), "budget": budget, "rows": rows}
+    _atomic_save(summary, out / "summary.json")
+    _write_csv(out / "summary.csv", ["spec", "budget", "counted", "complete", "pruned", "search_space", "decades",
+                                     f"best_{metric.key}", "best_trial", "best_spec"],
+               [[r["spec"], r["budget"], r["counted"], r["complete"], r["pruned"], r["search"], r["decades"],
+                 r["best"] and r["best"]["value"], r["best"] and r["best"]["number"], r["best"] and r["best"]["spec"]]
+                for r in rows])
+    plot_tuning(summary, out)
+    return summary
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    """A CSV file written whole or not at all (several workers may write it at once)."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", newline="") as f:
+        f.write(text.getvalue())
+    os.replace(tmp, path)
+
+
+def _show(metric: Metric, value: float | None) -> str:
+    return "-" if value is None else f"{value * metric.scale:.{metric.digits}f}"
+
+
+def format_tune_table(summary: dict[str, Any]) -> str:
+    """Each spec's counted trials (number, state, searched values, validation metric), then one line per spec:
+    its trials, search space and best spec string."""
+    metric = Metric(**summary["metric"])
+    arrow = "higher is better" if metric.higher_is_better else "lower is better"
+    lines = []
+    for row in summary["rows"]:
+        names = [name for name, _, _ in row["search_space"]]
+        lines += ["", f"{row['spec']}: {row['counted']} trial(s) of {row['budget'] or 'unlimited'} "
+                      f"({row['complete']} complete, {row['pruned']} pruned); {row['search']}",
+                  f"{'trial':>5} {'state':<9}" + "".join(f" {n:>12}" for n in names) +
+                  f" {metric.label:>14} {'epochs':>6}  note"]
+        lines.append("-" * len(lines[-1]))
+        for r in row["trials"]:
+            if not r["counted"] and r["state"] != "fail":
+                continue
+            retry = f"retry of {r['retry_of']}" if r["retry_of"] is not None else None
+            note = ", ".join(filter(None, [r["note"], retry, "not counted" if r["state"] == "fail" else None]))
+            lines.append(f"{r['number']:>5} {r['state']:<9}" + "".join(
+                f" {r['params'][n]:>12.4g}" if n in r["params"] else f" {'-':>12}" for n in names) +
+                f" {_show(metric, r['value']):>14} {r['epochs']:>6}  {note}")
+    width = max(24, *(len(r["spec"]) for r in summary["rows"]))
+    lines += ["", f"best {metric.label} ({arrow}) per spec, final epoch, validation split; each spec tuned with the "
+                  f"same budget of {summary['budget'] or 'unlimited'} trials",
+              f"{'spec':<{width}} {'trials':>6} {'complete':>8} {'pruned':>6} {'decades':>7} {'best':>8}  "
+              "best spec (for gradgeo compare)"]
+    lines.append("-" * len(lines[-1]))
+    for row in summary["rows"]:
+        best = row["best"]
+        lines.append(f"{row['spec']:<{width}} {row['counted']:>6} {row['complete']:>8} {row['pruned']:>6} "
+                     f"{row['decades']:>7g} {_show(metric, best and best['value']):>8}  "
+                     f"{best['spec'] if best else '(no complete trial yet)'}")
+    if len({r["counted"] for r in summary["rows"]}) > 1:
+        lines.append("note: the specs have different numbers of trials so far: rerun the same command to finish them")
+    if len({r["decades"] for r in summary["rows"]}) > 1:
+        lines.append("note: the search spaces differ in size (decades = the sum of the log10 ranges searched)")
+    return "\n".join(lines).lstrip("\n")
+
+
+def plot_tuning(summary: dict[str, Any], out: Path) -> None:
+    """``history.png``: each counted trial's validation metric by trial number (pruned: at its last epoch) and
+    the best so far, per spec; ``lr_strength.png``: the trials of each spec that searches a learning rate and a
+    strength, in that plane (log scales), coloured by the metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = Metric(**summary["metric"])
+    better = max if metric.higher_is_better else min
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    palette = plt.get_cmap("tab10")
+    for index, row in enumerate(summary["rows"]):
+        color = palette(index % 10)
+        shown = [r for r in row["trials"] if r["counted"] and r["value"] is not None]
+        complete = [r for r in shown if r["state"] == "complete"]
+        ax.scatter([r["number"] for r in complete], [r["value"] * metric.scale for r in complete], color=color, s=18)
+        pruned = [r for r in shown if r["state"] == "pruned"]
+        ax.scatter([r["number"] for r in pruned], [r["value"] * metric.scale for r in pruned], color=color, s=18,
+                   marker="x", alpha=0.6)
+        best_so_far: list[float] = []
+        steps: list[int] = []
+        for r in complete:
+            best_so_far.append(better([*best_so_far[-1:], r["value"] * metric.scale]))
+            steps.append(r["number"])
+        ax.step(steps, best_so_far, where="post", color=color, label=f"{row['spec']} ({row['counted']} trials)")
+    ax.set(xlabel="trial", ylabel=metric.label, title="optimization history (x: pruned, at its last epoch)")
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(out / "history.png", dpi=120)
+    plt.close(fig)
+
+    planes = [row for row in summary["rows"] if len(row["search_space"]) >= 2 and row["search_space"][0][0] == "lr"]
+    if not planes:
+        return
+    fig, axes = plt.subplots(1, len(planes), figsize=(4.6 * len(planes), 4.2), squeeze=False)
+    for ax, row in zip(axes[0], planes):
+        strength = row["search_space"][1][0]
+        shown = [r for r in row["trials"] if r["counted"] and strength in r["params"]]
+        complete = [r for r in shown if r["state"] == "complete"]
+        points = ax.scatter([r["params"]["lr"] for r in complete], [r["params"][strength] for r in complete],
+                            c=[r["value"] * metric.scale for r in complete], cmap="viridis", s=30)
+        pruned = [r for r in shown if r["state"] != "complete"]
+        ax.scatter([r["params"]["lr"] for r in pruned], [r["params"][strength] for r in pruned], color="grey",
+                   marker="x", s=24, label="pruned")
+        if row["best"]:
+            ax.scatter([row["best"]["params"]["lr"]], [row["best"]["params"][strength]], s=160, facecolors="none",
+                       edgecolors="red", label="best")
+        (_, lr_low, lr_high), (_, low, high) = row["search_space"][:2]
+        ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel=strength, title=row["spec"],
+               xlim=(lr_low / 1.2, lr_high * 1.2), ylim=(low / 1.2, high * 1.2))  # the whole range, edges visible
+        if complete:
+            fig.colorbar(points, ax=ax, label=metric.label)
+        ax.legend(fontsize=7, frameon=False, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out / "lr_strength.png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,292 @@
+"""gradgeo tune and compare --storage (Optuna): real short studies on a tiny Fashion-MNIST, resuming after a kill,
+worker processes sharing one grid on the embedded SQLite storage and on a real PostgreSQL server, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from gradgeo.cli import main
+from gradgeo.training.engine import TrainConfig, train
+
+optuna = pytest.importorskip("optuna", reason="the tune extra is not installed: pip install 'gradgeo[tune]'")
+
+from gradgeo.experiments.storage import open_storage, open_study  # noqa: E402 (needs optuna)
+from gradgeo.experiments.tune import search_space  # noqa: E402
+
+# the newest Debian PostgreSQL server binaries (.ci/run installs them)
+PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit()
+             else 0, default=Path("/usr/lib/postgresql/15/bin"))
+TINY = ["--width", "0.5", "--batch-size", "50", "--val-size", "100"]
+
+
+def _gradgeo(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "gradgeo.cli", *map(str, args)]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}  # every worker trains the same numbers on one thread
+
+
+def _run(*args: str | Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(_gradgeo(*args), env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+# ---- the search space -------------------------------------------------------------------------------------------
+
+def test_search_space_searches_what_the_spec_leaves_open():
+    space = search_space("sgd:momentum=0.8+sobolev:boundary=periodic", 0.05)
+    assert [(d.name, d.low, d.high, d.part) for d in space.dimensions] == [
+        ("lr", pytest.approx(0.005), pytest.approx(0.5), "base"), ("lam", 3e-3, 0.3, "metric")]
+    assert space.decades == pytest.approx(4.0)
+    assert space.spec_with({"lr": 0.0123, "lam": 0.05}) == \
+        "sgd:momentum=0.8,lr=0.0123+sobolev:boundary=periodic,lam=0.05"
+    # a written option is fixed; laplacian's strength is sigma; weight decay only when asked
+    fixed = search_space("adam:lr=1e-3+laplacian", 1.0, weight_decay_range=(1e-5, 1e-3))
+    assert [d.name for d in fixed.dimensions] == ["sigma", "weight_decay"]
+    assert fixed.spec_with({"sigma": 2.0, "weight_decay": 1e-4}) == "adam:lr=1e-3,weight_decay=0.0001+laplacian:sigma=2"
+    assert [d.name for d in search_space("sgd", 0.1, lr_range=(0.01, 1)).dimensions] == ["lr"]
+    assert search_space("sgd", 1.0).spec_with({"lr": 2.5e20}) == "sgd:lr=2.5e20"  # no '+' in a value
+
+
+@pytest.mark.parametrize("spec, kwargs, message", [
+    ("sgd:lr=0.1", {}, r"nothing to tune in 'sgd:lr=0.1': the spec fixes lr=0.1"),
+    ("sgd:lr=0.1+h0:lam=2", {}, r"fixes lr=0.1, lam=2"),
+    ("sgd+h0", {"strength_range": (3.0, 3.0)}, r"--strength-range must be .* 0 < LOW < HIGH .* empty"),
+    ("sgd", {"lr_range": (0.1, 0.01)}, r"--lr-range must be"),
+    ("sgd+foo", {}, r"unknown metric 'foo'"),
+])
+def test_search_space_errors_name_the_problem(spec, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        search_space(spec, 0.05, **kwargs)
+
+
+# ---- the engine hook pruning relies on -------------------------------------------------------------------------
+
+def test_on_epoch_sees_each_new_epoch_once_and_can_stop_a_resumable_run(tiny_fashion, tmp_path):
+    config = TrainConfig(data_dir=str(tiny_fashion), epochs=2, batch_size=50, width=0.5, val_size=100)
+
+    def stop(row):
+        raise KeyboardInterrupt(f"stop after epoch {row['epoch']}")
+
+    with pytest.raises(KeyboardInterrupt, match="stop after epoch 1"):
+        train(config, tmp_path, log=None, on_epoch=stop)
+    assert not (tmp_path / "result.json").exists()  # stopped, with the epoch checkpointed
+    seen = []
+    history = train(config, tmp_path, resume=True, log=None, on_epoch=seen.append)
+    assert [r["epoch"] for r in seen] == [2] and seen[0] == history[1]  # the restored epoch is not reported again
+    timeless = [{k: v for k, v in row.items() if k != "time"} for row in history]
+    assert timeless == [{k: v for k, v in row.items() if k != "time"} for row in train(config, None, log=None)]
+
+
+# ---- gradgeo tune ---------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_tune_finds_a_better_than_worst_trial_and_resumes_after_a_kill(tiny_fashion, tmp_path):
+    out = tmp_path / "tune"
+    command = _gradgeo("tune", "sgd+h0", "--data-dir", tiny_fashion, *TINY, "--epochs", "2", "--trials", "5",
+                       "--startup-trials", "2", "--heartbeat", "1", "--out", out)
+    worker = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:  # kill it in the middle of trial 0 or 1 (random start-up trials: never pruned), after an epoch
+        deadline = time.monotonic() + 120
+        while not (mid := [d for d in out.glob("sgd+h0/trial-*") if (d / "checkpoint.pt").exists()
+                           and not (d / "result.json").exists()]):
+            assert worker.poll() is None and time.monotonic() < deadline, worker.stdout.read() if worker.stdout else ""
+            time.sleep(0.02)
+        worker.send_signal(signal.SIGKILL)
+    finally:
+        worker.wait()
+    killed = int(mid[0].name.removeprefix("trial-"))
+    first_epoch = (mid[0] / "metrics.jsonl").read_text().splitlines()[0]
+
+    rerun = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=240)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    row = summary["rows"][0]
+    trials = {t["number"]: t for t in row["trials"]}
+    assert row["counted"] == 5 and row["complete"] + row["pruned"] == 5  # the budget, not one trial more
+    assert trials[killed]["state"] == "fail" and not trials[killed]["counted"]
+    retry = [t for t in trials.values() if t["retry_of"] == killed]
+    assert len(retry) == 1 and retry[0]["state"] in ("complete", "pruned") and retry[0]["counted"]
+    assert retry[0]["params"] == trials[killed]["params"] and retry[0]["dir"] == f"sgd+h0/trial-{killed}"
+    # resumed from the killed trial's checkpoint: its first epoch was not trained again
+    assert (mid[0] / "metrics.jsonl").read_text().splitlines()[0] == first_epoch
+    values = [t["value"] for t in trials.values() if t["counted"] and t["value"] is not None]
+    # every epoch reported for pruning (the retry inherits the killed trial's reports, which may lack the last
+    # epoch before the kill)
+    assert all(len(t["per_epoch"]) == t["epochs"] >= 1 for t in trials.values() if t["counted"] and t is not retry[0])
+    assert 1 <= len(retry[0]["per_epoch"]) <= retry[0]["epochs"]
+    assert row["best"]["value"] == max(t["value"] for t in trials.values() if t["state"] == "complete")
+    assert row["best"]["value"] > min(values)  # the search found something better than its worst trial
+    assert row["best"]["spec"] in rerun.stdout
+    for name in ("history.png", "lr_strength.png", "summary.csv", "sgd+h0/trials.csv", "sgd+h0/trials.json"):
+        assert (out / name).stat().st_size > 0
+    # the best spec string is what its trial trained
+    best_dir = out / trials[row["best"]["number"]]["dir"]
+    assert json.loads((best_dir / "result.json").read_text())["config"]["optimizer"] == row["best"]["spec"]
+
+    # the same command once more: the study is done, nothing trains, the same table
+    again = _run(*command[3:])
+    assert json.loads((out / "summary.json").read_text())["rows"][0]["trials"] == row["trials"]
+    assert "trial" in again.stdout and "waiting" not in again.stdout
+
+
+@pytest.mark.slow
+def test_tune_gives_every_spec_the_same_budget(tiny_fashion, tmp_path, capsys):
+    assert main(["tune", "sgd", "sgd+h1", "--data-dir", str(tiny_fashion), *TINY, "--epochs", "1", "--trials", "2",
+                 "--no-prune", "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [(r["spec"], r["counted"], r["complete"], r["decades"]) for r in summary["rows"]] == [
+        ("sgd", 2, 2, 2.0), ("sgd+h1", 2, 2, 4.0)]
+    assert "same budget of 2 trials" in table and "search spaces differ in size" in table
+
+
+def test_a_diverging_trial_is_pruned_and_counts_as_spent(tiny_fashion, tmp_path, capsys):
+    assert main(["tune", "sgd+h0", "sgd", "--data-dir", str(tiny_fashion), *TINY, "--epochs", "2", "--trials", "1",
+                 "--lr-range", "1e30", "1e31", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "summary.json").read_text())["rows"]
+    for row in rows:  # h0: the metric refuses the non-finite gradient; sgd: the loss turns NaN after an epoch
+        assert (row["counted"], row["pruned"], row["best"]) == (1, 1, None)
+        assert row["trials"][0]["note"].startswith("diverged")
+    assert "(no complete trial yet)" in capsys.readouterr().out
+
+
+# ---- compare --storage: one grid, several workers --------------------------------------------------------------
+
+GRID = ["sgd", "sgd+h0:lam=2", "--seeds", "2", "--epochs", "1", *TINY]
+
+
+@pytest.fixture(scope="module")
+def single_worker(tiny_fashion, tmp_path_factory) -> dict:
+    """The grid's summary from one ordinary ``gradgeo compare`` (no storage)."""
+    out = tmp_path_factory.mktemp("single")
+    _run("compare", *GRID, "--data-dir", tiny_fashion, "--quiet", "--out", out)
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL 15 cluster on a unix socket in a temporary folder (as the ``postgres`` user when
+    running as root: initdb refuses root), stopped and deleted at teardown."""
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip(f"PostgreSQL server binaries not found in {PG_BIN}: apt-get install postgresql-15")
+    if os.geteuid() == 0 and not shutil.which("runuser"):
+        pytest.skip("running as root without runuser: cannot start PostgreSQL as another user (initdb refuses root)")
+    base = Path(tempfile.mkdtemp(prefix="gradgeo-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        account = pwd.getpwnam("postgres")  # the Debian server package creates this account
+        os.chown(base, account.pw_uid, account.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = base / "data"
+    try:
+        subprocess.run([*as_user, str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+                        "--no-sync", "-E", "UTF8"], check=True, capture_output=True, timeout=120)
+        subprocess.run([*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log"), "-w",
+                        "-o", f"-k {base} -c listen_addresses= -F", "start"], check=True, capture_output=True,
+                       timeout=120)
+        yield f"postgresql+psycopg://postgres@/postgres?host={base}"
+    finally:
+        if (data / "postmaster.pid").exists():
+            subprocess.run([*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                           capture_output=True, timeout=120)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["embedded", "postgresql"])
+def test_two_workers_finish_a_grid_once_with_the_summary_of_one(where, tiny_fashion, tmp_path, single_worker,
+                                                                 request):
+    storage = [] if where == "embedded" else [request.getfixturevalue("postgres_url")]
+    out = tmp_path / "grid"
+    command = _gradgeo("compare", *GRID, "--data-dir", tiny_fashion, "--quiet", "--out", out, "--storage",
+                       *storage, "--heartbeat", "2")
+    workers = [subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for _ in range(2)]
+    logs = [w.communicate(timeout=240)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], logs
+    # every run trained by exactly one worker
+    trained = sorted(line.split("] ", 1)[1].partition(": final")[0] for log in logs for line in log.splitlines()
+                     if line.startswith("[") and "] " in line)
+    assert trained == sorted(f"{spec} seed {seed}" for spec in ("sgd", "sgd+h0:lam=2") for seed in (0, 1)), logs
+    url = storage[0] if storage else f"sqlite:///{out / 'study.db'}"
+    study = optuna.load_study(study_name="grid", storage=url)
+    complete = [(t.user_attrs["label"], t.user_attrs["seed"]) for t in study.get_trials()
+                if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(complete) == sorted(set(complete)) and len(complete) == 4
+    # each worker printed the summary, the same as one ordinary compare's
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["final_per_seed"] for r in summary["rows"]] == [r["final_per_seed"] for r in single_worker["rows"]]
+    assert all("diff vs sgd" in log for log in logs)
+
+
+# ---- bad input: a clear error, no traceback ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["sgd+foo"], "unknown metric 'foo'"),
+    (["sgd:lr=0.1"], "nothing to tune in 'sgd:lr=0.1'"),
+    (["sgd", "--lr-range", "0.1", "0.1"], "the search space would be empty"),
+    (["sgd", "--val-size", "0"], "pass --val-size N"),
+    (["sgd", "--trials", "0"], "--trials must be a whole number >= 1"),
+    (["sgd", "--storage", "postgresql+psycopg://gradgeo:secret@127.0.0.1:1/nowhere"],
+     "cannot open the study storage postgresql+psycopg://gradgeo:***@127.0.0.1:1/nowhere: "),
+    (["sgd", "--storage", "nosuchdb://x"], "cannot open the study storage nosuchdb://x: "),
+])
+def test_tune_bad_input_is_named(args, message, tmp_path, capsys):
+    defaults = [x for option, value in (("--val-size", "100"), ("--trials", "2")) if option not in args
+                for x in (option, value)]
+    assert main(["tune", *args, *defaults, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "secret" not in err
+
+
+@pytest.mark.slow
+def test_a_study_with_other_settings_is_refused_naming_the_difference(tiny_fashion, tmp_path, capsys):
+    common = ["tune", "sgd", "--data-dir", str(tiny_fashion), *TINY, "--trials", "1", "--out", str(tmp_path)]
+    assert main([*common, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--epochs", "2", "--sampler-seed", "3"]) == 2
+    err = capsys.readouterr().err
+    assert f"study '{tmp_path.name}:sgd'" in err and "was created with other settings" in err
+    assert "config.epochs: 1 in the study, 2 now" in err and "sampler.seed: 0 in the study, 3 now" in err
+    assert "Traceback" not in err
+
+
+def test_a_grid_study_with_other_settings_is_refused(tmp_path):
+    storage = open_storage(None, tmp_path, heartbeat=5)
+    open_study(storage, "grid", {"specs": ["sgd"], "config": {"epochs": 1}}, direction="minimize")
+    with pytest.raises(ValueError, match=r"study 'grid' in sqlite:///.*study.db was created with other settings "
+                                         r"\(config.epochs: 1 in the study, 2 now; specs: \['sgd'\] in the study, "
+                                         r"\['sgd', 'adam'\] now\)"):
+        open_study(storage, "grid", {"specs": ["sgd", "adam"], "config": {"epochs": 2}}, direction="minimize")
+
+
+def test_without_the_extra_the_message_names_it(monkeypatch, capsys, tmp_path):
+    for name in [m for m in sys.modules if m == "optuna" or m.startswith(("optuna.", "gradgeo.experiments"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna now raises ModuleNotFoundError
+    assert main(["tune", "sgd", "--val-size", "100", "--trials", "1", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'gradgeo[tune]'" in err and "Traceback" not in err
+    assert main(["compare", "sgd", "--storage", "--seeds", "1", "--out", str(tmp_path)]) == 2
+    assert "pip install 'gradgeo[tune]'" in capsys.readouterr().err
+
+
+def test_importing_gradgeo_and_its_cli_does_not_import_optuna():
+    code = ("import sys, gradgeo, gradgeo.cli, gradgeo.experiments, gradgeo.tasks; gradgeo.cli.build_parser(); "
+            "print('optuna' in sys.modules, 'sqlalchemy' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.split() == ["False", "False"]
