@@ -48,8 +48,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from gradgeo.channel.factory import parse_spec
 from gradgeo.experiments.grid import run_dir
+from gradgeo.experiments.search_space import (
+    _SIGNIFICANT,
+    STRENGTH_RANGES,
+    WEIGHT_DECAY_RANGE,
+    Dimension,
+    SearchSpace,
+    search_space,
+)
 from gradgeo.experiments.storage import (
     FrozenTrial,
     Job,
@@ -68,105 +75,6 @@ from gradgeo.training.engine import TrainConfig, _atomic_save
 
 __all__ = ["STRENGTH_RANGES", "WEIGHT_DECAY_RANGE", "Dimension", "SearchSpace", "format_tune_table", "search_space",
            "tune"]
-
-#: the strength option of each metric and its default search range (two decades each)
-STRENGTH_RANGES: dict[str, tuple[str, tuple[float, float]]] = {
-    "h0": ("lam", (1.0, 100.0)),  # 1 is the plain gradient; larger damps what varies across channels
-    "sobolev": ("lam", (3e-3, 0.3)),  # 0.1 keeps the smoothest mode at unit gain (DESIGN.md 1b)
-    "h1": ("lam", (1e-4, 1e-2)),  # toward 0: the plain gradient
-    "laplacian": ("sigma", (0.1, 10.0)),
-}
-#: the default weight-decay range when weight decay is searched
-WEIGHT_DECAY_RANGE = (5e-5, 5e-3)
-_SIGNIFICANT = 3
-
-
-@dataclasses.dataclass(frozen=True)
-class Dimension:
-    """One searched number: ``name`` (``lr``, ``lam``, ``sigma``, ``weight_decay``) on a log scale in
-    ``[low, high]``, written into the spec's base (``part="base"``) or metric (``"metric"``) options."""
-
-    name: str
-    low: float
-    high: float
-    part: str
-
-    @property
-    def decades(self) -> float:
-        return math.log10(self.high / self.low)
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchSpace:
-    """The searched numbers of one optimizer spec."""
-
-    spec: str
-    dimensions: tuple[Dimension, ...]
-
-    def spec_with(self, values: dict[str, float]) -> str:
-        """The spec string with each searched value written into its part, e.g. ``sgd:lr=0.1+h0:lam=2.5``."""
-        parts = self.spec.split("+")
-        for dim in self.dimensions:
-            index = 0 if dim.part == "base" else 1
-            separator = "," if ":" in parts[index] else ":"
-            # 1e+30 would read as two specs: write 1e30
-            parts[index] += f"{separator}{dim.name}={values[dim.name]:g}".replace("e+", "e")
-        return "+".join(parts)
-
-    def describe(self) -> str:
-        """E.g. ``lr in [0.005, 0.5] x lam in [1, 100], log scales, 4 decades``."""
-        ranges = " x ".join(f"{d.name} in [{d.low:g}, {d.high:g}]" for d in self.dimensions)
-        return f"{ranges}, log scale{'s' if len(self.dimensions) > 1 else ''}, {self.decades:g} decades"
-
-    @property
-    def decades(self) -> float:
-        """The size of the space: the sum of its log10 ranges."""
-        return round(sum(d.decades for d in self.dimensions), 6)
-
-
-def _range(option: str, values: Sequence[float] | None, default: tuple[float, float]) -> tuple[float, float]:
-    if values is None:
-        return default
-    low, high = (float(v) for v in values)
-    if not (0 < low < high and math.isfinite(high)):
-        raise ValueError(f"--{option} must be two finite numbers 0 < LOW < HIGH (a log-scale range to search), "
-                         f"got {low:g} {high:g}: the search space would be empty")
-    return low, high
-
-
-def search_space(spec: str, lr: float, *, lr_range: Sequence[float] | None = None,
-                 strength_range: Sequence[float] | None = None,
-                 weight_decay_range: Sequence[float] | None = None) -> SearchSpace:
-    """What tuning ``spec`` searches: the numbers it leaves open (see the module docstring).
-
-    Args:
-        spec: an optimizer spec; options it writes are fixed.
-        lr: the learning rate the default range is centred on (``lr / 10`` to ``lr * 10``).
-        lr_range, strength_range, weight_decay_range: ``(low, high)`` instead of the defaults; weight decay is
-            searched only when ``weight_decay_range`` is given.
-
-    Raises:
-        ValueError: an unknown base or metric, a bad range, or nothing left to search.
-    """
-    parsed = parse_spec(spec)
-    dimensions = []
-    if "lr" not in parsed.base_options:
-        dimensions.append(Dimension("lr", *_range("lr-range", lr_range, (lr / 10, lr * 10)), "base"))
-    if parsed.metric != "none":
-        key, default = STRENGTH_RANGES[parsed.metric]
-        if key not in parsed.metric_options:
-            dimensions.append(Dimension(key, *_range("strength-range", strength_range, default), "metric"))
-    if weight_decay_range is not None and "weight_decay" not in parsed.base_options:
-        dimensions.append(Dimension("weight_decay", *_range("weight-decay-range", weight_decay_range,
-                                                             WEIGHT_DECAY_RANGE), "base"))
-    if not dimensions:
-        fixed = {**{k: v for k, v in parsed.base_options.items() if k in ("lr", "weight_decay")},
-                 **{k: v for k, v in parsed.metric_options.items() if k in ("lam", "sigma")}}
-        written = ", ".join(f"{k}={v}" for k, v in fixed.items())
-        raise ValueError(f"nothing to tune in {spec!r}: the spec fixes {written}; drop them from the spec (or give "
-                         "--weight-decay-range) to search them")
-    return SearchSpace(parsed.text, tuple(dimensions))
-
 
 def validation_metric(task: Task) -> Metric:
     """The validation counterpart of the task's headline metric (``test_acc`` -> ``val_acc``)."""

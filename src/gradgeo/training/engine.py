@@ -21,13 +21,10 @@ import dataclasses
 import json
 import math
 import os
-import pickle
 import platform
 import sys
-import tempfile
 import time
 import warnings
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,13 +37,21 @@ from gradgeo.channel.factory import canonical_spec, create_optimizer, parse_spec
 from gradgeo.data import Augment, DatasetSplits, load_dataset
 from gradgeo.models import build_model
 from gradgeo.training import ddp
+from gradgeo.training.objective import CrossEntropy, Objective, evaluate
+from gradgeo.training.run_folder import (
+    CHECKPOINT,
+    METRICS,
+    RESULT,
+    _atomic_save,
+    _run_folder_problem,
+    read_checkpoint,
+)
 
 __all__ = ["PRECISIONS", "SCHEDULES", "CrossEntropy", "Objective", "TrainConfig", "evaluate", "fit", "load_splits",
            "train"]
 
 SCHEDULES = ("cosine", "step", "constant")
 PRECISIONS = ("fp32", "bf16")
-CHECKPOINT, METRICS, RESULT = "checkpoint.pt", "metrics.jsonl", "result.json"
 
 
 @dataclasses.dataclass
@@ -181,30 +186,6 @@ def _lr_lambda(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], flo
     return lambda step: 1.0
 
 
-def eval_batch_size(model: nn.Module) -> int:
-    """64 on CPU (small batches stay in cache: 2-3x the images/s of batch 1000 for ResNet-20 on a 2-core
-    machine), 1000 on accelerators."""
-    return 64 if next(model.parameters()).device.type == "cpu" else 1000
-
-
-@torch.inference_mode()
-def evaluate(model: nn.Module, splits: DatasetSplits, split: str, batch_size: int | None = None) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of ``model`` on a split (``"train"``, ``"val"``, ``"test"``); ``batch_size``
-    defaults to :func:`eval_batch_size`."""
-    batch_size = batch_size or eval_batch_size(model)
-    was_training = model.training
-    model.eval()
-    total_loss, correct, count = 0.0, 0, 0
-    dtype = next(model.parameters()).dtype
-    for x, y in splits.loader(split, batch_size, shuffle=False, dtype=dtype).epoch(0):
-        logits = model(x).float()
-        total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-        count += len(y)
-    model.train(was_training)
-    return {"loss": total_loss / count, "acc": correct / count}
-
-
 def _bf16_autocast(forward: Callable[[torch.Tensor], Any], device_type: str) -> Callable[[torch.Tensor], Any]:
     """``forward`` under bfloat16 autocast, its floating outputs returned as float32: losses, OSGD's
     projections and a GAN's second player then run in float32, and backward runs outside autocast."""
@@ -215,34 +196,6 @@ def _bf16_autocast(forward: Callable[[torch.Tensor], Any], device_type: str) -> 
         return _pytree.tree_map_only(torch.Tensor, lambda t: t.float() if t.is_floating_point() else t, output)
 
     return run
-
-
-def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu",
-                    keys: tuple[str, ...] = ("config", "model_args", "model", "history"),
-                    fix: str = "delete it (--resume then starts the run over) or use another --out folder",
-                    ) -> dict[str, Any]:
-    """A checkpoint written by :func:`fit` (or another ``torch.save``'d dict holding ``keys``), loaded with
-    ``weights_only=True`` (tensors and plain types only: a file cannot run code); a ValueError names a file
-    that lacks ``keys``, is corrupt or is no checkpoint, and says what to do (``fix``)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{path} is a folder; pass the {CHECKPOINT} file of a run (e.g. {path / CHECKPOINT})")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as error:  # what torch raises for a bad file
-        text = str(error).strip()
-        if "WeightsUnpickler error:" in text:  # not torch's advice to load with weights_only=False: that runs code
-            detail = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n\n")[0]
-            reason = f"it holds more than tensors and plain values, refused since loading it could run code: {detail}"
-        else:
-            reason = text.splitlines()[0] if text else type(error).__name__
-        raise ValueError(f"cannot read the checkpoint {path}: it is cut short, corrupt or not a gradgeo "
-                         f"checkpoint ({reason}); {fix}") from None
-    if not isinstance(state, dict) or not set(keys) <= state.keys():
-        raise ValueError(f"{path} is not a gradgeo checkpoint (it lacks {', '.join(sorted(set(keys) - set(state)))} "
-                         f"of the {CHECKPOINT} of a training run); {fix}"
-                         if isinstance(state, dict) else f"{path} is not a gradgeo checkpoint; {fix}")
-    return state
 
 
 def _slow_bf16_reason() -> str | None:
@@ -258,21 +211,6 @@ def _slow_bf16_reason() -> str | None:
     return f"this CPU's vector capability is {capability} without bfloat16 instructions (AVX512-BF16 or AMX)"
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if path.suffix == ".json":
-            Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")
-        else:
-            torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _all_finite(value: Any) -> bool:
     """False when a number in ``value`` (a number, None, or a list/dict of them) is NaN or infinite."""
     if isinstance(value, float):
@@ -284,131 +222,12 @@ def _all_finite(value: Any) -> bool:
     return True
 
 
-def _run_folder_problem(out: Path, resume: bool) -> str | None:
-    """Why ``out`` cannot take this run, or None: an existing run is never overwritten or mixed silently."""
-    if out.exists() and not out.is_dir():
-        return f"the output folder {out} is a file; pick another --out"
-    if not out.is_dir():
-        return None
-    found = [name for name in (CHECKPOINT, METRICS, RESULT) if (out / name).exists()]
-    if found and not resume:
-        return (f"{out} already holds a run ({', '.join(found)}); add --resume to continue it (resume=True), or "
-                "pick another --out folder (or delete this one) to start over")
-    if resume and RESULT in found and CHECKPOINT not in found:
-        return (f"{out} holds a finished run (result.json) whose {CHECKPOINT} was deleted: there is nothing to "
-                "resume and its results stay in result.json; pick another --out folder to train again")
-    return None
-
-
 def _progress(iterable, total: int, description: str, enabled: bool):
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=description, leave=False, dynamic_ncols=True)
-
-
-TABLE_HEADER = f"{'epoch':>5} {'train loss':>10} {'train acc':>9} {'val acc':>8} {'test loss':>9} {'test acc':>8} " \
-               f"{'lr':>9} {'time s':>7}"
-
-
-def format_row(row: dict[str, Any]) -> str:
-    val = f"{row['val_acc'] * 100:7.2f}%" if row.get("val_acc") is not None else f"{'-':>8}"
-    return (f"{row['epoch']:>5} {row['train_loss']:>10.4f} {row['train_acc'] * 100:>8.2f}% {val} "
-            f"{row['test_loss']:>9.4f} {row['test_acc'] * 100:>7.2f}% {row['lr']:>9.2e} {row['time']:>7.1f}")
-
-
-class Objective(ABC):
-    """What a training step minimizes and what an epoch reports: the part of a run that depends on the model's
-    output. :func:`fit` runs everything else (data, optimizer, schedule, checkpoints, metrics files).
-
-    :class:`CrossEntropy` is the objective of :func:`train`; :mod:`gradgeo.tasks.anytime` has a multi-exit one.
-    Every row an objective reports must hold ``train_loss``, ``train_acc``, ``val_acc`` (None without a
-    validation split), ``test_loss`` and ``test_acc``, so that comparisons can read any run.
-
-    Data-parallel training (:mod:`gradgeo.training.ddp`): every rank runs :meth:`backward` on its share of each batch
-    and :meth:`train_metrics` after each epoch (which must sum the ranks' running sums with
-    ``self.context.sum``); rank 0 alone calls :meth:`evaluate`, :meth:`state_dict` and :meth:`result_fields`.
-    """
-
-    #: the table header matching :meth:`format_row`
-    header: str = TABLE_HEADER
-    #: the data-parallel ranks this objective trains on; :func:`fit` sets it (one process by default)
-    context: ddp.Context = ddp.Context()
-    #: False: DDP averages the gradients that :meth:`backward` writes, in its backward hooks. True:
-    #: :meth:`backward` averages them over ``context.group`` itself (for a rule that is not linear in the
-    #: batch's gradient, e.g. OSGD), and :func:`fit` runs the step in DDP's ``no_sync``
-    reduces_gradients: bool = False
-
-    @abstractmethod
-    def backward(self, output: Any, y: torch.Tensor, progress: float) -> None:
-        """Compute the batch's loss from the model's ``output``, write its gradient into ``p.grad`` and add
-        the batch to the running training metrics (on the device: no host synchronization).
-
-        Args:
-            output: what the model returned for the batch.
-            y: the labels.
-            progress: fraction of training done before this step, in [0, 1).
-        """
-
-    @abstractmethod
-    def train_metrics(self) -> dict[str, Any]:
-        """The training metrics of the batches since the last call (``train_loss``, ``train_acc``, ...), of
-        all ranks' shares together."""
-
-    @abstractmethod
-    def evaluate(self, model: nn.Module, splits: DatasetSplits) -> dict[str, Any]:
-        """The evaluation fields of an epoch's row: ``val_acc`` (None without a validation split),
-        ``test_loss``, ``test_acc`` and any others."""
-
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Update the parameters from the gradient :meth:`backward` wrote: ``optimizer.step()``. A two-player
-        objective (:class:`gradgeo.gan.GANObjective`) overrides it to update one player, then compute and apply
-        the other's gradient; the schedule steps once after it."""
-        optimizer.step()
-
-    def format_row(self, row: dict[str, Any]) -> str:
-        """One line of the fixed-width table printed during training."""
-        return format_row(row)
-
-    def state_dict(self) -> dict[str, Any]:
-        """State to checkpoint with the model and the optimizer (none by default)."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` when a run resumes."""
-        if state:
-            raise ValueError(f"{type(self).__name__} keeps no state, got state with keys {sorted(state)}")
-
-    def result_fields(self, model: nn.Module, splits: DatasetSplits) -> dict[str, Any]:
-        """Extra fields for ``result.json``, computed once from the trained model (none by default)."""
-        return {}
-
-
-class CrossEntropy(Objective):
-    """Cross-entropy of a classifier's logits, with optional label smoothing."""
-
-    def __init__(self, label_smoothing: float = 0.0) -> None:
-        self.label_smoothing = label_smoothing
-        self._sums: tuple[torch.Tensor, torch.Tensor, int] | None = None
-
-    def backward(self, output: torch.Tensor, y: torch.Tensor, progress: float) -> None:
-        loss = nn.functional.cross_entropy(output, y, label_smoothing=self.label_smoothing)
-        loss.backward()
-        loss_sum, correct, seen = self._sums or (torch.zeros((), device=y.device),
-                                                 torch.zeros((), device=y.device, dtype=torch.long), 0)
-        self._sums = (loss_sum + loss.detach() * len(y), correct + (output.detach().argmax(1) == y).sum(),
-                      seen + len(y))
-
-    def train_metrics(self) -> dict[str, Any]:
-        loss_sum, correct, seen = (self.context.sum(s).item() for s in self._sums)
-        self._sums = None
-        return {"train_loss": loss_sum / seen, "train_acc": correct / seen}
-
-    def evaluate(self, model: nn.Module, splits: DatasetSplits) -> dict[str, Any]:
-        test = evaluate(model, splits, "test")
-        return {"val_acc": evaluate(model, splits, "val")["acc"] if splits.val_y is not None else None,
-                "test_loss": test["loss"], "test_acc": test["acc"]}
 
 
 def train(

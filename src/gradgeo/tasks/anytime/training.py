@@ -26,7 +26,8 @@ from gradgeo.tasks.anytime.budget import ExitScores, budgeted_evaluation
 from gradgeo.tasks.anytime.report import write_accuracy_vs_flops
 from gradgeo.tasks.base import Builder, Metric, Task
 from gradgeo.tasks.classify import TEST_ACC
-from gradgeo.training.engine import Objective, TrainConfig, eval_batch_size
+from gradgeo.training.engine import TrainConfig
+from gradgeo.training.objective import Objective, eval_batch_size
 
 __all__ = ["ANYTIME", "EXIT_TEST_ACC", "AnytimeConfig", "MultiExitObjective", "evaluate_exits",
            "make_strategy_from_spec", "parse_strategy", "train_anytime"]

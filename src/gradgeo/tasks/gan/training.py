@@ -38,7 +38,8 @@ from gradgeo.tasks.base import Builder, Metric, Task
 from gradgeo.tasks.gan.classifier import FeatureClassifier, classifier_config, feature_classifier
 from gradgeo.tasks.gan.frechet import classifier_score, frechet_distance, gaussian_stats
 from gradgeo.training import ddp
-from gradgeo.training.engine import Objective, TrainConfig, _atomic_save, eval_batch_size
+from gradgeo.training.engine import TrainConfig, _atomic_save
+from gradgeo.training.objective import Objective, eval_batch_size
 
 __all__ = ["GAN_DATASETS", "GAN_TASK", "GANConfig", "GANObjective", "config_classifier", "sample_grid",
            "save_samples_figure", "train_gan"]

@@ -22,7 +22,8 @@ from gradgeo.models import SEGMENTATION_MODELS, build_segmentation_model
 from gradgeo.tasks.base import Builder, Metric, Task
 from gradgeo.tasks.segment.metrics import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 from gradgeo.tasks.segment.scenes import scene_splits
-from gradgeo.training.engine import Objective, TrainConfig, eval_batch_size
+from gradgeo.training.engine import TrainConfig
+from gradgeo.training.objective import Objective, eval_batch_size
 
 __all__ = ["SCENE_SOURCES", "SEGMENT", "SegmentConfig", "SegmentationCrossEntropy", "evaluate_segmentation",
            "load_scene_splits", "train_segment"]

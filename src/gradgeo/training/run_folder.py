@@ -1,0 +1,76 @@
+"""The files of a run folder: their names, atomic writes, checkpoint loading, and the rule that an existing
+run is never overwritten or mixed (the README's "What a run folder holds")."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["CHECKPOINT", "METRICS", "RESULT", "read_checkpoint"]
+
+CHECKPOINT, METRICS, RESULT = "checkpoint.pt", "metrics.jsonl", "result.json"
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if path.suffix == ".json":
+            Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")
+        else:
+            torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu",
+                    keys: tuple[str, ...] = ("config", "model_args", "model", "history"),
+                    fix: str = "delete it (--resume then starts the run over) or use another --out folder",
+                    ) -> dict[str, Any]:
+    """A checkpoint written by :func:`fit` (or another ``torch.save``'d dict holding ``keys``), loaded with
+    ``weights_only=True`` (tensors and plain types only: a file cannot run code); a ValueError names a file
+    that lacks ``keys``, is corrupt or is no checkpoint, and says what to do (``fix``)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; pass the {CHECKPOINT} file of a run (e.g. {path / CHECKPOINT})")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as error:  # what torch raises for a bad file
+        text = str(error).strip()
+        if "WeightsUnpickler error:" in text:  # not torch's advice to load with weights_only=False: that runs code
+            detail = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n\n")[0]
+            reason = f"it holds more than tensors and plain values, refused since loading it could run code: {detail}"
+        else:
+            reason = text.splitlines()[0] if text else type(error).__name__
+        raise ValueError(f"cannot read the checkpoint {path}: it is cut short, corrupt or not a gradgeo "
+                         f"checkpoint ({reason}); {fix}") from None
+    if not isinstance(state, dict) or not set(keys) <= state.keys():
+        raise ValueError(f"{path} is not a gradgeo checkpoint (it lacks {', '.join(sorted(set(keys) - set(state)))} "
+                         f"of the {CHECKPOINT} of a training run); {fix}"
+                         if isinstance(state, dict) else f"{path} is not a gradgeo checkpoint; {fix}")
+    return state
+
+
+def _run_folder_problem(out: Path, resume: bool) -> str | None:
+    """Why ``out`` cannot take this run, or None: an existing run is never overwritten or mixed silently."""
+    if out.exists() and not out.is_dir():
+        return f"the output folder {out} is a file; pick another --out"
+    if not out.is_dir():
+        return None
+    found = [name for name in (CHECKPOINT, METRICS, RESULT) if (out / name).exists()]
+    if found and not resume:
+        return (f"{out} already holds a run ({', '.join(found)}); add --resume to continue it (resume=True), or "
+                "pick another --out folder (or delete this one) to start over")
+    if resume and RESULT in found and CHECKPOINT not in found:
+        return (f"{out} holds a finished run (result.json) whose {CHECKPOINT} was deleted: there is nothing to "
+                "resume and its results stay in result.json; pick another --out folder to train again")
+    return None
