@@ -42,7 +42,7 @@ MACHINE_FIELDS = ("data_dir", "device")
 _SETTINGS_ATTR = "gradgeo"
 _MAX_RETRY = 3
 # errors of two workers creating the same new database at once: the loser retries and finds the tables
-_CREATION_RACE = ("already exists", "duplicate key", "database is locked", "UniqueViolation")
+_CREATION_RACE = ("already exists", "duplicate key", "database is locked", "unique")
 
 
 class Surplus(Exception):  # noqa: N818 (not an error: a trial that is not needed)
@@ -105,7 +105,7 @@ def open_storage(url: str | None, out: Path | None = None, heartbeat: int = 30) 
                              "postgresql+psycopg://...)") from None
         except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
             reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-            if attempt < 4 and any(text in reason for text in _CREATION_RACE):
+            if attempt < 4 and any(text in reason.lower() for text in _CREATION_RACE):
                 time.sleep(0.5 + attempt)
                 continue
             raise ValueError(f"cannot open the study storage {shown_url(url)}: {reason}") from None
