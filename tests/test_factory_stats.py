@@ -146,3 +146,22 @@ def test_holm_by_hand():
     adjusted = holm([math.nan, 0.02, 0.3])  # nan stays nan and is not counted: m = 2
     assert math.isnan(adjusted[0]) and adjusted[1:] == pytest.approx([0.04, 0.3])
     assert holm([]) == []
+
+
+def test_classify_summary_adjusts_several_specs_by_holm_and_reports_train_acc():
+    from gradgeo.experiments.layouts import _build_classify, _table_classify
+    from gradgeo.tasks.classify import CLASSIFY
+
+    def runs(tests, train):
+        return [{"history": [{"test_acc": t, "train_acc": train}]} for t in tests]
+
+    results = {"sgd": runs([0.50, 0.52, 0.51], 0.90), "sgd+h0": runs([0.53, 0.56, 0.53], 0.80),
+               "sgd+h1": runs([0.51, 0.52, 0.53], 0.85)}
+    summary = _build_classify(CLASSIFY, list(results), [0, 1, 2], results)
+    p = [r["vs_baseline"]["p_value"] for r in summary["rows"][1:]]
+    small, large = sorted(p)  # two specs against one baseline: the smaller p doubled, the larger at least that
+    holms = [r["vs_baseline"]["p_holm"] for r in summary["rows"][1:]]
+    assert sorted(holms) == pytest.approx([min(1.0, 2 * small), max(min(1.0, 2 * small), large)])
+    assert summary["rows"][1]["final_train_acc"]["mean"] == pytest.approx(0.80)
+    table = _table_classify(summary)
+    assert "p Holm" in table and "final train acc: sgd 90.00" in table

@@ -17,10 +17,11 @@ label (:func:`~gradgeo.experiments.stats.paired_test`), read from the task's :cl
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from gradgeo.experiments.stats import Summary, mean_ci, paired_test
+from gradgeo.experiments.stats import Summary, holm, mean_ci, paired_test
 from gradgeo.tasks.base import Metric, Task
 
 __all__ = ["LAYOUTS", "Layout"]
@@ -157,20 +158,25 @@ def _build_classify(task: Task, labels: Sequence[str], seeds: Sequence[int], res
                                f"best_{key}": _stats(best), "final_per_seed": final}
         if histories[0][-1].get("val_acc") is not None:
             row["final_val_acc"] = _stats([h[-1]["val_acc"] for h in histories])
+        if histories[0][-1].get("train_acc") is not None:
+            row["final_train_acc"] = _stats([h[-1]["train_acc"] for h in histories])
         if label != labels[0]:
             row["vs_baseline"] = _paired(final, rows[0]["final_per_seed"])
         rows.append(row)
+    # several specs against one baseline: Holm's adjustment of their p-values (family-wise error rate)
+    for row, p_holm in zip(rows[1:], holm([r["vs_baseline"]["p_value"] for r in rows[1:]])):
+        row["vs_baseline"]["p_holm"] = p_holm
     return {"baseline": labels[0], "seeds": list(seeds), "rows": rows}
 
 
 def _csv_classify(summary: dict[str, Any]) -> list[list[Any]]:
     lines: list[list[Any]] = [["spec", "n", "final_test_acc_mean", "final_test_acc_ci95", "best_test_acc_mean",
-                               "best_test_acc_ci95", "diff_vs_baseline", "diff_ci95", "p_value"]]
+                               "best_test_acc_ci95", "diff_vs_baseline", "diff_ci95", "p_value", "p_holm"]]
     for r in summary["rows"]:
         vs = r.get("vs_baseline", {"difference": {"mean": 0.0, "half_width": 0.0}, "p_value": ""})
         lines.append([r["spec"], r["n"], r["final_test_acc"]["mean"], r["final_test_acc"]["half_width"],
                       r["best_test_acc"]["mean"], r["best_test_acc"]["half_width"], vs["difference"]["mean"],
-                      vs["difference"]["half_width"], vs["p_value"]])
+                      vs["difference"]["half_width"], vs["p_value"], vs.get("p_holm", "")])
     return lines
 
 
@@ -181,6 +187,8 @@ def _table_classify(summary: dict[str, Any]) -> str:
     header = f"{'optimizer':<{width}} {'n':>2} {'final test acc':>15} {'best test acc':>15}"
     header += f" {'final val acc':>15}" if has_val else ""
     header += f" {'diff vs ' + summary['baseline']:>20} {'p':>7}"
+    has_holm = sum("vs_baseline" in r for r in summary["rows"]) > 1  # older summaries have no p_holm: shown as -
+    header += f" {'p Holm':>7}" if has_holm else ""
     lines = [header, "-" * len(header)]
     for r in summary["rows"]:
         line = f"{r['spec']:<{width}} {r['n']:>2} {_fmt(r['final_test_acc']):>15} {_fmt(r['best_test_acc']):>15}"
@@ -188,9 +196,13 @@ def _table_classify(summary: dict[str, Any]) -> str:
         if "vs_baseline" in r:
             d = r["vs_baseline"]
             line += f" {_fmt(d['difference']):>20} {d['p_value']:>7.3f}"
+            line += f" {d.get('p_holm', math.nan):>7.3f}" if has_holm else ""
         else:
-            line += f" {'(baseline)':>20} {'':>7}"
+            line += f" {'(baseline)':>20} {'':>7}" + (f" {'':>7}" if has_holm else "")
         lines.append(line)
+    trained = [r for r in summary["rows"] if "final_train_acc" in r]  # how far each spec fits its training set
+    if trained:
+        lines.append("final train acc: " + ", ".join(f"{r['spec']} {_fmt(r['final_train_acc'])}" for r in trained))
     return "\n".join(lines)
 
 
