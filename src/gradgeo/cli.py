@@ -15,6 +15,7 @@ from typing import Any
 
 from gradgeo import ddp
 from gradgeo.engine import TrainConfig
+from gradgeo.extras import MissingExtraError, missing
 
 __all__ = ["main"]
 
@@ -36,6 +37,12 @@ _HELP = {
     "device": "auto, cpu, cuda, cuda:1, ...",
 }
 DEMO_SPECS = ("sgd", "sgd+h0:lam=2", "sgd+sobolev:lam=0.1", "sgd+h1:lam=0.01")
+LOGS = ("jsonl", "tensorboard")
+# what each optional extra is for on the command line, for `gradgeo --help`
+_EXTRA_USES = {
+    "harness": "compare, demo and anytime compare (statistics, plots), progress bars, train --task gan",
+    "tensorboard": "--log tensorboard",
+}
 
 
 def _add_config_arguments(
@@ -72,6 +79,23 @@ def _add_grid_arguments(parser: argparse.ArgumentParser, out: Path) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_log_argument(parser: argparse.ArgumentParser) -> None:
+    """``--log``: metrics.jsonl always; ``tensorboard`` adds TensorBoard events to every run folder."""
+    parser.add_argument("--log", choices=LOGS, default="jsonl",
+                        help="jsonl (default): metrics.jsonl in each run folder; tensorboard: also TensorBoard events "
+                             "in its tensorboard/ folder, with the metric strength and the gradient norms before "
+                             "and after the transform (needs gradgeo[tensorboard])")
+
+
+def _extras_epilog() -> str:
+    lines = ["optional extras (pip install 'gradgeo[EXTRA]'):"]
+    for extra, uses in _EXTRA_USES.items():
+        gone = missing(extra)
+        state = f"MISSING {', '.join(gone)}: pip install 'gradgeo[{extra}]'" if gone else "installed"
+        lines.append(f"  {extra:<12} for {uses} [{state}]")
+    return "\n".join(lines)
+
+
 def _seeds(args: argparse.Namespace) -> list[int]:
     return args.seed_list if args.seed_list else list(range(args.seeds))
 
@@ -81,7 +105,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     task, config = task_config(args)
     task.train(config, args.out, resume=args.resume, progress=False if args.quiet else None,
-               log=None if args.quiet else print)
+               log=None if args.quiet else print, tensorboard=args.log == "tensorboard")
     if _is_main():
         print(f"{task.outputs} in {args.out}")
 
@@ -92,7 +116,7 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 
     task, config = task_config(args)
     compare_task(task, args.specs, _seeds(args), config, args.out, jobs=args.jobs,
-                 progress=False if args.quiet else None)
+                 progress=False if args.quiet else None, tensorboard=args.log == "tensorboard")
     if _is_main():
         print(f"summary.json, summary.csv{', samples.png' if task.name == 'gan' else ''} and curves.png in {args.out}")
 
@@ -135,7 +159,8 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from gradgeo.task_cli import add_task_arguments  # here, not at the top: it imports this module
 
-    parser = argparse.ArgumentParser(prog="gradgeo", description="Channel-directed gradients and OSGD for CNNs.")
+    parser = argparse.ArgumentParser(prog="gradgeo", description="Channel-directed gradients and OSGD for CNNs.",
+                                     epilog=_extras_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train one run (--task classify, segment or gan)",
@@ -146,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="output folder (default: runs/train)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--quiet", action="store_true", help="no table, no progress bars")
+    add_log_argument(p)
     p.set_defaults(run=_cmd_train)
 
     p = sub.add_parser("compare", help="optimizer specs x seeds, with a table and a plot",
@@ -156,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("specs", nargs="+", help="optimizer specs; the first is the baseline")
     add_task_arguments(p)
     _add_grid_arguments(p, Path("runs/compare"))
+    add_log_argument(p)
     p.set_defaults(run=_cmd_compare)
 
     p = sub.add_parser("analyze", help="channel correlations and gradient noise of a checkpoint")
@@ -185,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args)
         ddp.shutdown()  # under torchrun: leave the process group that the command joined, all ranks together
-    except (ValueError, FileNotFoundError) as error:  # includes DatasetNotFoundError
+    except (ValueError, FileNotFoundError, MissingExtraError) as error:  # includes DatasetNotFoundError
         print(f"gradgeo {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import dataclasses
+import functools
 import json
 import multiprocessing
 import os
@@ -28,6 +29,7 @@ import torch
 from gradgeo import ddp
 from gradgeo.data import DatasetSplits
 from gradgeo.engine import RESULT, TrainConfig, _atomic_save, load_splits, train
+from gradgeo.extras import check
 from gradgeo.factory import parse_spec
 from gradgeo.stats import Summary, mean_ci, paired_test
 
@@ -87,6 +89,7 @@ def compare(
     jobs: int = 1,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
+    tensorboard: bool = False,
 ) -> dict[str, Any]:
     """Train every spec with every seed (skipping finished runs), then write and return the summary.
 
@@ -101,6 +104,7 @@ def compare(
         jobs: runs in parallel processes (each gets ``cores // jobs`` threads).
         log: receives progress lines and the final table.
         progress: tqdm bars for sequential runs; default only on a terminal.
+        tensorboard: every run also writes TensorBoard events to its folder (see :func:`gradgeo.engine.train`).
 
     Under torchrun every run is trained by all ranks together (see :mod:`gradgeo.engine`); rank 0 alone
     logs and writes the summary, and every rank returns it. ``jobs`` must then be 1.
@@ -119,7 +123,7 @@ def compare(
     out = Path(out_dir)
     plan = {"specs": list(specs), "seeds": list(seeds), "config": dataclasses.asdict(base)}
     run_grid(out, specs, seeds, lambda spec, seed: _run_config(base, spec, seed), train, plan, jobs=jobs, log=log,
-             progress=progress, context=ctx)
+             progress=progress, context=ctx, tensorboard=tensorboard)
     summary = None
     if ctx.is_main:  # the rank that wrote the results summarizes them; every rank returns its summary
         summary = summarize(out, specs, seeds)
@@ -141,6 +145,7 @@ def run_grid(
     context: ddp.Context | None = None,
     load: Callable[[TrainConfig], DatasetSplits] = load_splits,
     describe: Callable[[dict[str, Any]], str] | None = None,
+    tensorboard: bool = False,
 ) -> None:
     """Train every ``(label, seed)`` run of a comparison folder that has no ``result.json`` yet.
 
@@ -164,10 +169,14 @@ def run_grid(
         load: ``config -> splits``, loads the data that sequential runs share (a task with its own data, e.g.
             :func:`gradgeo.segment.load_scene_splits`, passes its loader).
         describe: ``result -> text`` for the line logged after each run (default: the final test accuracy).
+        tensorboard: pass ``tensorboard=True`` to every ``train_fn`` call (TensorBoard events in each run folder).
     """
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"compare needs distinct seeds, got {list(seeds)}")
+    # the summary after the runs needs these: say so before the runs, not after
+    check("harness", "a comparison's summary (statistics and plots)", ("scipy", "matplotlib"))
     context = context or ddp.Context()
+    train_fn = functools.partial(train_fn, tensorboard=True) if tensorboard else train_fn
     if context.distributed and jobs > 1:
         raise ValueError("--jobs > 1 trains runs side by side in separate processes; under torchrun all ranks "
                          "train each run together: use --jobs 1")

@@ -2,7 +2,8 @@
 
 The data sits in memory (on the device), batches are augmented as tensors, the optimizer comes from a
 spec string (:mod:`gradgeo.factory`). Every epoch appends a line to ``metrics.jsonl`` and writes an
-atomic checkpoint; a run is finished when ``result.json`` exists. Randomness is derived from
+atomic checkpoint (and, with ``tensorboard=True``, TensorBoard events: :mod:`gradgeo.tensorboard_log`); a run
+is finished when ``result.json`` exists. Randomness is derived from
 ``(seed, epoch)`` alone, so ``resume=True`` continues to the same numbers as an uninterrupted run.
 
 Under ``torchrun --nproc-per-node N`` (:mod:`gradgeo.ddp`) the model is wrapped in DDP and
@@ -35,8 +36,11 @@ from torch.utils import _pytree
 
 from gradgeo import ddp
 from gradgeo.data import Augment, DatasetSplits, load_dataset
+from gradgeo.extras import check, require
 from gradgeo.factory import create_optimizer, parse_spec
 from gradgeo.models import build_model
+from gradgeo.optim import ChannelDirected
+from gradgeo.tensorboard_log import TENSORBOARD, TensorBoardLog
 
 __all__ = ["PRECISIONS", "SCHEDULES", "CrossEntropy", "Objective", "TrainConfig", "evaluate", "fit", "load_splits",
            "train"]
@@ -186,8 +190,7 @@ def _atomic_save(obj: Any, path: Path) -> None:
 def _progress(iterable, total: int, description: str, enabled: bool):
     if not enabled:
         return iterable
-    from tqdm.auto import tqdm
-
+    tqdm = require("tqdm.auto", "harness", "progress bars (off with --quiet, or progress=False)").tqdm
     return tqdm(iterable, total=total, desc=description, leave=False, dynamic_ncols=True)
 
 
@@ -303,6 +306,7 @@ def train(
     log: Callable[[str], None] | None = print,
     splits: DatasetSplits | None = None,
     stop_after: int | None = None,
+    tensorboard: bool = False,
 ) -> list[dict[str, Any]]:
     """Train one run and return its per-epoch metrics.
 
@@ -314,17 +318,31 @@ def train(
         log: receives the fixed-width table lines (``None``: silent).
         splits: the loaded dataset, to share one load across runs (must match ``config``).
         stop_after: stop after this many epochs in total (simulates an interruption; no result.json).
+        tensorboard: also write every epoch's row as TensorBoard scalars to ``out_dir/tensorboard``
+            (:mod:`gradgeo.tensorboard_log`, extra ``gradgeo[tensorboard]``); the rows of a channel-metric
+            optimizer then also hold its strength (``lam``, or ``sigma`` for ``laplacian``) and the epoch's
+            mean gradient norm before and after the transform (``grad_norm_before``, ``grad_norm_after``,
+            :meth:`~gradgeo.optim.ChannelDirected.pop_grad_norms`).
 
     Returns:
         One dict per epoch: ``epoch``, ``train_loss``, ``train_acc``, ``val_acc``, ``test_loss``,
-        ``test_acc``, ``lr``, ``time``.
+        ``test_acc``, ``lr``, ``time`` (and the fields ``tensorboard`` adds).
     """
 
     def build(model_args: dict[str, int]) -> tuple[nn.Module, Objective]:
         return build_model(config.model, width=config.width, **model_args), CrossEntropy(config.label_smoothing)
 
     return fit(config, build, out_dir, resume=resume, progress=progress, log=log, splits=splits,
-               stop_after=stop_after)
+               stop_after=stop_after, tensorboard=tensorboard)
+
+
+def _optimizer_fields(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The strength of a channel metric (of the first param group) and the gradient norms since the last call."""
+    metric = optimizer.param_groups[0].get("metric", "none")
+    if not isinstance(optimizer, ChannelDirected) or metric == "none":
+        return {}
+    strength = "sigma" if metric == "laplacian" else "lam"
+    return {strength: optimizer.param_groups[0][strength], **(optimizer.pop_grad_norms() or {})}
 
 
 def fit(
@@ -337,6 +355,7 @@ def fit(
     log: Callable[[str], None] | None = print,
     splits: DatasetSplits | None = None,
     stop_after: int | None = None,
+    tensorboard: bool = False,
 ) -> list[dict[str, Any]]:
     """The training loop behind :func:`train`, for any model and :class:`Objective`.
 
@@ -350,7 +369,8 @@ def fit(
     Args:
         config: the run's hyper-parameters.
         build: ``model_args -> (model, objective)``; the model is moved to the run's device.
-        out_dir, resume, progress, log, splits, stop_after: as in :func:`train`.
+        out_dir, resume, progress, log, splits, stop_after, tensorboard: as in :func:`train` (the gradient
+            norms and strength are those of the optimizer built here from ``config.optimizer``).
 
     Returns:
         One dict per epoch: the objective's training and evaluation fields, ``epoch``, ``lr``, ``time``.
@@ -360,6 +380,10 @@ def fit(
         ...                                                      CrossEntropy()))  # doctest: +SKIP
     """
     config.validate()
+    if tensorboard and out_dir is None:
+        raise ValueError("tensorboard=True writes the events into the run folder: give an out_dir")
+    if tensorboard:
+        check("tensorboard", "TensorBoard logging (--log tensorboard)")
     ctx = ddp.setup(config.resolved_device())
     device = ctx.device
     if config.batch_size % ctx.world_size:
@@ -378,6 +402,8 @@ def fit(
     model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
     objective.context = ctx
     optimizer = create_optimizer(model, config.optimizer, **config.optimizer_defaults())
+    if tensorboard and ctx.is_main and isinstance(optimizer, ChannelDirected):
+        optimizer.track_grad_norms = True
     augment = config.augment if config.augment is not None else config.dataset.startswith("cifar")
     loader = splits.loader("train", config.batch_size, shuffle=True, drop_last=True, seed=config.seed,
                            augment=Augment(padding=4, flip=True) if augment else None, rank=ctx.rank,
@@ -405,6 +431,7 @@ def fit(
         history = state["history"]
     if out is not None and ctx.is_main:  # the metrics file always matches the checkpoint it sits beside
         (out / METRICS).write_text("".join(json.dumps(row) + "\n" for row in history))
+    board = TensorBoardLog(out / TENSORBOARD, history) if tensorboard and out is not None and ctx.is_main else None
 
     if log is not None:
         log(objective.header)
@@ -429,6 +456,7 @@ def fit(
         row: dict[str, Any] = {"epoch": epoch + 1, **objective.train_metrics()}  # every rank: sums over ranks
         if ctx.is_main:  # one rank evaluates (on the unwrapped model); the others receive its row
             row.update(objective.evaluate(model, splits), lr=lr, time=time.perf_counter() - started)
+            row.update(_optimizer_fields(optimizer) if tensorboard else {})
         row = ctx.from_main(row)
         history.append(row)
         if log is not None:
@@ -439,6 +467,10 @@ def fit(
             _atomic_save({"config": dataclasses.asdict(config), "model_args": model_args, "model": model.state_dict(),
                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                           "objective": objective.state_dict(), "history": history}, checkpoint_path)
+        if board is not None:
+            board.write(row)
+    if board is not None:
+        board.close()
     if out is not None and ctx.is_main and len(history) == config.epochs:
         _atomic_save({"config": dataclasses.asdict(config), "history": history,
                       "final_test_acc": history[-1]["test_acc"],

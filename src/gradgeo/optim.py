@@ -146,6 +146,9 @@ class ChannelDirected(Optimizer):
             names the parameter) or ``"skip"`` (skip this step, like ``GradScaler``; ``skipped_steps``
             counts them). Checked on the channel means the transform computes anyway.
         foreach: batch small parameters of equal shape into one transform call (default: on).
+        track_grad_norms: record, at every step, the L2 norm of the selected gradients (all of them together)
+            before and after the transform, for :meth:`pop_grad_norms`; off by default, when it reads
+            nothing extra. Settable later as the attribute of the same name.
         kinds: parameter -> layer kind (``"conv"``, ``"conv_transpose"``, ``"linear"``, ``"vector"``),
             e.g. from :func:`layer_kinds`. Without it a tensor with 3+ dims counts as a conv weight.
         names: parameter -> name, for error messages (else the base's ``param_names`` when present).
@@ -173,6 +176,7 @@ class ChannelDirected(Optimizer):
         *,
         nonfinite: str = "raise",
         foreach: bool | None = None,
+        track_grad_norms: bool = False,
         kinds: Mapping[torch.Tensor, str] | None = None,
         names: Mapping[torch.Tensor, str] | None = None,
     ) -> None:
@@ -203,6 +207,9 @@ class ChannelDirected(Optimizer):
         self.nonfinite = nonfinite
         self.foreach = True if foreach is None else bool(foreach)
         self.skipped_steps = 0
+        self.track_grad_norms = track_grad_norms
+        self._norm_sums: torch.Tensor | None = None  # (before, after) summed over the steps since the last pop
+        self._norm_steps = 0
         self._kinds = dict(kinds or {})
         self._names = dict(names or {})
         self._views: dict[tuple[torch.Tensor, str], tuple[tuple[int, ...], int] | None] = {}
@@ -283,6 +290,7 @@ class ChannelDirected(Optimizer):
                 loss = closure()
         checks: list[tuple[torch.Tensor, list[tuple[torch.Tensor, Mapping[str, Any], int]]]] = []
         sharded: list[tuple[ShardedJob, tuple[torch.Tensor, Mapping[str, Any], int]]] = []
+        norms: tuple[list[torch.Tensor], list[torch.Tensor]] | None = ([], []) if self.track_grad_norms else None
         for group in self.param_groups:
             if group["metric"] == "none":
                 continue
@@ -302,16 +310,47 @@ class ChannelDirected(Optimizer):
                     batches.setdefault(key, []).append((p, index))
             for (view_shape, dim, *_), members in batches.items():
                 grads = [p.grad for p, _ in members]
+                if norms is not None:
+                    norms[0].extend(torch._foreach_norm(grads, dtype=torch.float32))
                 probe = _transform_(grads, view_shape, dim, kernel, args, group["boundary"])
+                if norms is not None:
+                    norms[1].extend(torch._foreach_norm(grads, dtype=torch.float32))
                 checks.append((probe, [(p, group, i) for p, i in members]))
+        if sharded and norms is not None:
+            raise ValueError("track_grad_norms does not cover sharded (DTensor, FSDP2) gradients; turn it off")
         if sharded:
             probes = transform_dtensors_([job for job, _ in sharded])
             checks.extend((probe.reshape(1, -1), [member]) for probe, (_, member) in zip(probes, sharded))
         if checks and not self._all_finite(checks):
             self.skipped_steps += 1
             return loss
+        if norms is not None and norms[0]:
+            step_norms = torch.stack([torch.stack(n).square().sum().sqrt() for n in norms])
+            self._norm_sums = step_norms if self._norm_sums is None else self._norm_sums + step_norms
+            self._norm_steps += 1
         self.base.step()
         return loss
+
+    def pop_grad_norms(self) -> dict[str, float] | None:
+        """The mean over the steps since the last call of the L2 norm of the selected gradients before and
+        after the transform, ``{"grad_norm_before": ..., "grad_norm_after": ...}``, and start a new count.
+
+        Needs ``track_grad_norms``; ``None`` when no step since the last call transformed a gradient (skipped
+        steps are not counted). One host synchronization per call, none per step.
+
+        Example:
+            >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3))
+            >>> opt = ChannelDirected(torch.optim.SGD(model.parameters(), lr=0.1), "h0", track_grad_norms=True)
+            >>> model(torch.randn(2, 3, 8, 8)).square().mean().backward()
+            >>> opt.step()
+            >>> sorted(opt.pop_grad_norms())
+            ['grad_norm_after', 'grad_norm_before']
+        """
+        if self._norm_sums is None:
+            return None
+        before, after = (self._norm_sums / self._norm_steps).tolist()
+        self._norm_sums, self._norm_steps = None, 0
+        return {"grad_norm_before": before, "grad_norm_after": after}
 
     def _all_finite(self, checks: list[tuple[torch.Tensor, list[tuple[torch.Tensor, Any, int]]]]) -> bool:
         if bool(torch.cat([probe.reshape(-1) for probe, _ in checks]).isfinite().all()):  # one check for all

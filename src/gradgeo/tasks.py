@@ -123,6 +123,7 @@ def compare_task(
     jobs: int = 1,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
+    tensorboard: bool = False,
 ) -> dict[str, Any]:
     """Train every optimizer spec with every seed on a task (skipping finished runs), then summarize.
 
@@ -139,6 +140,7 @@ def compare_task(
         jobs: runs in parallel processes (each gets ``cores // jobs`` threads).
         log: receives progress lines and the final table.
         progress: tqdm bars for sequential runs; default only on a terminal.
+        tensorboard: every run also writes TensorBoard events to its folder (see :func:`gradgeo.engine.train`).
 
     Returns:
         The summary (also written to ``summary.json``), see :func:`summarize_task`.
@@ -151,7 +153,7 @@ def compare_task(
     if type(base) is not task.config_class:
         raise ValueError(f"the {task.name} task needs a {task.config_class.__name__}, got a {type(base).__name__}")
     if task.name == "classify":
-        return compare(specs, seeds, base, out_dir, jobs=jobs, log=log, progress=progress)
+        return compare(specs, seeds, base, out_dir, jobs=jobs, log=log, progress=progress, tensorboard=tensorboard)
     if not specs:
         raise ValueError("compare needs at least one optimizer spec")
     if len(set(specs)) != len(specs):
@@ -165,7 +167,7 @@ def compare_task(
         task.prepare(base, log)
     plan = {"task": task.name, "specs": list(specs), "seeds": list(seeds), "config": dataclasses.asdict(base)}
     run_grid(out, specs, seeds, lambda spec, seed: dataclasses.replace(base, optimizer=spec, seed=seed), task.train,
-             plan, jobs=jobs, log=log, progress=progress, context=ctx, load=task.load,
+             plan, jobs=jobs, log=log, progress=progress, context=ctx, load=task.load, tensorboard=tensorboard,
              describe=lambda result: ", ".join(f"{m.label} = {m.scale * result['history'][-1][m.key]:.{m.digits}f}"
                                                for m in task.metrics))
     summary = None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gradgeo.anytime.training import AnytimeConfig
-from gradgeo.cli import _add_config_arguments, _add_grid_arguments, _config, _is_main, _seeds
+from gradgeo.cli import _add_config_arguments, _add_grid_arguments, _config, _is_main, _seeds, add_log_argument
 from gradgeo.models import ANYTIME_MODELS
 from gradgeo.multiexit import STRATEGIES
 
@@ -31,7 +31,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from gradgeo.anytime.training import train_anytime
 
     train_anytime(_config(args, AnytimeConfig), args.out, resume=args.resume,
-                  progress=False if args.quiet else None, log=None if args.quiet else print)
+                  progress=False if args.quiet else None, log=None if args.quiet else print,
+                  tensorboard=args.log == "tensorboard")
     if _is_main():
         print(f"metrics, checkpoint and result.json (exit FLOPs, early exit) in {args.out}")
 
@@ -40,7 +41,7 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     from gradgeo.anytime.compare import compare_anytime
 
     compare_anytime(args.methods, _seeds(args), _config(args, AnytimeConfig), args.out, jobs=args.jobs,
-                    progress=False if args.quiet else None)
+                    progress=False if args.quiet else None, tensorboard=args.log == "tensorboard")
     if _is_main():
         print(f"summary.json, summary.csv, accuracy_vs_flops.png and curves.png in {args.out}")
 
@@ -59,6 +60,7 @@ def add_anytime_parser(sub: Any) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/anytime-train"), help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--quiet", action="store_true", help="no table, no progress bars")
+    add_log_argument(p)
     p.set_defaults(run=_cmd_train)
 
     p = commands.add_parser("compare", help="methods x seeds: per-exit accuracy, FLOPs, early exit, plot",
@@ -70,4 +72,5 @@ def add_anytime_parser(sub: Any) -> None:
                                               "osgd:granularity=tensor; the first is the baseline")
     _add_config_arguments(p, AnytimeConfig, _HELP)
     _add_grid_arguments(p, Path("runs/anytime-compare"))
+    add_log_argument(p)
     p.set_defaults(run=_cmd_compare)

@@ -43,6 +43,7 @@ def compare_anytime(
     jobs: int = 1,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
+    tensorboard: bool = False,
 ) -> dict[str, Any]:
     """Train every multi-exit method with every seed (skipping finished runs), then summarize.
 
@@ -59,6 +60,7 @@ def compare_anytime(
         jobs: runs in parallel processes.
         log: receives progress lines and the final tables.
         progress: tqdm bars for sequential runs; default only on a terminal.
+        tensorboard: every run also writes TensorBoard events to its folder (see :func:`gradgeo.engine.train`).
 
     Under torchrun every run is trained by all ranks together, as in :func:`gradgeo.compare.compare`.
 
@@ -80,7 +82,7 @@ def compare_anytime(
     out = Path(out_dir)
     plan = {"methods": list(methods), "seeds": list(seeds), "config": dataclasses.asdict(base)}
     run_grid(out, methods, seeds, lambda method, seed: _run_config(base, method, seed), train_anytime, plan,
-             jobs=jobs, log=log, progress=progress, context=ctx)
+             jobs=jobs, log=log, progress=progress, context=ctx, tensorboard=tensorboard)
     summary = None
     if ctx.is_main:  # the rank that wrote the results summarizes them; every rank returns its summary
         summary = summarize_anytime(out, methods, seeds)

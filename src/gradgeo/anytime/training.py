@@ -209,6 +209,7 @@ def train_anytime(
     log: Callable[[str], None] | None = print,
     splits: DatasetSplits | None = None,
     stop_after: int | None = None,
+    tensorboard: bool = False,
 ) -> list[dict[str, Any]]:
     """Train an anytime network with a multi-exit strategy; arguments and files as :func:`gradgeo.engine.train`.
 
@@ -224,6 +225,7 @@ def train_anytime(
         log: receives the fixed-width table lines (``None``: silent).
         splits: the loaded dataset, to share one load across runs (must match ``config``).
         stop_after: stop after this many epochs in total (simulates an interruption; no result.json).
+        tensorboard: also write TensorBoard events, as :func:`gradgeo.engine.train`.
 
     Returns:
         One dict per epoch, with per-exit lists ``train_exit_loss``, ``train_exit_acc``, ``val_exit_acc``
@@ -248,4 +250,4 @@ def train_anytime(
     splits = splits or load_splits(config)
     image_size = splits.image_shape[1:]
     return fit(config, build, out_dir, resume=resume, progress=progress, log=log, splits=splits,
-               stop_after=stop_after)
+               stop_after=stop_after, tensorboard=tensorboard)

@@ -35,6 +35,7 @@ from torch import nn
 from gradgeo import ddp
 from gradgeo.data import DatasetSplits
 from gradgeo.engine import Objective, TrainConfig, _atomic_save, eval_batch_size, fit, load_splits
+from gradgeo.extras import check
 from gradgeo.gan.classifier import FeatureClassifier, classifier_config, feature_classifier
 from gradgeo.gan.frechet import classifier_score, frechet_distance, gaussian_stats
 from gradgeo.models import GAN, GAN_MODELS, GANOutput, build_gan
@@ -266,6 +267,7 @@ def train_gan(
     log: Callable[[str], None] | None = print,
     splits: DatasetSplits | None = None,
     stop_after: int | None = None,
+    tensorboard: bool = False,
 ) -> list[dict[str, Any]]:
     """Train a GAN; arguments and files as :func:`gradgeo.engine.train`, plus ``samples.png``/``samples.pt``.
 
@@ -284,6 +286,8 @@ def train_gan(
     if ddp.torchrun_env() is not None:
         raise ValueError("the gan task trains on one process (its generator step is not data-parallel): run it "
                          "without torchrun")
+    if out_dir is not None:
+        check("harness", "the gan task's samples figure", ("matplotlib",))  # up front, not after the training
     splits = splits or load_splits(config)
     classifier = config_classifier(config, log)
     built: dict[str, GAN] = {}
@@ -295,7 +299,7 @@ def train_gan(
         return model, GANObjective(model, classifier, config.eval_samples, config.label_smoothing)
 
     history = fit(config, build, out_dir, resume=resume, progress=progress, log=log, splits=splits,
-                  stop_after=stop_after)
+                  stop_after=stop_after, tensorboard=tensorboard)
     if out_dir is not None and len(history) == config.epochs:
         samples = built["model"].sample(64, torch.Generator().manual_seed(_GRID_NOISE_SEED)).cpu()
         _atomic_save((samples * 255).round().to(torch.uint8), Path(out_dir) / SAMPLES_PT)

@@ -180,6 +180,7 @@ def train_segment(
     log: Callable[[str], None] | None = print,
     splits: DatasetSplits | None = None,
     stop_after: int | None = None,
+    tensorboard: bool = False,
 ) -> list[dict[str, Any]]:
     """Train a segmentation network on item scenes; arguments and files as :func:`gradgeo.engine.train`.
 
@@ -191,6 +192,7 @@ def train_segment(
         log: receives the fixed-width table lines (``None``: silent).
         splits: the scenes (:func:`load_scene_splits`), to share one build across runs.
         stop_after: stop after this many epochs in total (simulates an interruption; no result.json).
+        tensorboard: also write TensorBoard events, as :func:`gradgeo.engine.train`.
 
     Returns:
         One dict per epoch: ``train_loss``, ``train_acc`` (pixel accuracy), ``val_acc``, ``val_miou``,
@@ -212,4 +214,4 @@ def train_segment(
         return model, SegmentationCrossEntropy(splits.classes, config.label_smoothing)
 
     return fit(config, build, out_dir, resume=resume, progress=progress, log=log, splits=splits,
-               stop_after=stop_after)
+               stop_after=stop_after, tensorboard=tensorboard)
