@@ -91,3 +91,13 @@ def test_cli_log_tensorboard_for_train_and_compare(tiny_fashion, tmp_path, capsy
     for spec in ("sgd", "sgd+h0:lam=2"):
         rows = assert_events_match(run_dir(tmp_path / "cmp", spec, 0))
     assert rows[0]["lam"] == 2
+
+
+def test_anytime_run_logs_each_exit(tiny_fashion, tmp_path):
+    """Per-exit lists of an anytime run are one scalar per exit (``test_exit_acc/0`` ...), through the CLI."""
+    assert main(["anytime", "train", "--data-dir", str(tiny_fashion), "--model", "nested_depth", "--width", "0.25",
+                 "--epochs", "1", "--batch-size", "50", "--val-size", "100", "--num-exits", "3", "--strategy", "osgd",
+                 "--optimizer", "sgd+h1:lam=0.01", "--quiet", "--log", "tensorboard", "--out", str(tmp_path)]) == 0
+    rows = assert_events_match(tmp_path)
+    assert len(rows[0]["test_exit_acc"]) == 3 and rows[0]["lam"] == 0.01
+    assert {"test_exit_acc/0", "test_exit_acc/2"} <= set(read_events(tmp_path / "tensorboard"))
