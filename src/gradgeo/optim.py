@@ -311,10 +311,10 @@ class ChannelDirected(Optimizer):
             for (view_shape, dim, *_), members in batches.items():
                 grads = [p.grad for p, _ in members]
                 if norms is not None:
-                    norms[0].extend(torch._foreach_norm(grads, dtype=torch.float32))
+                    norms[0].extend(_norms(grads))
                 probe = _transform_(grads, view_shape, dim, kernel, args, group["boundary"])
                 if norms is not None:
-                    norms[1].extend(torch._foreach_norm(grads, dtype=torch.float32))
+                    norms[1].extend(_norms(grads))
                 checks.append((probe, [(p, group, i) for p, i in members]))
         if sharded and norms is not None:
             raise ValueError("track_grad_norms does not cover sharded (DTensor, FSDP2) gradients; turn it off")
@@ -365,6 +365,11 @@ class ChannelDirected(Optimizer):
                         f"non-finite gradient (NaN or Inf) in {self._name(p, group, index)}; lower the learning "
                         "rate or use a GradScaler, or pass nonfinite='skip' to skip such steps")
         raise AssertionError("unreachable: a flag was false but no parameter was")
+
+
+def _norms(grads: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    """The float32 L2 norm of each gradient (for ``track_grad_norms``; every one is set where it is called)."""
+    return list(torch._foreach_norm([g for g in grads if g is not None], dtype=torch.float32))
 
 
 def _transform_(
