@@ -1,9 +1,10 @@
 # Two commands on a fresh machine: `make demo` (the main job) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# extras installed into the venv; the tests also run the Lightning and Hugging Face recipes, lint needs ruff
+# extras installed into the venv; the tests also run the Lightning and Hugging Face recipes and TensorBoard
+# logging; lint needs ruff
 EXTRAS ?= test,harness
-test: EXTRAS = test,harness,lightning,tune,hf
+test: EXTRAS = test,harness,lightning,tune,hf,tensorboard
 lint: EXTRAS = test,harness,dev
 
 .PHONY: setup data demo test lint bench

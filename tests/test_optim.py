@@ -265,6 +265,37 @@ def test_nonfinite_gradient_raises_with_the_name_or_skips():
     assert all(torch.equal(b, p) for b, p in zip(before, model.parameters()))
 
 
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_tracked_grad_norms_are_those_of_the_transform_applied(foreach):
+    """The recorded norms are the mean over steps of the norm of the selected gradients (conv weights,
+    two of the same shape batched together) before and after the transform; skipped steps do not count."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3), nn.Conv2d(6, 6, 3), nn.Conv2d(6, 6, 3), nn.Flatten(),
+                          nn.Linear(6 * 2 * 2, 2))
+    opt = channel_directed(model, torch.optim.SGD, lr=0.01, metric="sobolev", lam=0.3, foreach=foreach,
+                           nonfinite="skip")
+    assert opt.pop_grad_norms() is None  # off by default: nothing recorded
+    opt.track_grad_norms = True
+    expected = []
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(4, 3, 8, 8)).square().mean().backward()
+        convs = [m.weight.grad.clone() for m in model if isinstance(m, nn.Conv2d)]
+        expected.append([torch.cat([g.flatten() for g in convs]).norm(),
+                         torch.cat([T.sobolev(g, 0.3, 0).flatten() for g in convs]).norm()])
+        opt.step()
+    opt.zero_grad()
+    model(torch.randn(4, 3, 8, 8)).square().mean().backward()
+    model[0].weight.grad[0, 0, 0, 0] = float("nan")
+    opt.step()
+    assert opt.skipped_steps == 1
+    norms = opt.pop_grad_norms()
+    mean = torch.tensor(expected).mean(0)
+    assert norms["grad_norm_after"] < norms["grad_norm_before"]  # sobolev damps the channel modes
+    torch.testing.assert_close(torch.tensor([norms["grad_norm_before"], norms["grad_norm_after"]]), mean)
+    assert opt.pop_grad_norms() is None  # popped: a new count starts
+
 @pytest.mark.parametrize(
     "kwargs,error,match",
     [

@@ -152,6 +152,9 @@ class ChannelDirected(Optimizer):
             3e38); untransformed gradients, and half-precision ones after the float32 result is written
             back (float16 overflows at small ``lam``), by one max-abs per tensor.
         foreach: batch small parameters of equal shape into one transform call (default: on).
+        track_grad_norms: record, at every step, the L2 norm of the selected gradients (all of them together)
+            before and after the transform, for :meth:`pop_grad_norms`; off by default, when it reads
+            nothing extra. Settable later as the attribute of the same name.
         kinds: parameter -> layer kind (``"conv"``, ``"conv_transpose"``, ``"linear"``, ``"vector"``),
             e.g. from :func:`layer_kinds`. Without it a tensor with 3+ dims counts as a conv weight.
         names: parameter -> name, for error messages (else the base's ``param_names`` when present).
@@ -179,6 +182,7 @@ class ChannelDirected(Optimizer):
         *,
         nonfinite: str = "raise",
         foreach: bool | None = None,
+        track_grad_norms: bool = False,
         kinds: Mapping[torch.Tensor, str] | None = None,
         names: Mapping[torch.Tensor, str] | None = None,
     ) -> None:
@@ -209,6 +213,9 @@ class ChannelDirected(Optimizer):
         self.nonfinite = nonfinite
         self.foreach = True if foreach is None else bool(foreach)
         self.skipped_steps = 0
+        self.track_grad_norms = track_grad_norms
+        self._norm_sums: torch.Tensor | None = None  # (before, after) summed over the steps since the last pop
+        self._norm_steps = 0
         self._kinds = dict(kinds or {})
         self._names = dict(names or {})
         self._views: dict[tuple[torch.Tensor, str], tuple[tuple[int, ...], int] | None] = {}
@@ -303,6 +310,7 @@ class ChannelDirected(Optimizer):
         # gradients no probe covers: left untransformed, or written back in a half type (float32 results can
         # overflow float16); checked after the transforms, with one max-abs per tensor
         unprobed: list[tuple[torch.Tensor, Mapping[str, Any], int]] = []
+        tracked: tuple[list[torch.Tensor], list[torch.Tensor]] | None = ([], []) if self.track_grad_norms else None
         for group in self.param_groups:
             if group["metric"] == "none":
                 unprobed += [(p, group, i) for i, p in enumerate(group["params"]) if p.grad is not None]
@@ -328,8 +336,14 @@ class ChannelDirected(Optimizer):
                     batches.setdefault(key, []).append((p, index, plan))
             for members in batches.values():
                 grads = [p.grad for p, _, _ in members]
+                if tracked is not None:
+                    tracked[0].extend(_norms(grads))
                 probes = _transform_(grads, *members[0][2], kernel, args, group["boundary"])
+                if tracked is not None:
+                    tracked[1].extend(_norms(grads))
                 checks.extend((probe, (p, group, i)) for probe, (p, i, _) in zip(probes, members))
+        if sharded and tracked is not None:
+            raise ValueError("track_grad_norms does not cover sharded (DTensor, FSDP2) gradients; turn it off")
         if sharded:
             probes = transform_dtensors_([job for job, _ in sharded])
             checks.extend((probe, member) for probe, (_, member) in zip(probes, sharded))
@@ -343,8 +357,33 @@ class ChannelDirected(Optimizer):
         if checks and not self._all_finite(checks):
             self.skipped_steps += 1
             return loss
+        if tracked is not None and tracked[0]:
+            step_norms = torch.stack([torch.stack(n).square().sum().sqrt() for n in tracked])
+            self._norm_sums = step_norms if self._norm_sums is None else self._norm_sums + step_norms
+            self._norm_steps += 1
         self.base.step()
         return loss
+
+    def pop_grad_norms(self) -> dict[str, float] | None:
+        """The mean over the steps since the last call of the L2 norm of the selected gradients before and
+        after the transform, ``{"grad_norm_before": ..., "grad_norm_after": ...}``, and start a new count.
+
+        Needs ``track_grad_norms``; ``None`` when no step since the last call transformed a gradient (skipped
+        steps are not counted). One host synchronization per call, none per step.
+
+        Example:
+            >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3))
+            >>> opt = ChannelDirected(torch.optim.SGD(model.parameters(), lr=0.1), "h0", track_grad_norms=True)
+            >>> model(torch.randn(2, 3, 8, 8)).square().mean().backward()
+            >>> opt.step()
+            >>> sorted(opt.pop_grad_norms())
+            ['grad_norm_after', 'grad_norm_before']
+        """
+        if self._norm_sums is None:
+            return None
+        before, after = (self._norm_sums / self._norm_steps).tolist()
+        self._norm_sums, self._norm_steps = None, 0
+        return {"grad_norm_before": before, "grad_norm_after": after}
 
     def _all_finite(self, checks: list[tuple[torch.Tensor, tuple[torch.Tensor, Any, int]]]) -> bool:
         if bool(torch.cat([probe.reshape(-1) for probe, _ in checks]).isfinite().all()):  # one check for all
@@ -357,6 +396,11 @@ class ChannelDirected(Optimizer):
                         f"non-finite gradient (NaN or Inf) in {self._name(p, group, index)}; lower the learning "
                         "rate or use a GradScaler, or pass nonfinite='skip' to skip such steps")
         raise AssertionError("unreachable: a flag was false but no parameter was")
+
+
+def _norms(grads: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    """The float32 L2 norm of each gradient (for ``track_grad_norms``; every one is set where it is called)."""
+    return list(torch._foreach_norm([g for g in grads if g is not None], dtype=torch.float32))
 
 
 def _transform_(

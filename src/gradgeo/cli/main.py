@@ -11,12 +11,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gradgeo.cli.options import add_grid_arguments, add_task_arguments, seeds, task_config
+from gradgeo.cli.options import (
+    add_grid_arguments,
+    add_log_argument,
+    add_task_arguments,
+    extras_epilog,
+    seeds,
+    task_config,
+)
 from gradgeo.cli.tune import add_storage_arguments, add_tune_parser
 from gradgeo.experiments import compare_task
 from gradgeo.tasks import TASKS
 from gradgeo.training import ddp
 from gradgeo.training.engine import TrainConfig
+from gradgeo.training.extras import MissingExtraError
 
 __all__ = ["build_parser", "main"]
 
@@ -26,7 +34,7 @@ DEMO_SPECS = ("sgd", "sgd+h0:lam=2", "sgd+sobolev:lam=0.1", "sgd+h1:lam=0.01")
 def _cmd_train(args: argparse.Namespace) -> None:
     task, config = task_config(args)
     task.train(config, args.out, resume=args.resume, progress=False if args.quiet else None,
-               log=None if args.quiet else print)
+               log=None if args.quiet else print, tensorboard=args.log == "tensorboard")
     if _is_main():
         print(f"{task.outputs} in {args.out}")
 
@@ -35,7 +43,8 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     task, config = task_config(args)
     compare_task(task, args.labels, seeds(args), config, args.out, jobs=args.jobs,
                  progress=False if args.quiet else None, storage=getattr(args, "storage", None),
-                 study=getattr(args, "study", None), heartbeat=getattr(args, "heartbeat", 30))
+                 study=getattr(args, "study", None), heartbeat=getattr(args, "heartbeat", 30),
+                 tensorboard=args.log == "tensorboard")
     if _is_main():
         print(f"{', '.join(['summary.json', 'summary.csv', *task.artefact_names])} and curves.png in {args.out}")
 
@@ -80,6 +89,7 @@ def _add_train(sub: Any, name: str, out: str, only: Any = None, **texts: str) ->
     p.add_argument("--out", type=Path, default=Path(out), help=f"output folder (default: {out})")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--quiet", action="store_true", help="no table, no progress bars")
+    add_log_argument(p)
     p.set_defaults(run=_cmd_train)
 
 
@@ -89,12 +99,14 @@ def _add_compare(sub: Any, name: str, out: str, labels_help: str, only: Any = No
     add_task_arguments(p, only)
     add_grid_arguments(p, Path(out))
     add_storage_arguments(p, compare=True)
+    add_log_argument(p)
     p.set_defaults(run=_cmd_compare)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The one parser tree of the ``gradgeo`` command."""
-    parser = argparse.ArgumentParser(prog="gradgeo", description="Channel-directed gradients and OSGD for CNNs.")
+    parser = argparse.ArgumentParser(prog="gradgeo", description="Channel-directed gradients and OSGD for CNNs.",
+                                     epilog=extras_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     _add_train(sub, "train", "runs/train", help="train one run (--task classify, segment, gan or anytime)",
@@ -164,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.run(args)
         ddp.shutdown()  # under torchrun: leave the process group that the command joined, all ranks together
     # a bad value, a corrupt file, a diverged run; ModuleNotFoundError: an optional extra, named in the message
-    except (ValueError, FloatingPointError, ModuleNotFoundError) as error:
+    except (ValueError, FloatingPointError, ModuleNotFoundError, MissingExtraError) as error:
         print(f"gradgeo {args.command}: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a missing file or dataset, an --out under a file, a full disk ...

@@ -18,8 +18,9 @@ from gradgeo.models import ANYTIME_MODELS
 from gradgeo.multiexit import STRATEGIES
 from gradgeo.tasks import TASKS, Task, get_task, make_config
 from gradgeo.training.engine import TrainConfig
+from gradgeo.training.extras import missing
 
-__all__ = ["add_grid_arguments", "add_task_arguments", "seeds", "task_config"]
+__all__ = ["add_grid_arguments", "add_log_argument", "add_task_arguments", "extras_epilog", "seeds", "task_config"]
 
 _HELP = {
     "dataset": "fashion-mnist, mnist, cifar10 or cifar100 (segment: the source of the items; gan: the images)",
@@ -113,3 +114,30 @@ def add_grid_arguments(parser: argparse.ArgumentParser, out: Path) -> None:
 def seeds(args: argparse.Namespace) -> Sequence[int]:
     """The seeds of ``--seeds`` or ``--seed-list``."""
     return args.seed_list if args.seed_list else list(range(args.seeds))
+
+
+LOGS = ("jsonl", "tensorboard")
+#: what each optional extra is for on the command line, for ``gradgeo --help``
+EXTRA_USES = {
+    "harness": "compare, demo and anytime compare (statistics, plots), progress bars, train --task gan",
+    "tune": "tune, compare --storage",
+    "tensorboard": "--log tensorboard",
+}
+
+
+def add_log_argument(parser: argparse.ArgumentParser) -> None:
+    """``--log``: metrics.jsonl always; ``tensorboard`` adds TensorBoard events to every run folder."""
+    parser.add_argument("--log", choices=LOGS, default="jsonl",
+                        help="jsonl (default): metrics.jsonl in each run folder; tensorboard: also TensorBoard events "
+                             "in its tensorboard/ folder, with the metric strength and the gradient norms before "
+                             "and after the transform (needs gradgeo[tensorboard])")
+
+
+def extras_epilog() -> str:
+    """``gradgeo --help``'s last lines: each optional extra, what needs it, and whether it is installed."""
+    lines = ["optional extras (pip install 'gradgeo[EXTRA]'):"]
+    for extra, uses in EXTRA_USES.items():
+        gone = missing(extra)
+        state = f"MISSING {', '.join(gone)}: pip install 'gradgeo[{extra}]'" if gone else "installed"
+        lines.append(f"  {extra:<12} for {uses} [{state}]")
+    return "\n".join(lines)

@@ -55,6 +55,7 @@ def compare_task(
     storage: str | None = None,
     study: str | None = None,
     heartbeat: int = 30,
+    tensorboard: bool = False,
 ) -> dict[str, Any]:
     """Train every label with every seed on a task (skipping finished runs), then write and return the summary.
 
@@ -77,6 +78,7 @@ def compare_task(
         progress: tqdm bars for sequential runs; default only on a terminal.
         storage, study, heartbeat: run the grid as queued trials of an Optuna study shared by any number of
             workers (see :func:`gradgeo.experiments.grid.run_grid`).
+        tensorboard: every run also writes TensorBoard events to its folder (see :func:`gradgeo.training.engine.train`).
 
     Returns:
         The summary (also written to ``summary.json``), in the task's layout (:mod:`gradgeo.experiments.layouts`).
@@ -108,7 +110,7 @@ def compare_task(
             "config": dataclasses.asdict(base)}
     run_grid(out, labels, seeds, partial(task.run_config, base), task.train, plan, jobs=jobs, log=log,
              progress=progress, context=ctx, load=task.load, describe=partial(describe_result, task),
-             storage=storage, study=study, heartbeat=heartbeat)
+             storage=storage, study=study, heartbeat=heartbeat, tensorboard=tensorboard)
     summary = None
     if ctx.is_main:  # the rank that wrote the results summarizes them; every rank returns its summary
         summary = summarize(task, out, labels, seeds)

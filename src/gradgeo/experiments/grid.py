@@ -11,6 +11,7 @@ Running the same grid again skips finished runs and resumes interrupted ones fro
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import json
 import multiprocessing
 import os
@@ -24,6 +25,7 @@ import torch
 from gradgeo.data import DatasetSplits
 from gradgeo.training import ddp
 from gradgeo.training.engine import RESULT, TrainConfig, _atomic_save, load_splits
+from gradgeo.training.extras import check
 
 __all__ = ["load_histories", "load_results", "read_json", "run_dir", "run_grid"]
 
@@ -70,6 +72,7 @@ def run_grid(
     storage: str | None = None,
     study: str | None = None,
     heartbeat: int = 30,
+    tensorboard: bool = False,
 ) -> None:
     """Train every ``(label, seed)`` run of a comparison folder that has no ``result.json`` yet.
 
@@ -99,11 +102,15 @@ def run_grid(
             arguments and a shared ``out`` take one at a time; returns when every run is done.
         study: the study's name (default: ``out``'s name).
         heartbeat: seconds between a running run's heartbeats (see :mod:`gradgeo.experiments.storage`).
+        tensorboard: pass ``tensorboard=True`` to every ``train_fn`` call (TensorBoard events in each run folder).
     """
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"compare needs distinct seeds, got {list(seeds)}")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1 (runs side by side), got {jobs!r}")
+    # the summary after the runs needs these: say so before the runs, not after
+    check("harness", "a comparison's summary (statistics and plots)", ("scipy", "matplotlib"))
+    train_fn = functools.partial(train_fn, tensorboard=True) if tensorboard else train_fn
     context = context or ddp.Context()
     if context.distributed and jobs > 1:
         raise ValueError("--jobs > 1 trains runs side by side in separate processes; under torchrun all ranks "

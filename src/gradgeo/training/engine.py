@@ -2,7 +2,8 @@
 
 The data sits in memory (on the device), batches are augmented as tensors, the optimizer comes from a
 spec string (:mod:`gradgeo.channel.factory`). Every epoch appends a line to ``metrics.jsonl`` and writes an
-atomic checkpoint; a run is finished when ``result.json`` exists. Randomness is derived from
+atomic checkpoint (and, with ``tensorboard=True``, TensorBoard events: :mod:`gradgeo.training.tensorboard`); a
+run is finished when ``result.json`` exists. Randomness is derived from
 ``(seed, epoch)`` alone, so ``resume=True`` continues to the same numbers as an uninterrupted run.
 
 Under ``torchrun --nproc-per-node N`` (:mod:`gradgeo.training.ddp`) the model is wrapped in DDP and
@@ -34,9 +35,11 @@ from torch import nn
 from torch.utils import _pytree
 
 from gradgeo.channel.factory import canonical_spec, create_optimizer, parse_spec
+from gradgeo.channel.optim import ChannelDirected
 from gradgeo.data import Augment, DatasetSplits, load_dataset
 from gradgeo.models import build_model
 from gradgeo.training import ddp
+from gradgeo.training.extras import check, require
 from gradgeo.training.objective import CrossEntropy, Objective, evaluate
 from gradgeo.training.run_folder import (
     CHECKPOINT,
@@ -46,6 +49,7 @@ from gradgeo.training.run_folder import (
     _run_folder_problem,
     read_checkpoint,
 )
+from gradgeo.training.tensorboard import TENSORBOARD, TensorBoardLog
 
 __all__ = ["PRECISIONS", "SCHEDULES", "CrossEntropy", "Objective", "TrainConfig", "evaluate", "fit", "load_splits",
            "train"]
@@ -225,8 +229,7 @@ def _all_finite(value: Any) -> bool:
 def _progress(iterable, total: int, description: str, enabled: bool):
     if not enabled:
         return iterable
-    from tqdm.auto import tqdm
-
+    tqdm = require("tqdm.auto", "harness", "progress bars (off with --quiet, or progress=False)").tqdm
     return tqdm(iterable, total=total, desc=description, leave=False, dynamic_ncols=True)
 
 
@@ -240,6 +243,7 @@ def train(
     splits: DatasetSplits | None = None,
     stop_after: int | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    tensorboard: bool = False,
 ) -> list[dict[str, Any]]:
     """Train one run and return its per-epoch metrics.
 
@@ -254,17 +258,31 @@ def train(
         on_epoch: called with each newly trained epoch's row once its checkpoint is written (not for the rows
             a resumed run restores); an exception it raises stops the run there, resumable (e.g. pruning by
             :mod:`gradgeo.experiments.tune`).
+        tensorboard: also write every epoch's row as TensorBoard scalars to ``out_dir/tensorboard``
+            (:mod:`gradgeo.training.tensorboard`, extra ``gradgeo[tensorboard]``); the rows of a channel-metric
+            optimizer then also hold its strength (``lam``, or ``sigma`` for ``laplacian``) and the epoch's
+            mean gradient norm before and after the transform (``grad_norm_before``, ``grad_norm_after``,
+            :meth:`~gradgeo.channel.optim.ChannelDirected.pop_grad_norms`).
 
     Returns:
         One dict per epoch: ``epoch``, ``train_loss``, ``train_acc``, ``val_acc``, ``test_loss``,
-        ``test_acc``, ``lr``, ``time``.
+        ``test_acc``, ``lr``, ``time`` (and the fields ``tensorboard`` adds).
     """
 
     def build(model_args: dict[str, int]) -> tuple[nn.Module, Objective]:
         return build_model(config.model, width=config.width, **model_args), CrossEntropy(config.label_smoothing)
 
     return fit(config, build, out_dir, resume=resume, progress=progress, log=log, splits=splits,
-               stop_after=stop_after, on_epoch=on_epoch)
+               stop_after=stop_after, on_epoch=on_epoch, tensorboard=tensorboard)
+
+
+def _optimizer_fields(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The strength of a channel metric (of the first param group) and the gradient norms since the last call."""
+    metric = optimizer.param_groups[0].get("metric", "none")
+    if not isinstance(optimizer, ChannelDirected) or metric == "none":
+        return {}
+    strength = "sigma" if metric == "laplacian" else "lam"
+    return {strength: optimizer.param_groups[0][strength], **(optimizer.pop_grad_norms() or {})}
 
 
 def fit(
@@ -278,6 +296,7 @@ def fit(
     splits: DatasetSplits | None = None,
     stop_after: int | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    tensorboard: bool = False,
 ) -> list[dict[str, Any]]:
     """The training loop behind :func:`train`, for any model and :class:`Objective`.
 
@@ -291,8 +310,9 @@ def fit(
     Args:
         config: the run's hyper-parameters.
         build: ``model_args -> (model, objective)``; the model is moved to the run's device.
-        out_dir, resume, progress, log, splits, stop_after, on_epoch: as in :func:`train` (every rank calls
-            ``on_epoch`` with the same row).
+        out_dir, resume, progress, log, splits, stop_after, on_epoch, tensorboard: as in :func:`train` (every
+            rank calls ``on_epoch`` with the same row; the gradient norms and strength are those of the optimizer
+            built here from ``config.optimizer``).
 
     Returns:
         One dict per epoch: the objective's training and evaluation fields, ``epoch``, ``lr``, ``time``.
@@ -302,6 +322,10 @@ def fit(
         ...                                                      CrossEntropy()))  # doctest: +SKIP
     """
     config.validate()
+    if tensorboard and out_dir is None:
+        raise ValueError("tensorboard=True writes the events into the run folder: give an out_dir")
+    if tensorboard:
+        check("tensorboard", "TensorBoard logging (--log tensorboard)")
     ctx = ddp.setup(config.resolved_device())
     device = ctx.device
     if config.batch_size % ctx.world_size:
@@ -331,6 +355,8 @@ def fit(
     model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
     objective.context = ctx
     optimizer = create_optimizer(model, config.optimizer, **config.optimizer_defaults())
+    if tensorboard and ctx.is_main and isinstance(optimizer, ChannelDirected):
+        optimizer.track_grad_norms = True
     augment = config.augment if config.augment is not None else config.dataset.startswith("cifar")
     loader = splits.loader("train", config.batch_size, shuffle=True, drop_last=True, seed=config.seed,
                            augment=Augment(padding=4, flip=True) if augment else None, rank=ctx.rank,
@@ -358,6 +384,7 @@ def fit(
         history = state["history"]
     if out is not None and ctx.is_main:  # the metrics file always matches the checkpoint it sits beside
         (out / METRICS).write_text("".join(json.dumps(row) + "\n" for row in history))
+    board = TensorBoardLog(out / TENSORBOARD, history) if tensorboard and out is not None and ctx.is_main else None
 
     if log is not None:
         log(objective.header)
@@ -382,6 +409,7 @@ def fit(
         row: dict[str, Any] = {"epoch": epoch + 1, **objective.train_metrics()}  # every rank: sums over ranks
         if ctx.is_main:  # one rank evaluates (on the unwrapped model); the others receive its row
             row.update(objective.evaluate(model, splits), lr=lr, time=time.perf_counter() - started)
+            row.update(_optimizer_fields(optimizer) if tensorboard else {})
         row = ctx.from_main(row)
         diverged = sorted(key for key, value in row.items() if not _all_finite(value))
         if diverged:  # stop before a NaN reaches metrics.jsonl or the checkpoint (the last good one stays)
@@ -397,8 +425,12 @@ def fit(
             _atomic_save({"config": dataclasses.asdict(config), "model_args": model_args, "model": model.state_dict(),
                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                           "objective": objective.state_dict(), "history": history}, checkpoint_path)
+        if board is not None:
+            board.write(row)
         if on_epoch is not None:
             on_epoch(row)
+    if board is not None:
+        board.close()
     if out is not None and ctx.is_main and len(history) == config.epochs:
         _atomic_save({"config": dataclasses.asdict(config), "history": history,
                       "final_test_acc": history[-1]["test_acc"],
