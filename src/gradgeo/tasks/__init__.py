@@ -6,7 +6,7 @@
 * ``anytime`` (:mod:`gradgeo.tasks.anytime`): multi-exit networks trained with a multi-exit strategy.
 
 :data:`TASKS` names them for ``--task``; :func:`make_config` builds a task's configuration from keyword fields.
-Comparisons of runs live one layer up, in :mod:`gradgeo.experiments`.
+Comparisons of runs live one layer up, in :mod:`gradgeo.experiments` (:func:`~gradgeo.experiments.compare_task`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from gradgeo.tasks.gan.training import GAN_TASK
 from gradgeo.tasks.segment.training import SEGMENT
 from gradgeo.training.engine import TrainConfig
 
-__all__ = ["TASKS", "Metric", "Task", "compare_task", "get_task", "make_config"]
+__all__ = ["TASKS", "Metric", "Task", "get_task", "make_config"]
 
 TASKS: dict[str, Task] = {task.name: task for task in (CLASSIFY, SEGMENT, GAN_TASK, ANYTIME)}
 
@@ -56,12 +56,3 @@ def make_config(task: str | Task, **fields: Any) -> TrainConfig:
                          f"{', '.join(task.models)}")
     return config
 
-
-def __getattr__(name: str) -> Any:
-    # gradgeo.tasks.compare_task, as the README has long shown it: the comparison itself lives one layer up
-    # (gradgeo.experiments), so it is imported on first use only; tests/test_layering.py allows this one import
-    if name == "compare_task":
-        from gradgeo.experiments.compare import compare_task
-
-        return compare_task
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

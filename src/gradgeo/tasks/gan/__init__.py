@@ -6,7 +6,7 @@
 * :mod:`gradgeo.tasks.gan.classifier`: the Fashion-MNIST classifier whose features they use, trained once and cached.
   Its measures are **not** the Inception FID / Inception Score: compare them only within gradgeo.
 
-Comparisons of optimizer specs run through :func:`gradgeo.tasks.compare_task` (``gradgeo compare --task gan``).
+Comparisons of optimizer specs run through :func:`gradgeo.experiments.compare_task` (``gradgeo compare --task gan``).
 
 Example:
     >>> from gradgeo.gan import GANConfig, train_gan

@@ -4,7 +4,7 @@
 * :mod:`gradgeo.tasks.segment.metrics`: confusion matrix, per-class and mean IoU, pixel accuracy.
 * :func:`train_segment` with :class:`SegmentConfig`: one resumable run of :func:`gradgeo.training.engine.fit`.
 
-Comparisons of optimizer specs run through :func:`gradgeo.tasks.compare_task` (``gradgeo compare --task
+Comparisons of optimizer specs run through :func:`gradgeo.experiments.compare_task` (``gradgeo compare --task
 segment``).
 
 Example:
