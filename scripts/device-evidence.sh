@@ -32,7 +32,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | tee
 stage tune sgd:lr=0.05 sgd:lr=0.1 sgd:lr=0.2 sgd:lr=0.1+h0:lam=1.5 sgd:lr=0.2+h0:lam=1.5 sgd:lr=0.4+h0:lam=1.5 \
   sgd:lr=0.1+h1:lam=0.001 sgd:lr=0.2+h1:lam=0.001 sgd:lr=0.05+sobolev:lam=0.03 sgd:lr=0.1+sobolev:lam=0.03 \
   --batch-size 128 --epochs "$tune_epochs" --seed-list 101
-read -r -a picked <<< "$("$PY" scripts/pick_tuned.py "$RUNS/tune/summary.json")"
+read -r -a picked <<< "$(PYTHONPATH=src "$PY" scripts/pick_tuned.py "$RUNS/tune/summary.json")"
 stage final-b128 "${picked[@]}" --batch-size 128 --epochs "$epochs" --seed-list "${seeds[@]}"
 scaled=()  # linear scaling: a quarter of the batch, a quarter of the learning rate
 for spec in "${picked[@]}"; do

@@ -10,9 +10,7 @@ scripts/device-evidence.sh:
 import json
 import sys
 
-
-def metric_of(spec: str) -> str:
-    return spec.split("+", 1)[1].split(":")[0] if "+" in spec else ""
+from gradgeo.channel.factory import parse_spec
 
 
 def main(path: str) -> None:
@@ -20,12 +18,12 @@ def main(path: str) -> None:
         rows = json.load(f)["rows"]
 
     def best(metrics: set[str]) -> str:
-        cells = [r for r in rows if metric_of(r["spec"]) in metrics]
+        cells = [r for r in rows if parse_spec(r["spec"]).metric in metrics]
         if not cells:
             sys.exit(f"{path}: no tuned cell for {sorted(metrics)}; tune those specs first")
         return max(cells, key=lambda r: r["final_val_acc"]["mean"])["spec"]
 
-    print(best({""}), best({"h0"}), best({"h1", "sobolev"}))
+    print(best({"none"}), best({"h0"}), best({"h1", "sobolev"}))
 
 
 if __name__ == "__main__":

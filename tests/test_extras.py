@@ -51,7 +51,8 @@ def test_extras_match_pyproject():
 
     project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
     for extra, modules in extras.EXTRAS.items():
-        packages = [r.split(">")[0].split("=")[0].split("<")[0].split("[")[0] for r in project["optional-dependencies"][extra]]
+        requirements = project["optional-dependencies"][extra]
+        packages = [r.split(">")[0].split("=")[0].split("<")[0].split("[")[0] for r in requirements]
         assert sorted(packages) == sorted(modules), extra
 
 
