@@ -6,8 +6,8 @@ x 10), the metric's strength (``lam``, or ``sigma`` for ``laplacian``; default r
 and, when asked, the weight decay. An option the spec writes (``sgd:lr=0.1+h0``) is fixed, not searched. Each
 trial trains one run of the task (:mod:`gradgeo.tasks`) with the values rounded to 3 significant digits, so the
 spec string a trial reports reproduces it exactly, and is scored by the final epoch's validation metric (the
-validation counterpart of the task's headline metric: ``val_acc``, ``val_miou``, ``val_fd``); the test set is
-never looked at.
+validation counterpart of the task's headline metric: ``val_acc``, ``val_miou``, ``val_fd``); a trial is a
+normal run, so its metrics file also logs the test metrics each epoch, but nothing here reads them.
 
 Sampler: multivariate TPE (the learning rate and the strength interact) whose random draws depend only on the
 sampler seed, the trial number and the parameter, so a resumed study or a second worker never repeats the first
