@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -152,6 +153,24 @@ def test_tune_gives_every_spec_the_same_budget(tiny_fashion, tmp_path, capsys):
     assert [(r["spec"], r["counted"], r["complete"], r["decades"]) for r in summary["rows"]] == [
         ("sgd", 2, 2, 2.0), ("sgd+h1", 2, 2, 4.0)]
     assert "same budget of 2 trials" in table and "search spaces differ in size" in table
+
+
+@pytest.mark.slow
+def test_no_trial_is_stopped_before_prune_after(tiny_fashion, tmp_path, capsys):
+    """The median rule waits for --prune-after (default: half the epochs): the same study, allowed to stop trials
+    from epoch 1, stops some there."""
+    args = ["tune", "sgd", "--data-dir", str(tiny_fashion), *TINY, "--epochs", "4", "--trials", "5",
+            "--startup-trials", "1", "--lr-range", "1e-5", "0.3"]
+
+    def stopped(*extra: str) -> list[int]:
+        assert main([*args, *extra]) == 0
+        return [int(epoch) for epoch in re.findall(r"pruned at epoch (\d+)", capsys.readouterr().out)]
+
+    assert 1 in stopped("--prune-after", "1", "--out", str(tmp_path / "from-1"))
+    default = stopped("--out", str(tmp_path / "default"))
+    assert default and min(default) >= 2
+    assert main([*args, "--prune-after", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert "--prune-after must be a whole number of epochs >= 1, got 0" in capsys.readouterr().err
 
 
 def test_a_diverging_trial_is_pruned_and_counts_as_spent(tiny_fashion, tmp_path, capsys):

@@ -42,7 +42,7 @@ def _cmd_tune(args: argparse.Namespace) -> None:
     tune(task, args.specs, config, args.out, trials=args.trials, timeout=args.timeout, lr_range=args.lr_range,
          strength_range=args.strength_range, weight_decay_range=args.weight_decay_range, storage=args.storage,
          study=args.study, sampler_seed=args.sampler_seed, startup_trials=args.startup_trials, prune=args.prune,
-         heartbeat=args.heartbeat, log=print)
+         prune_after=args.prune_after, heartbeat=args.heartbeat, log=print)
     print(f"trials.json and trials.csv per spec, summary.json, summary.csv, history.png and lr_strength.png in "
           f"{args.out}")
 
@@ -73,6 +73,9 @@ def add_tune_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler-seed", type=int, default=0, help="the TPE seed (default: 0)")
     p.add_argument("--prune", action=argparse.BooleanOptionalAction, default=True,
                    help="stop trials below the median of earlier trials at the same epoch (default: on)")
+    p.add_argument("--prune-after", type=int, metavar="EPOCH", help="stop no trial before this epoch (default: half "
+                                                                    "the epochs: early epochs of a decaying "
+                                                                    "schedule say little about the last)")
     add_storage_arguments(p, compare=False)
     p.add_argument("--out", type=Path, default=Path("runs/tune"), help="output folder (default: runs/tune)")
     p.set_defaults(run=_cmd_tune)

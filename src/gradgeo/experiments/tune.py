@@ -13,7 +13,9 @@ Sampler: multivariate TPE (the learning rate and the strength interact) whose ra
 sampler seed, the trial number and the parameter, so a resumed study or a second worker never repeats the first
 trials' points. The first ``startup_trials`` trials are random and run to the end; after them the median rule
 stops (prunes) a trial whose validation metric after an epoch is worse than the median of the earlier trials at
-that epoch. A trial whose training diverges (a non-finite loss) is pruned, not failed: it counts as a spent trial.
+that epoch, from epoch ``prune_after`` on (default: half the epochs; a high learning rate trails early in a
+decaying schedule and catches up late). A trial whose training diverges (a non-finite loss) is pruned, not
+failed: it counts as a spent trial.
 
 Fairness, as in optimizer benchmarks with external tuning (DeepOBS, AlgoPerf): every spec gets the same number
 of trials, ``trials`` (counted over all workers: a study never runs more; a trial killed with its worker is
@@ -129,6 +131,7 @@ def tune(
     sampler_seed: int = 0,
     startup_trials: int = 10,
     prune: bool = True,
+    prune_after: int | None = None,
     heartbeat: int = 30,
     log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
@@ -148,6 +151,9 @@ def tune(
         sampler_seed: the TPE seed.
         startup_trials: random trials, never pruned, before TPE proposes and the median rule prunes.
         prune: stop trials that fall below the median (False: every trial runs to the end).
+        prune_after: no trial is stopped before this epoch (default: half the epochs, rounded up): a high
+            learning rate trails early in a decaying schedule and catches up late, so the early epochs say
+            little about the final one.
         heartbeat: seconds between a running trial's heartbeats; silent for three: dead, retried.
         log: receives a line per finished trial and the tables (None: silent).
 
@@ -174,6 +180,10 @@ def tune(
         raise ValueError(f"--timeout must be > 0 seconds, got {timeout!r}")
     if isinstance(startup_trials, bool) or not isinstance(startup_trials, int) or startup_trials < 0:
         raise ValueError(f"--startup-trials must be a whole number >= 0, got {startup_trials!r}")
+    if prune_after is None:
+        prune_after = (base.epochs + 1) // 2
+    if isinstance(prune_after, bool) or not isinstance(prune_after, int) or prune_after < 1:
+        raise ValueError(f"--prune-after must be a whole number of epochs >= 1, got {prune_after!r}")
     if not base.val_size:
         raise ValueError("tune scores trials on the validation split, never the test set: pass --val-size N (the "
                          "training images, or scenes, to hold out)")
@@ -188,8 +198,10 @@ def tune(
     backend = open_storage(storage, out, heartbeat)
     direction: Literal["minimize", "maximize"] = "maximize" if metric.higher_is_better else "minimize"
     settings = {"task": task.name, "metric": metric.key, "sampler": {"name": "TPE", "seed": sampler_seed,
-                "startup_trials": startup_trials}, "prune": prune, "config": portable_config(base)}
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=startup_trials) if prune else optuna.pruners.NopPruner()
+                "startup_trials": startup_trials}, "prune": prune, "prune_after": prune_after if prune else None,
+                "config": portable_config(base)}
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=prune_after) if prune
+              else optuna.pruners.NopPruner())
     studies = [open_study(backend, f"{name}:{space.spec}",
                           {**settings, "search_space": [[d.name, d.low, d.high] for d in space.dimensions]},
                           direction=direction, sampler=_TrialSeededTPE(sampler_seed, startup_trials), pruner=pruner)
