@@ -3,7 +3,8 @@
 # main tree cannot change the code under a running campaign. Every stage is a `gradgeo compare` that resumes
 # where it stopped: after a kill or a new session, run this script again. Each finished stage's tables and
 # plots, and each finished run's result.json and metrics.jsonl, are copied to $DEST/results/<stage>/ (default:
-# this checkout) for committing; a new machine starts from the committed runs.
+# this checkout) for committing, each run within two minutes of its end; a new machine starts from the
+# committed runs.
 #   bash scripts/campaign-full.sh [CLONE_DIR]     (COMMIT=<sha> pins another commit for a new campaign; JOBS=2;
 #                                                 STAGES="..." runs only these results/<stage>/run.sh, in order)
 set -euo pipefail
@@ -41,7 +42,11 @@ for stage in ${STAGES:-full-cifar-tune full-cifar-final full-cifar-analyze full-
     continue
   fi
   seed "$stage"
+  # land each run as it finishes, not only at the stage's end: a session that stops mid-stage keeps them
+  (while sleep "${LAND_EVERY:-120}"; do land "$stage" 2>/dev/null || true; done) &
+  lander=$!
   TUNE_SUMMARY=runs/full-cifar-tune/summary.json bash "results/$stage/run.sh" | tee "runs/$stage.log"
+  kill "$lander" 2>/dev/null || true
   cp "runs/$stage.log" "runs/$stage/table.txt"
   land "$stage"
 done
