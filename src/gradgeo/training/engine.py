@@ -159,7 +159,8 @@ class TrainConfig:
             device = torch.device(self.device)
         except (RuntimeError, TypeError):
             raise ValueError(f"unknown device {self.device!r}; expected auto, cpu, cuda, cuda:N or mps") from None
-        available: dict[str, Callable[[], bool]] = {"cpu": lambda: True, "cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+        available: dict[str, Callable[[], bool]] = {
+            "cpu": lambda: True, "cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
         if device.type not in available:
             raise ValueError(f"device {self.device!r} is not supported; expected auto, cpu, cuda, cuda:N or mps")
         if not available[device.type]():
