@@ -2,10 +2,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # extras installed into the venv; the tests also run the Lightning and Hugging Face recipes and TensorBoard
-# logging; lint needs ruff
+# logging; lint needs ruff and mypy (the dev extra), and tune for the optuna and sqlalchemy types mypy follows
 EXTRAS ?= test,harness
 test: EXTRAS = test,harness,lightning,tune,hf,tensorboard
-lint: EXTRAS = test,harness,dev
+lint: EXTRAS = test,harness,tune,dev
 
 .PHONY: setup data demo test lint bench
 setup:
@@ -22,6 +22,7 @@ test: setup data
 
 lint: setup
 	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m mypy src
 
 bench: setup
 	$(PY) benchmarks/transforms.py

@@ -18,7 +18,8 @@ def _as_3d(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, bool]:
     """
     work, k, copied = x, dim, False
     if not x.is_contiguous():
-        order = sorted(range(x.dim()), key=lambda d: -x.stride(d))  # outermost axis first; stable for ties
+        strides = x.stride()
+        order = sorted(range(x.dim()), key=lambda d: -strides[d])  # outermost axis first; stable for ties
         work, k = x.permute(order), order.index(dim)
         if not work.is_contiguous():
             work, k, copied = x.contiguous(), dim, True

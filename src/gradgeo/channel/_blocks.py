@@ -10,13 +10,16 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from gradgeo.channel._axis import _as_3d, _channel_mean
 
-Scan = Callable[[torch.Tensor, float, int, str], torch.Tensor]
+if TYPE_CHECKING:  # transforms.py imports this module: the alias is for the type checker only
+    from gradgeo.channel.transforms import Boundary
+
+Scan = Callable[[torch.Tensor, float, int, "Boundary"], torch.Tensor]
 
 # Channel axes up to _BLOCK_MAX long are transformed in block form (below): the C x C operator is built once
 # per (C, lam, boundary, dtype, device) and kept; longer axes (direction "flat", ...) use the O(C) scans.
@@ -45,7 +48,7 @@ class _Blocks(NamedTuple):
     couple: torch.Tensor | None
 
 
-def block_form(metric: str, scan: Scan, x: torch.Tensor, dim: int, lam: float, boundary: str) -> _Blocks | None:
+def block_form(metric: str, scan: Scan, x: torch.Tensor, dim: int, lam: float, boundary: Boundary) -> _Blocks | None:
     """The block form to transform ``x`` with, or None for the scans.
 
     ``scan(x, lam, dim, boundary)`` is the metric's O(C) in-place kernel: run on the identity, it gives the
@@ -87,7 +90,7 @@ def _block_basis(metric: str, length: int, a: float) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=256)
-def _block_operator(metric: str, scan: Scan, c: int, lam: float, boundary: str, dtype: torch.dtype,
+def _block_operator(metric: str, scan: Scan, c: int, lam: float, boundary: Boundary, dtype: torch.dtype,
                     device: torch.device) -> _Blocks | None:
     """The block form of ``sobolev``'s or ``h1``'s operator along an axis of ``c`` channels, or None when the
     axis is too long or has no suitable block length (the caller then runs the scans).

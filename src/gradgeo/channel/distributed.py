@@ -41,12 +41,13 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import torch
 import torch.distributed as dist
 
 from gradgeo.channel.transforms import (
+    Boundary,
     _check_boundary,
     _check_nonnegative,
     _check_positive,
@@ -59,6 +60,9 @@ from gradgeo.channel.transforms import (
     reweighted_h0_,
     sobolev_,
 )
+
+if TYPE_CHECKING:
+    from torch.distributed.tensor import DTensor
 
 __all__ = ["METRICS", "ShardedJob", "h1", "is_dtensor", "laplacian_smooth", "reweighted_h0", "sobolev",
            "transform_dtensors_"]
@@ -89,23 +93,23 @@ class ShardedJob(NamedTuple):
     dim: int
     metric: str
     strength: float
-    boundary: str = "neumann"
+    boundary: Boundary = "neumann"
 
 
 class _Segment(NamedTuple):
-    """Where the shards lie along the (global) smoothing axis; ``index`` is this rank's shard."""
+    """Where the shards lie along the (global) smoothing axis; ``rank`` is this rank's shard."""
 
-    index: int
+    rank: int  # not ``index``: that would shadow tuple.index
     offsets: tuple[int, ...]
     lengths: tuple[int, ...]
 
     @property
     def offset(self) -> int:
-        return self.offsets[self.index]
+        return self.offsets[self.rank]
 
     @property
     def length(self) -> int:
-        return self.lengths[self.index]
+        return self.lengths[self.rank]
 
     @property
     def total(self) -> int:
@@ -138,6 +142,7 @@ def _layout(grad: torch.Tensor, view_shape: tuple[int, ...], dim: int) -> _Layou
     """Check the placements of a DTensor gradient and find where its shards lie along the smoothing axis."""
     from torch.distributed.tensor import Replicate, Shard
 
+    grad = cast("DTensor", grad)  # the caller checked is_dtensor(grad)
     mesh = grad.device_mesh
     sharded = []
     for mesh_dim, placement in enumerate(grad.placements):
@@ -176,7 +181,7 @@ def _layout(grad: torch.Tensor, view_shape: tuple[int, ...], dim: int) -> _Layou
     segment = _Segment(mesh.get_local_rank(mesh_dim), tuple(b * unit for b in bounds[:-1]),
                        tuple((hi - lo) * unit for lo, hi in zip(bounds[:-1], bounds[1:])))
     if segment.length != local_view[dim]:
-        raise RuntimeError(f"shard {segment.index} of a gradient of shape {shape} holds {local_shape[d]} rows of "
+        raise RuntimeError(f"shard {segment.rank} of a gradient of shape {shape} holds {local_shape[d]} rows of "
                            f"dim {d}; torch.chunk sizes would give {segment.length // unit}")
     return _Layout(local_view, group, segment)
 
@@ -203,7 +208,7 @@ def _sharded_sobolev(v: torch.Tensor, seg: _Segment, lam: float, boundary: str) 
     sums = yield v.sum(1, keepdim=True)  # N x P x 1 x Q
     mean = sums.sum(0) / total
     # the running sum of x - mean entering this shard: what the shards before it add up to
-    before = sums[: seg.index].sum(0) - seg.offset * mean
+    before = sums[: seg.rank].sum(0) - seg.offset * mean
     v.sub_(mean)
     if c > 1:
         _scan_(v, 1.0)
@@ -223,7 +228,7 @@ def _sharded_sobolev(v: torch.Tensor, seg: _Segment, lam: float, boundary: str) 
     after = t.flip(0).cumsum(0).flip(0) - t  # the sum of s over the shards after each one
     mean_r = (w + lengths * after).sum(0) / total  # R_i = v_i + after: its mean over the whole axis
     scale = 1.0 / (lam * total * total)
-    torch.add(mean + scale * (after[seg.index] - mean_r), v, alpha=scale, out=v)
+    torch.add(mean + scale * (after[seg.rank] - mean_r), v, alpha=scale, out=v)
     return mean
 
 
@@ -253,17 +258,18 @@ def _sharded_tridiagonal(v: torch.Tensor, seg: _Segment, a: float, boundary: str
         forward = sum(rho**o * gathered[r, :, :1] for r, o in enumerate(seg.offsets))
         w_init = (forward + rho**total * state) / (1.0 - rho ** (2 * total))
         y_end = (state + rho**total * w_init) / (1.0 - rho)
-    v.addcmul_(pw[1:].view(1, c, 1), entering[seg.index] + rho**seg.offset * w_init)
+    v.addcmul_(pw[1:].view(1, c, 1), entering[seg.rank] + rho**seg.offset * w_init)
     if c > 1:
         _scan_(v, rho, reverse=True)
     heads = yield v[:, :1] if c else _zeros_like_column(v)  # N x P x 1 x Q
-    state, leaving = torch.zeros_like(heads[0]), [None] * len(seg.lengths)
+    state = torch.zeros_like(heads[0])
+    leaving = [state] * len(seg.lengths)  # every entry is set below
     for r in range(len(seg.lengths) - 1, -1, -1):
         leaving[r] = state
         state = state * rho ** seg.lengths[r] + heads[r]
     if boundary == "periodic":
         y_end = state / (1.0 - rho**total)
-    incoming = leaving[seg.index] + rho ** (total - seg.offset - c) * y_end
+    incoming = leaving[seg.rank] + rho ** (total - seg.offset - c) * y_end
     v.addcmul_(pw[1:].flip(0).view(1, c, 1), incoming).mul_(gain)
     return y_end
 
@@ -281,7 +287,7 @@ _SHARDED: dict[str, Callable[[torch.Tensor, _Segment, float, str], Exchange]] = 
     "h0": _sharded_h0, "sobolev": _sharded_sobolev, "h1": _sharded_h1, "laplacian": _sharded_laplacian}
 
 
-def _local(v: torch.Tensor, metric: str, strength: float, boundary: str) -> torch.Tensor:
+def _local(v: torch.Tensor, metric: str, strength: float, boundary: Boundary) -> torch.Tensor:
     """The single-process kernel along axis 1 of this rank's (whole-axis) ``P x C x Q`` view."""
     if metric == "h0":
         return reweighted_h0_(v, strength, 1)
@@ -297,7 +303,7 @@ def _job_exchange(job: ShardedJob) -> tuple[Any, Exchange]:
     layout = _layout(job.grad, tuple(job.view_shape), job.dim % len(job.view_shape))
 
     def exchange() -> Exchange:
-        local = job.grad.to_local()
+        local = cast("DTensor", job.grad).to_local()  # transform_dtensors_ takes DTensor gradients only
         work = local.to(_compute_dtype(local.dtype), memory_format=torch.contiguous_format)
         d, view, segment = job.dim % len(job.view_shape), layout.local_view, layout.segment
         v = work.view(math.prod(view[:d]), view[d], math.prod(view[d + 1 :]))
@@ -370,7 +376,7 @@ def transform_dtensors_(jobs: Sequence[ShardedJob]) -> list[torch.Tensor]:
 # ------------------------------------------------------------------------------- pure functions
 
 
-def _pure(grad: torch.Tensor, metric: str, strength: float, dim: int, boundary: str) -> torch.Tensor:
+def _pure(grad: torch.Tensor, metric: str, strength: float, dim: int, boundary: Boundary) -> torch.Tensor:
     if not is_dtensor(grad):
         raise TypeError(f"expected a DTensor, got {type(grad).__name__}; use gradgeo.transforms for tensors")
     if not grad.is_floating_point() or grad.dim() == 0:
@@ -379,6 +385,7 @@ def _pure(grad: torch.Tensor, metric: str, strength: float, dim: int, boundary: 
     if not -grad.dim() <= dim < grad.dim():
         raise ValueError(f"dim {dim} is out of range for a gradient of shape {tuple(grad.shape)}")
     out = grad.clone()
+    view: tuple[int, ...]
     if metric == "laplacian":
         view, dim = (grad.numel(),), 0
     else:
@@ -405,7 +412,7 @@ def reweighted_h0(grad: torch.Tensor, lam: float, dim: int = 0) -> torch.Tensor:
     return _pure(grad, "h0", _check_positive("lam", lam), dim, "neumann")
 
 
-def sobolev(grad: torch.Tensor, lam: float, dim: int = 0, boundary: str = "neumann") -> torch.Tensor:
+def sobolev(grad: torch.Tensor, lam: float, dim: int = 0, boundary: Boundary = "neumann") -> torch.Tensor:
     """:func:`gradgeo.transforms.sobolev` of a DTensor, with two gathers of per-shard summaries.
 
     Args:
@@ -424,7 +431,7 @@ def sobolev(grad: torch.Tensor, lam: float, dim: int = 0, boundary: str = "neuma
     return _pure(grad, "sobolev", _check_positive("lam", lam), dim, boundary)
 
 
-def h1(grad: torch.Tensor, lam: float, dim: int = 0, boundary: str = "neumann") -> torch.Tensor:
+def h1(grad: torch.Tensor, lam: float, dim: int = 0, boundary: Boundary = "neumann") -> torch.Tensor:
     """:func:`gradgeo.transforms.h1` of a DTensor, with two gathers of per-shard recurrence states.
 
     Args:

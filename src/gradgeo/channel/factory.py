@@ -143,7 +143,7 @@ def parse_spec(spec: str) -> OptimizerSpec:
     if base_name not in BASES:
         raise ValueError(f"unknown base optimizer {base_name!r} in spec {spec!r}; expected one of {tuple(BASES)}")
     base, base_options = parse_options(parts[0], _BASE_OPTIONS[base_name], "optimizer", spec)
-    metric, metric_options = "none", {}
+    metric, metric_options = "none", dict[str, Any]()
     if len(parts) == 2:
         metric_name = parts[1].partition(":")[0].strip().lower()
         if metric_name not in METRICS:
@@ -180,6 +180,7 @@ def canonical_spec(spec: str | OptimizerSpec) -> tuple[Any, ...]:
 
 def _named_parameters(model_or_params: nn.Module | Iterable[torch.Tensor]) -> list[tuple[str | None, torch.Tensor]]:
     """The trainable parameters, with their names when a model is given."""
+    named: list[tuple[str | None, torch.Tensor]]
     if isinstance(model_or_params, nn.Module):
         named = list(model_or_params.named_parameters())
     elif isinstance(model_or_params, torch.Tensor):
@@ -197,7 +198,8 @@ def _decay_groups(named: list[tuple[str | None, torch.Tensor]], weight_decay: fl
                   skip: set[str]) -> list[dict[str, Any]]:
     """Weight decay on weights only: biases and norm parameters (all 1-D tensors) and the parameters named
     in ``skip`` (a model's ``no_weight_decay()``, as in timm) get none."""
-    decay, no_decay = [], []
+    decay: list[torch.Tensor] = []
+    no_decay: list[torch.Tensor] = []
     for name, p in named:
         (no_decay if p.dim() <= 1 or name in skip else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -262,7 +264,8 @@ def create_optimizer(
     named = _named_parameters(model)
     if not named:
         raise ValueError("create_optimizer found no parameters that require grad")
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") and exclude_from_decay else set()
+    no_weight_decay = getattr(model, "no_weight_decay", None)  # timm's convention, on any model
+    skip = set(no_weight_decay()) if no_weight_decay is not None and exclude_from_decay else set()
     groups = _decay_groups(named, wd, skip) if exclude_from_decay else [
         {"params": [p for _, p in named], "weight_decay": wd}]
     base = BASES[parsed.base](groups, **options)
@@ -271,4 +274,4 @@ def create_optimizer(
     if not isinstance(model, nn.Module):
         return ChannelDirected(base, parsed.metric, **parsed.metric_options, nonfinite=nonfinite, foreach=foreach)
     return ChannelDirected(base, parsed.metric, **parsed.metric_options, nonfinite=nonfinite, foreach=foreach,
-                           kinds=layer_kinds(model), names={p: n for n, p in named})
+                           kinds=layer_kinds(model), names={p: n for n, p in named if n is not None})

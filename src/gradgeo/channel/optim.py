@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -20,12 +20,17 @@ from gradgeo.channel.distributed import ShardedJob, is_dtensor, transform_dtenso
 from gradgeo.channel.transforms import (
     BOUNDARIES,
     DIRECTIONS,
+    Direction,
+    LayerKind,
     h1_,
     laplacian_smooth_,
     reweighted_h0_,
     smoothing_view,
     sobolev_,
 )
+
+if TYPE_CHECKING:
+    from torch.distributed.tensor import DTensor
 
 __all__ = ["APPLY_TO", "DEFAULT_LAM", "METRICS", "NONFINITE", "ChannelDirected", "channel_directed",
            "layer_kinds"]
@@ -87,14 +92,14 @@ def _kernel(group: Mapping[str, Any]) -> tuple[Callable[..., torch.Tensor], tupl
     return laplacian_smooth_, (group["sigma"],)
 
 
-def layer_kinds(model: nn.Module) -> dict[torch.Tensor, str]:
+def layer_kinds(model: nn.Module) -> dict[torch.Tensor, LayerKind]:
     """Map every parameter of ``model`` to its layer kind for :func:`gradgeo.transforms.smoothing_view`.
 
     Conv weights are ``"conv"``, ConvTranspose weights ``"conv_transpose"``, Linear weights ``"linear"``
     and every 1-D parameter (biases, norm weights) ``"vector"``. Parameters of other modules are left out
     and fall back to the shape rule of :class:`ChannelDirected`.
     """
-    kinds: dict[torch.Tensor, str] = {}
+    kinds: dict[torch.Tensor, LayerKind] = {}
     for module in model.modules():
         weight = getattr(module, "weight", None)
         if isinstance(module, nn.modules.conv._ConvNd) and isinstance(weight, torch.Tensor):
@@ -107,9 +112,10 @@ def layer_kinds(model: nn.Module) -> dict[torch.Tensor, str]:
     return kinds
 
 
-def _kind_from_shape(p: torch.Tensor) -> str | None:
+def _kind_from_shape(p: torch.Tensor) -> LayerKind | None:
     """Without a model, a tensor with 3+ dims is a conv weight (output axis 0), 2 dims Linear, 1 a vector."""
-    return {0: None, 1: "vector", 2: "linear"}.get(p.dim(), "conv")
+    kinds: dict[int, LayerKind | None] = {0: None, 1: "vector", 2: "linear"}
+    return kinds.get(p.dim(), "conv")
 
 
 class ChannelDirected(Optimizer):
@@ -183,7 +189,7 @@ class ChannelDirected(Optimizer):
         nonfinite: str = "raise",
         foreach: bool | None = None,
         track_grad_norms: bool = False,
-        kinds: Mapping[torch.Tensor, str] | None = None,
+        kinds: Mapping[torch.Tensor, LayerKind] | None = None,
         names: Mapping[torch.Tensor, str] | None = None,
     ) -> None:
         if not isinstance(base, Optimizer):
@@ -291,7 +297,7 @@ class ChannelDirected(Optimizer):
         if grad.is_complex():
             raise ValueError("ChannelDirected needs real gradients, got a complex one; the channel metrics are "
                              "defined for real tensors")
-        direction = "flat" if group["metric"] == "laplacian" else group["direction"]
+        direction: Direction = "flat" if group["metric"] == "laplacian" else group["direction"]
         key = (p, direction)  # the view depends only on the parameter and the direction: compute it once
         if key not in self._views:
             view = smoothing_view(p.shape, direction, kind)
@@ -317,7 +323,7 @@ class ChannelDirected(Optimizer):
                 continue
             _validate_options(group)
             kernel, args = _kernel(group)
-            batches: dict[tuple[Any, ...], list[tuple[torch.Tensor, int]]] = {}
+            batches: dict[tuple[Any, ...], list[tuple[torch.Tensor, int, tuple[tuple[int, ...], int]]]] = {}
             for index, p in enumerate(group["params"]):
                 plan = self._plan(p, group)
                 if p.grad is not None and (plan is None or p.grad.dtype in (torch.float16, torch.bfloat16)):
@@ -335,7 +341,7 @@ class ChannelDirected(Optimizer):
                     key = (shape, dim, p.grad.dtype, p.grad.device, index if alone else None)
                     batches.setdefault(key, []).append((p, index, plan))
             for members in batches.values():
-                grads = [p.grad for p, _, _ in members]
+                grads = [cast(torch.Tensor, p.grad) for p, _, _ in members]  # set: _plan() gave a plan
                 if tracked is not None:
                     tracked[0].extend(_norms(grads))
                 probes = _transform_(grads, *members[0][2], kernel, args, group["boundary"])
@@ -347,13 +353,15 @@ class ChannelDirected(Optimizer):
         if sharded:
             probes = transform_dtensors_([job for job, _ in sharded])
             checks.extend((probe, member) for probe, (_, member) in zip(probes, sharded))
-        for members in (
+        for part in (
             [m for m in unprobed if not is_dtensor(m[0].grad)], [m for m in unprobed if is_dtensor(m[0].grad)]
         ):
-            if members:  # as clip_grad_norm_: a DTensor's norm is reduced over its shards, so all ranks agree
-                grads = [p.grad._values() if p.grad.is_sparse else p.grad for p, _, _ in members]
-                norms = [n.full_tensor() if is_dtensor(n) else n for n in torch._foreach_norm(grads, math.inf)]
-                checks.extend(zip(norms, members))
+            if part:  # as clip_grad_norm_: a DTensor's norm is reduced over its shards, so all ranks agree
+                grads = [p.grad for p, _, _ in part if p.grad is not None]  # all: unprobed holds set gradients
+                values = [g._values() if g.is_sparse else g for g in grads]
+                norms = [cast("DTensor", n).full_tensor() if is_dtensor(n) else n
+                         for n in torch._foreach_norm(values, math.inf)]
+                checks.extend(zip(norms, part))
         if checks and not self._all_finite(checks):
             self.skipped_steps += 1
             return loss
@@ -398,9 +406,9 @@ class ChannelDirected(Optimizer):
         raise AssertionError("unreachable: a flag was false but no parameter was")
 
 
-def _norms(grads: list[torch.Tensor | None]) -> list[torch.Tensor]:
-    """The float32 L2 norm of each gradient (for ``track_grad_norms``; every one is set where it is called)."""
-    return list(torch._foreach_norm([g for g in grads if g is not None], dtype=torch.float32))
+def _norms(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The float32 L2 norm of each gradient (for ``track_grad_norms``)."""
+    return list(torch._foreach_norm(grads, dtype=torch.float32))
 
 
 def _transform_(
@@ -460,6 +468,6 @@ def channel_directed(
         >>> opt = channel_directed(model, torch.optim.SGD, lr=0.1, momentum=0.9, metric="h0", lam=2.0)
     """
     base = optimizer(model.parameters(), **optimizer_kwargs)
-    names = {p: n for n, p in model.named_parameters()}
+    names: dict[torch.Tensor, str] = {p: n for n, p in model.named_parameters()}
     return ChannelDirected(base, metric, lam, direction, boundary, sigma, apply_to, nonfinite=nonfinite,
                            foreach=foreach, kinds=layer_kinds(model), names=names)

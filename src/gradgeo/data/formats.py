@@ -309,7 +309,7 @@ def _load_cifar(name: str, directory: Path) -> DatasetSplits:
         train_files, test_file = _CIFAR10_TRAIN, "test_batch"
     else:
         meta_path, label_key, names_key = directory / "meta", "fine_labels", "fine_label_names"
-        train_files, test_file = ["train"], "test"
+        train_files, test_file = ("train",), "test"
     names = _field(_unpickle(meta_path), names_key, meta_path)
     if not isinstance(names, list) or not all(isinstance(n, bytes) for n in names):
         raise DatasetFormatError(f"{meta_path}: {names_key!r} should be a list of names")

@@ -118,8 +118,8 @@ class DatasetSplits:
             >>> splits = load_dataset("cifar10").to("cuda")  # doctest: +SKIP
         """
 
-        def move(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device)
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device)
 
         return replace(
             self,
@@ -127,8 +127,8 @@ class DatasetSplits:
             train_y=move(self.train_y),
             test_x=move(self.test_x),
             test_y=move(self.test_y),
-            val_x=move(self.val_x),
-            val_y=move(self.val_y),
+            val_x=None if self.val_x is None else move(self.val_x),
+            val_y=None if self.val_y is None else move(self.val_y),
         )
 
     def loader(self, split: str, batch_size: int, **kwargs) -> Loader:
@@ -154,7 +154,7 @@ class DatasetSplits:
         if split not in parts:
             raise ValueError(f"unknown split {split!r}; expected one of {tuple(parts)}")
         x, y = parts[split]
-        if x is None:
+        if x is None or y is None:  # val_x and val_y are set together
             raise ValueError("these splits have no validation set; call split_validation(n_val, seed) first")
         kwargs.setdefault("shuffle", split == "train")
         return Loader(x, y, batch_size, mean=self.mean, std=self.std, **kwargs)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from gradgeo.channel.optim import DEFAULT_LAM, layer_kinds
-from gradgeo.channel.transforms import h1, laplacian_smooth, reweighted_h0, smoothing_view, sobolev
+from gradgeo.channel.transforms import LayerKind, h1, laplacian_smooth, reweighted_h0, smoothing_view, sobolev
 from gradgeo.data import DatasetSplits
 from gradgeo.models import build_model
 from gradgeo.training.engine import TrainConfig, load_splits, read_checkpoint
@@ -32,7 +32,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, TrainConfi
     return model, config
 
 
-def _conv_weights(model: nn.Module) -> list[tuple[str, torch.Tensor, str]]:
+def _conv_weights(model: nn.Module) -> list[tuple[str, torch.Tensor, LayerKind]]:
     kinds = layer_kinds(model)
     return [(n, p, kinds[p]) for n, p in model.named_parameters() if kinds.get(p) in ("conv", "conv_transpose")]
 
@@ -59,8 +59,7 @@ def channel_correlation(model: nn.Module) -> list[dict[str, Any]]:
     """
     rows = []
     for name, w, kind in _conv_weights(model):
-        out_dim = smoothing_view(w.shape, "out", kind)[1]
-        in_dim = smoothing_view(w.shape, "in", kind)[1]
+        out_dim, in_dim = _axis(w.shape, "out", kind), _axis(w.shape, "in", kind)
         if w.shape[out_dim] < 2 or w.shape[in_dim] < 2:
             continue
         adj_out, all_out = _axis_correlation(w, out_dim)
@@ -70,12 +69,19 @@ def channel_correlation(model: nn.Module) -> list[dict[str, Any]]:
     return rows
 
 
-def _transform(metric: str, g: torch.Tensor, kind: str, lam: float) -> torch.Tensor:
+def _axis(shape: torch.Size, direction: Literal["out", "in"], kind: LayerKind) -> int:
+    view = smoothing_view(shape, direction, kind)
+    if view is None:  # never for a conv weight: both of its channel axes exist
+        raise ValueError(f"no {direction!r} axis for a {kind} weight of shape {tuple(shape)}")
+    return view[1]
+
+
+def _transform(metric: str, g: torch.Tensor, kind: LayerKind, lam: float) -> torch.Tensor:
     if metric == "none":
         return g
     if metric == "laplacian":
         return laplacian_smooth(g, lam)
-    dim = smoothing_view(g.shape, "out", kind)[1]
+    dim = _axis(g.shape, "out", kind)
     fn = {"h0": reweighted_h0, "sobolev": sobolev, "h1": h1}[metric]
     return fn(g, lam, dim)
 
@@ -107,7 +113,7 @@ def gradient_noise(
         model.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(model(x), y).backward()
         for store, (_, w, _) in zip(samples, weights):
-            store.append(w.grad.detach().clone())
+            store.append(torch.zeros_like(w) if w.grad is None else w.grad.detach().clone())  # None: unreached
     rows = []
     for metric, lam in metrics:
         noise, signal = 0.0, 0.0

@@ -24,7 +24,8 @@ def plot_curves(out: Path, specs: Sequence[str], seeds: Sequence[int], path: Pat
 
     panels = [*metrics, Metric("train_loss", loss_label, higher_is_better=False, scale=1.0)]
     fig, axes = plt.subplots(1, len(panels), figsize=(max(11.0, 4.6 * len(panels)), 4))
-    colors = plt.get_cmap("tab10" if len(specs) <= 10 else "tab20").colors
+    cmap = plt.get_cmap("tab10" if len(specs) <= 10 else "tab20")
+    colors = [cmap(i) for i in range(cmap.N)]  # the qualitative map's own colors (integer lookups)
     late: dict[str, list[float]] = {m.key: [] for m in panels}  # later epochs set a percentage's y-range
     for index, spec in enumerate(specs):
         histories = load_histories(out, spec, seeds)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 from torch import nn
 
@@ -92,7 +93,7 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs
     return _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
 
 
-def build_segmentation_model(name: str, num_classes: int, in_channels: int = 1, **kwargs: object) -> nn.Module:
+def build_segmentation_model(name: str, num_classes: int, in_channels: int = 1, **kwargs: Any) -> nn.Module:
     """Build a registered segmentation model (one of :data:`SEGMENTATION_MODELS`): per-pixel logits.
 
     Args:

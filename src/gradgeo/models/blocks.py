@@ -9,7 +9,7 @@ from torch import nn
 __all__ = ["check_model_args", "conv_bn_relu", "init_weights", "scale_channels"]
 
 
-def scale_channels(channels: int, width: float) -> int:
+def scale_channels(channels: float, width: float) -> int:
     """``channels * width`` rounded to the nearest integer, at least 1.
 
     Example:

@@ -126,6 +126,9 @@ class GAN(nn.Module):
         (torch.Size([4]), torch.Size([4, 1, 28, 28]))
     """
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(self, generator: DCGANGenerator, discriminator: nn.Module, mean: Sequence[float],
                  std: Sequence[float]) -> None:
         super().__init__()

@@ -253,17 +253,17 @@ def _backward_tensor(
     with torch.no_grad():
         for i, p in enumerate(params):
             # exits that do not reach p would be zero rows, which Gram-Schmidt skips: leave them out
-            rows = [g[i] for g in grads if g[i] is not None]
+            rows = [row for row in (g[i] for g in grads) if row is not None]
             for g in grads:
                 g[i] = None  # release exit gradients of p as soon as its block is built
             if not rows:
                 continue
-            for g in rows:
-                check_dense(g, i, who)
+            for grad in rows:
+                check_dense(grad, i, who)
             dtype = compute_dtype([p.dtype])
             block = torch.empty(len(rows), p.numel(), dtype=dtype, device=p.device)
-            for row, g in zip(block, rows):
-                row.view(p.shape).copy_(g)
+            for row, grad in zip(block, rows):
+                row.view(p.shape).copy_(grad)
             del rows
             block = average_over_ranks_(block, process_group)
             accumulate_grad(p, _sum_rows_(_orthogonalize_(block, _resolve_eps(eps, dtype))))

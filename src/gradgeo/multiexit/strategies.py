@@ -306,9 +306,10 @@ class AdaLoss(MultiExitStrategy):
 
     def weights(self) -> torch.Tensor | None:
         """The weights ``w_k`` from the current averages (None before the first step)."""
-        if self._averages is None:
-            return None
-        inverse = 1.0 / self._averages.clamp_min(self.min_loss)
+        return None if self._averages is None else self._inverse_weights(self._averages)
+
+    def _inverse_weights(self, averages: torch.Tensor) -> torch.Tensor:
+        inverse = 1.0 / averages.clamp_min(self.min_loss)
         return inverse * (self.num_exits / inverse.sum())
 
     def _backward(
@@ -322,7 +323,8 @@ class AdaLoss(MultiExitStrategy):
         else:
             # stays on the device: no host synchronization per step
             self._averages = torch.lerp(current, self._averages.to(current.device), self.decay)
-        _weighted_backward(losses, self.weights(), params, process_group, f"{type(self).__name__}.backward")
+        weights = self._inverse_weights(self._averages)
+        _weighted_backward(losses, weights, params, process_group, f"{type(self).__name__}.backward")
 
     def state_dict(self) -> dict[str, Any]:
         """``{"averages": tensor of K loss averages or None}``."""

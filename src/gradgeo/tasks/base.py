@@ -114,7 +114,8 @@ class Task:
 
     def run_config(self, base: TrainConfig, label: str, seed: int) -> TrainConfig:
         """The configuration of one run of a comparison: ``base`` with the compared field and the seed set."""
-        return dataclasses.replace(base, **{self.compared: label, "seed": seed})
+        changes: dict[str, Any] = {self.compared: label, "seed": seed}
+        return dataclasses.replace(base, **changes)
 
     def train(self, config: TrainConfig, out_dir: str | os.PathLike[str] | None = None, *,
               log: Callable[[str], None] | None = print, splits: DatasetSplits | None = None,

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils import _pytree
 
 from gradgeo.channel.factory import canonical_spec, create_optimizer, parse_spec
@@ -158,7 +159,8 @@ class TrainConfig:
             device = torch.device(self.device)
         except (RuntimeError, TypeError):
             raise ValueError(f"unknown device {self.device!r}; expected auto, cpu, cuda, cuda:N or mps") from None
-        available = {"cpu": lambda: True, "cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+        available: dict[str, Callable[[], bool]] = {
+            "cpu": lambda: True, "cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
         if device.type not in available:
             raise ValueError(f"device {self.device!r} is not supported; expected auto, cpu, cuda, cuda:N or mps")
         if not available[device.type]():
@@ -352,7 +354,8 @@ def fit(
     torch.manual_seed(config.seed)
     model_args = {"num_classes": splits.num_classes, "in_channels": splits.image_shape[0]}
     model, objective = build(model_args)
-    model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
+    model = model.to(  # type: ignore[call-overload]  # Module.to takes memory_format; torch's overloads omit it
+        device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
     objective.context = ctx
     optimizer = create_optimizer(model, config.optimizer, **config.optimizer_defaults())
     if tensorboard and ctx.is_main and isinstance(optimizer, ChannelDirected):
@@ -367,7 +370,8 @@ def fit(
     if config.precision == "bf16":
         forward = _bf16_autocast(forward, device.type)
     # an objective that averages its gradients over the ranks itself: DDP reduces nothing (and prepares nothing)
-    no_sync = wrapped.no_sync if ctx.distributed and objective.reduces_gradients else contextlib.nullcontext
+    no_sync = (wrapped.no_sync if isinstance(wrapped, DistributedDataParallel) and objective.reduces_gradients
+               else contextlib.nullcontext)  # ctx.wrap gives a DistributedDataParallel when distributed
 
     history: list[dict[str, Any]] = []
     checkpoint_path = out / CHECKPOINT if out is not None else None
@@ -406,7 +410,7 @@ def fit(
                 objective.backward(forward(x), y, step / total_steps)
             objective.step(optimizer)
             scheduler.step()
-        row: dict[str, Any] = {"epoch": epoch + 1, **objective.train_metrics()}  # every rank: sums over ranks
+        row = {"epoch": epoch + 1, **objective.train_metrics()}  # every rank: sums over ranks
         if ctx.is_main:  # one rank evaluates (on the unwrapped model); the others receive its row
             row.update(objective.evaluate(model, splits), lr=lr, time=time.perf_counter() - started)
             row.update(_optimizer_fields(optimizer) if tensorboard else {})
@@ -424,7 +428,7 @@ def fit(
                 f.write(json.dumps(row) + "\n")
             _atomic_save({"config": dataclasses.asdict(config), "model_args": model_args, "model": model.state_dict(),
                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                          "objective": objective.state_dict(), "history": history}, checkpoint_path)
+                          "objective": objective.state_dict(), "history": history}, out / CHECKPOINT)
         if board is not None:
             board.write(row)
         if on_epoch is not None:

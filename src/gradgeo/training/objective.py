@@ -4,13 +4,15 @@ evaluation, the per-epoch table), cross-entropy classification as its first inst
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
 from gradgeo.data import DatasetSplits
 from gradgeo.training import ddp
+
+_Sums = TypeVar("_Sums")
 
 __all__ = ["TABLE_HEADER", "CrossEntropy", "Objective", "eval_batch_size", "evaluate", "format_row"]
 
@@ -87,6 +89,13 @@ class Objective(ABC):
         """The training metrics of the batches since the last call (``train_loss``, ``train_acc``, ...), of
         all ranks' shares together."""
 
+    def _taken_sums(self, sums: _Sums | None) -> _Sums:
+        """The running sums :meth:`backward` keeps, checked to exist for :meth:`train_metrics`."""
+        if sums is None:
+            raise RuntimeError(f"{type(self).__name__}.train_metrics() was called before any backward(): the "
+                               "epoch had no training batch")
+        return sums
+
     @abstractmethod
     def evaluate(self, model: nn.Module, splits: DatasetSplits) -> dict[str, Any]:
         """The evaluation fields of an epoch's row: ``val_acc`` (None without a validation split),
@@ -132,7 +141,7 @@ class CrossEntropy(Objective):
                       seen + len(y))
 
     def train_metrics(self) -> dict[str, Any]:
-        loss_sum, correct, seen = (self.context.sum(s).item() for s in self._sums)
+        loss_sum, correct, seen = (self.context.sum(s).item() for s in self._taken_sums(self._sums))
         self._sums = None
         return {"train_loss": loss_sum / seen, "train_acc": correct / seen}
 

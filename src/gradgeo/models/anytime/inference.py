@@ -125,7 +125,7 @@ def anytime_predict(
         k = len(outputs)
         if k == model.num_exits:
             break
-        if flop_budget is not None and flops[k] > flop_budget:
+        if flops is not None and flop_budget is not None and flops[k] > flop_budget:
             break
         if time_budget is not None and time.perf_counter() - started >= time_budget:
             break

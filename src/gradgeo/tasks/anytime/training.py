@@ -99,6 +99,13 @@ class AnytimeConfig(TrainConfig):
 
 
 @torch.no_grad()
+def _anytime(model: nn.Module) -> AnytimeNetwork:
+    """``model`` as the AnytimeNetwork an anytime objective trains (fit() passes the model as nn.Module)."""
+    if not isinstance(model, AnytimeNetwork):
+        raise TypeError(f"the anytime objective evaluates an AnytimeNetwork, got {type(model).__name__}")
+    return model
+
+
 def evaluate_exits(
     model: AnytimeNetwork, splits: DatasetSplits, split: str, batch_size: int | None = None
 ) -> tuple[list[float], ExitScores]:
@@ -174,7 +181,7 @@ class MultiExitObjective(Objective):
         self._sums = (loss_sum + losses_now, correct + correct_now, seen + len(y))
 
     def train_metrics(self) -> dict[str, Any]:
-        loss_sum, correct, seen = (self.context.sum(s) for s in self._sums)
+        loss_sum, correct, seen = (self.context.sum(s) for s in self._taken_sums(self._sums))
         self._sums = None
         losses, accuracies = (loss_sum / seen).tolist(), (correct / seen).tolist()
         return {"train_loss": losses[-1], "train_acc": accuracies[-1], "train_exit_loss": losses,
@@ -184,10 +191,10 @@ class MultiExitObjective(Objective):
         row: dict[str, Any] = {"val_acc": None}
         self._scores = {}
         if splits.val_y is not None:
-            self._scores["val"] = evaluate_exits(model, splits, "val")[1]
+            self._scores["val"] = evaluate_exits(_anytime(model), splits, "val")[1]
             row["val_exit_acc"] = self._scores["val"].accuracy()
             row["val_acc"] = row["val_exit_acc"][-1]
-        losses, self._scores["test"] = evaluate_exits(model, splits, "test")
+        losses, self._scores["test"] = evaluate_exits(_anytime(model), splits, "test")
         accuracies = self._scores["test"].accuracy()
         row.update(test_loss=losses[-1], test_acc=accuracies[-1], test_exit_loss=losses, test_exit_acc=accuracies)
         return row
@@ -209,8 +216,8 @@ class MultiExitObjective(Objective):
         fields: dict[str, Any] = {"exit_flops": self.flops}
         if splits.val_y is not None:
             # fit() asks right after the last epoch's evaluation of the same model, unless a finished run resumed
-            val, test = (self._scores[split] if split in self._scores else evaluate_exits(model, splits, split)[1]
-                         for split in ("val", "test"))
+            val, test = (self._scores[split] if split in self._scores
+                         else evaluate_exits(_anytime(model), splits, split)[1] for split in ("val", "test"))
             fields["early_exit"] = budgeted_evaluation(val, test, self.flops)
         return fields
 

@@ -146,6 +146,9 @@ def feature_classifier(
     saved = read_checkpoint(path, keys=("format", "config", "model_args", "model", "mean", "std", "test_acc"),
                             fix="delete it: the classifier is trained again on the next use")
     model = build_model(saved["config"]["model"], width=saved["config"]["width"], **saved["model_args"])
+    if not isinstance(model, SmallCNN):
+        raise ValueError(f"{path} holds a {saved['config']['model']!r} classifier, not a small_cnn; delete it: the "
+                         "classifier is trained again on the next use")
     model.load_state_dict(saved["model"])
     model.eval()
     return FeatureClassifier(model, tuple(saved["mean"]), tuple(saved["std"]), saved["test_acc"], path).to(

@@ -136,7 +136,8 @@ class GANObjective(Objective):
         self.label_smoothing = label_smoothing
         self._discriminator_params = list(model.discriminator.parameters())
         self._fake: torch.Tensor | None = None
-        self._sums: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None
+        # the generator's loss sum is 0 until its first step
+        self._sums: tuple[torch.Tensor, torch.Tensor | int, torch.Tensor, int] | None = None
         self._reference: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # real features' stats per split
         self._last: dict[str, Any] = {}  # the latest evaluation, reused by result_fields
 
@@ -153,6 +154,9 @@ class GANObjective(Objective):
         optimizer.step()  # the discriminator (the generator has no gradient yet)
         optimizer.zero_grad(set_to_none=True)
         fake, self._fake = self._fake, None
+        if fake is None or self._sums is None:
+            raise RuntimeError("GANObjective.step() needs a backward() first: it trains the generator on that "
+                               "batch's fakes")
         loss = _bce(self.model.discriminator(fake), 1.0)  # non-saturating, against the updated discriminator
         loss.backward()
         for p in self._discriminator_params:
@@ -162,13 +166,15 @@ class GANObjective(Objective):
         self._sums = (d_sum, g_sum + loss.detach() * len(fake), hits, seen)
 
     def train_metrics(self) -> dict[str, Any]:
-        d_sum, g_sum, hits, seen = (float(self.context.sum(s)) for s in self._sums)
+        d_sum, g_sum, hits, seen = (float(self.context.sum(s)) for s in self._taken_sums(self._sums))
         self._sums = None
         return {"train_loss": d_sum / seen, "train_acc": hits / (2 * seen), "train_g_loss": g_sum / seen}
 
     def _real_stats(self, splits: DatasetSplits, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         if split not in self._reference:
             images = {"test": splits.test_x, "val": splits.val_x, "train": splits.train_x}[split]
+            if images is None:
+                raise ValueError("these splits have no validation set; call split_validation(n_val, seed) first")
             self._reference[split] = gaussian_stats(self.classifier.features(images))
         return self._reference[split]
 
@@ -294,6 +300,8 @@ def _builder(config: GANConfig, splits: DatasetSplits, log: Callable[[str], None
 
 def _write_samples(config: GANConfig, model: nn.Module, out: Path) -> None:
     """A finished run's ``samples.pt`` and ``samples.png``: 64 images from fixed noise."""
+    if not isinstance(model, GAN):
+        raise TypeError(f"the gan task writes samples of a GAN model, got {type(model).__name__}")
     samples = model.sample(64, torch.Generator().manual_seed(_GRID_NOISE_SEED)).cpu()
     _atomic_save((samples * 255).round().to(torch.uint8), out / SAMPLES_PT)
     title = f"{config.optimizer}, seed {config.seed}, epoch {config.epochs}"

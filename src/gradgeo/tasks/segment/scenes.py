@@ -30,6 +30,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 from gradgeo.data import DatasetSplits, channel_stats
@@ -154,7 +156,9 @@ def scene_splits(
 
     train_x, train_y = scenes("train", items.train_x, items.train_y, train_scenes)
     test_x, test_y = scenes("test", items.test_x, items.test_y, test_scenes)
-    val_x, val_y = scenes("val", items.val_x, items.val_y, val_scenes) if val_scenes else (None, None)
+    val_x, val_y = None, None
+    if val_scenes:  # split_validation above set both
+        val_x, val_y = scenes("val", cast(torch.Tensor, items.val_x), cast(torch.Tensor, items.val_y), val_scenes)
     mean, std = channel_stats(train_x)
     name = f"{source.name}-scenes"
     display = f"{source.display_name} scenes ({canvas}x{canvas}, {min_items}-{max_items} items, threshold {threshold})"

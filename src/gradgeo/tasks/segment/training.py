@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -82,7 +82,8 @@ class SegmentConfig(TrainConfig):
 def load_scene_splits(config: SegmentConfig) -> DatasetSplits:
     """The scenes of a config (the same for every run of a comparison: fixed seeds, see
     :mod:`gradgeo.tasks.segment.scenes`)."""
-    return scene_splits(load_dataset(config.dataset, config.data_dir), config.train_size, config.test_size,
+    train_size = cast(int, config.train_size)  # SegmentConfig.__post_init__ checked it is an int
+    return scene_splits(load_dataset(config.dataset, config.data_dir), train_size, config.test_size,
                         config.val_size, canvas=config.canvas, min_items=config.min_items,
                         max_items=config.max_items, threshold=config.threshold)
 
@@ -144,7 +145,7 @@ class SegmentationCrossEntropy(Objective):
                       images + len(y), pixels + target.numel())
 
     def train_metrics(self) -> dict[str, Any]:
-        loss_sum, correct, images, pixels = (self.context.sum(s).item() for s in self._sums)
+        loss_sum, correct, images, pixels = (self.context.sum(s).item() for s in self._taken_sums(self._sums))
         self._sums = None
         return {"train_loss": loss_sum / images, "train_acc": correct / pixels}
 
