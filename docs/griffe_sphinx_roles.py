@@ -5,6 +5,8 @@ The docstrings are Google style with Sphinx cross-reference roles (``:class:`Cha
 becomes an optional cross-reference of mkdocs-autorefs around the name in code font: a link where the target is
 documented on one of the pages, plain code where it is not (a private module, a torch name). A name without
 dots is resolved in the scope of the docstring's object, as Python would; ``~`` shows only the last part.
+
+It also reads an ``Example:`` section as griffe's ``Examples:``, so that its ``>>>`` lines render as code.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import griffe
 
+EXAMPLE_HEADING = re.compile(r"^Example:$", re.M)
 ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj):`(?P<tilde>~?)(?P<target>[\w.]+)(?:\(\))?`")
 
 
@@ -46,8 +49,9 @@ def _convert(obj: griffe.Object, seen: set[int]) -> None:
     if id(obj) in seen:
         return
     seen.add(id(obj))
-    if obj.docstring is not None and ":" in obj.docstring.value:
-        obj.docstring.value = ROLE.sub(lambda m: _render(obj, m), obj.docstring.value)
+    if obj.docstring is not None:
+        text = ROLE.sub(lambda m: _render(obj, m), obj.docstring.value)
+        obj.docstring.value = EXAMPLE_HEADING.sub("Examples:", text)
     for member in obj.members.values():
         if not member.is_alias:
             _convert(member, seen)

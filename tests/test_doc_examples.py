@@ -53,14 +53,15 @@ def markdown_blocks() -> list[Block]:
             line = text.count("\n", 0, match.start("code"))  # the line of the ```python fence
             blocks.append(Block(str(page.relative_to(ROOT)), line, match["code"], match["reason"]))
         # a marker that is not right before a block would silently mark nothing
-        markers = text.count(NOT_RUN)
+        markers = len(re.findall(rf"^{NOT_RUN}", text, re.M))
         assert markers == sum(b.reason is not None for b in blocks if b.page == str(page.relative_to(ROOT))), (
             f"{page.name}: a '{NOT_RUN} ... -->' line must stand right before a ```python block")
     return blocks
 
 
 def gradgeo_modules() -> list:
-    names = [info.name for info in pkgutil.walk_packages(gradgeo.__path__, "gradgeo.")]
+    names = [info.name for info in pkgutil.walk_packages(gradgeo.__path__, "gradgeo.")
+             if not info.name.endswith(".__main__")]  # running it is the command line itself
     return [gradgeo, *(importlib.import_module(name) for name in sorted(names))]
 
 
