@@ -1,4 +1,5 @@
-"""The Lightning recipes of docs/integrations.md: ChannelDirected from configure_optimizers, OSGD with manual optimization.
+"""The Lightning recipes of docs/integrations.md: ChannelDirected from configure_optimizers, OSGD with
+manual optimization.
 
 Each Lightning run is checked against the same steps written as a plain torch loop. Skipped without
 ``lightning`` (the optional extra ``gradgeo[lightning]``).
