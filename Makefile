@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 EXTRAS ?= test,harness
 test: EXTRAS = test,harness,lightning,tune,hf,tensorboard
 lint: EXTRAS = test,harness,tune,dev
+docs: EXTRAS = test,harness,docs
 
-.PHONY: setup data demo test lint bench
+.PHONY: setup data demo test lint docs bench
 setup:
 	EXTRAS=$(EXTRAS) bash scripts/setup.sh
 
@@ -23,6 +24,10 @@ test: setup data
 lint: setup
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m mypy src
+
+# the documentation site into site/; --strict: a warning (a broken link, an unresolved reference) fails
+docs: setup
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 bench: setup
 	$(PY) benchmarks/transforms.py

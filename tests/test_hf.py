@@ -1,4 +1,5 @@
-"""The README's Hugging Face recipes: ChannelDirected through ``accelerate`` and in the ``transformers`` Trainer.
+"""The Hugging Face recipes of docs/integrations.md: ChannelDirected through ``accelerate`` and in the
+``transformers`` Trainer.
 
 Each run is checked against the same steps written as a plain torch loop from the same initial weights, on
 256 real Fashion-MNIST images. Skipped without ``accelerate`` / ``transformers`` (the optional extra
@@ -23,7 +24,7 @@ from accelerate.state import AcceleratorState, GradientState  # noqa: E402
 from accelerate.utils import is_bf16_available  # noqa: E402
 from transformers import Trainer, TrainingArguments  # noqa: E402
 
-# --- the README examples, as written there -------------------------------------------------------------
+# --- the docs' examples, as written there ---------------------------------------------------------------
 
 
 def fit_accelerate(accelerator, model, loader, epochs, save_to=None, resume_from=None):
@@ -222,7 +223,7 @@ def test_trainer_building_its_optimizer_from_a_spec_steps_like_a_plain_loop(imag
     assert_same_weights(model, plain)
 
 
-def test_the_readme_shows_these_recipes_verbatim():
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+def test_the_docs_show_these_recipes_verbatim():
+    page = (Path(__file__).parents[1] / "docs" / "integrations.md").read_text()
     for recipe in (fit_accelerate, Classifier, SpecTrainer):
-        assert inspect.getsource(recipe) in readme, f"README's {recipe.__name__} differs from the tested one"
+        assert inspect.getsource(recipe) in page, f"docs/integrations.md: {recipe.__name__} differs from the tested one"

@@ -1,4 +1,5 @@
-"""The README's Lightning recipes: ChannelDirected from configure_optimizers, OSGD with manual optimization.
+"""The Lightning recipes of docs/integrations.md: ChannelDirected from configure_optimizers, OSGD with
+manual optimization.
 
 Each Lightning run is checked against the same steps written as a plain torch loop. Skipped without
 ``lightning`` (the optional extra ``gradgeo[lightning]``).
@@ -16,7 +17,7 @@ from gradgeo import osgd
 L = pytest.importorskip("lightning")
 
 
-# --- the README examples, as written there -------------------------------------------------------------
+# --- the docs' examples, as written there ---------------------------------------------------------------
 
 
 class LitCNN(L.LightningModule):

@@ -1,4 +1,4 @@
-"""gradgeo: better generalization from the same gradients.
+"""gradgeo: change the geometry of the gradient in CNN training, and measure whether that helps.
 
 * Channel-directed gradients: :class:`ChannelDirected` wraps any torch optimizer and replaces each
   convolution weight's gradient by its gradient under a channel metric (:mod:`gradgeo.transforms`).

@@ -329,6 +329,12 @@ def h1(grad: torch.Tensor, lam: float, dim: int = 0, boundary: Boundary = "neuma
 
     Returns:
         A new tensor with ``grad``'s shape and dtype.
+
+    Example:
+        >>> g = torch.tensor([1.0, -1.0, 1.0, -1.0])  # the roughest mode along 4 channels
+        >>> smooth = h1(g, lam=0.1)
+        >>> bool(smooth.norm() < g.norm()), abs(smooth.mean().item()) < 1e-6  # damped; the mean (0) kept
+        (True, True)
     """
     _check_boundary(boundary)
     return _pure(h1_, grad, _check_positive("lam", lam), dim, boundary)
@@ -374,6 +380,12 @@ def laplacian_smooth(grad: torch.Tensor, sigma: float) -> torch.Tensor:
 
     Returns:
         A new tensor with ``grad``'s shape and dtype.
+
+    Example:
+        >>> g = torch.tensor([[1.0, -1.0], [1.0, -1.0]])  # flattened: the alternating mode, k = n / 2
+        >>> laplacian_smooth(g, sigma=1.0)  # divided by 1 + 4 sigma
+        tensor([[ 0.2000, -0.2000],
+                [ 0.2000, -0.2000]])
     """
     sigma = _check_nonnegative("sigma", sigma)
     _check_grad(grad)

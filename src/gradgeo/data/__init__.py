@@ -15,10 +15,11 @@ Images come back as ``N x C x H x W`` uint8, labels as int64. Augmentation (:fun
 batches whose order and augmentation depend only on ``(seed, epoch)``, so a run resumes exactly.
 
 Example:
-    >>> splits = load_dataset("cifar10").split_validation(5000, seed=0)  # doctest: +SKIP
-    >>> train = splits.loader("train", batch_size=128, augment=Augment(padding=4), seed=0)  # doctest: +SKIP
-    >>> for x, y in train.epoch(0):  # float32 N x 3 x 32 x 32, int64 N  # doctest: +SKIP
-    ...     pass
+    >>> splits = load_dataset("fashion-mnist").split_validation(5000, seed=0)
+    >>> train = splits.loader("train", batch_size=128, augment=Augment(padding=4), seed=0)
+    >>> x, y = next(iter(train.epoch(0)))  # the first batch of epoch 0
+    >>> x.shape, x.dtype, y.dtype
+    (torch.Size([128, 1, 28, 28]), torch.float32, torch.int64)
 """
 
 from gradgeo.data.augment import Augment, pad_crop, random_crop, random_flip

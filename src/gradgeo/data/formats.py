@@ -82,7 +82,7 @@ def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
         DatasetFormatError: not an IDX file, an element type other than unsigned byte, or a size mismatch.
 
     Example:
-        >>> read_idx("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz").shape  # doctest: +SKIP
+        >>> read_idx("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz").shape
         torch.Size([10000])
     """
     path = Path(path)

@@ -121,8 +121,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> D
         ValueError: unknown ``name``.
 
     Example:
-        >>> splits = load_dataset("fashion-mnist")  # doctest: +SKIP
-        >>> splits.train_x.shape, splits.train_y.dtype  # doctest: +SKIP
+        >>> splits = load_dataset("fashion-mnist")
+        >>> splits.train_x.shape, splits.train_y.dtype
         (torch.Size([60000, 1, 28, 28]), torch.int64)
     """
     if name not in _SPECS:

@@ -24,8 +24,9 @@ class DatasetSplits:
     never leak into the normalization). ``val_x``/``val_y`` are ``None`` until :meth:`split_validation`.
 
     Example:
-        >>> splits = load_dataset("fashion-mnist")  # doctest: +SKIP
-        >>> splits.train_x.shape, splits.classes[0]  # doctest: +SKIP
+        >>> from gradgeo.data import load_dataset
+        >>> splits = load_dataset("fashion-mnist")
+        >>> splits.train_x.shape, splits.classes[0]
         (torch.Size([60000, 1, 28, 28]), 'T-shirt/top')
     """
 
@@ -75,7 +76,8 @@ class DatasetSplits:
             New splits with ``train_*`` reduced and ``val_*`` set; ``self`` is unchanged.
 
         Example:
-            >>> splits.split_validation(5000, seed=0).val_y.shape  # doctest: +SKIP
+            >>> from gradgeo.data import load_dataset
+            >>> load_dataset("fashion-mnist").split_validation(5000, seed=0).val_y.shape
             torch.Size([5000])
         """
         if self.val_y is not None:
@@ -102,7 +104,8 @@ class DatasetSplits:
             New splits; ``mean``/``std`` are recomputed from the subset.
 
         Example:
-            >>> load_dataset("cifar10").subset(10_000, seed=0).train_x.shape[0]  # doctest: +SKIP
+            >>> from gradgeo.data import load_dataset
+            >>> load_dataset("fashion-mnist").subset(10_000, seed=0).train_x.shape[0]
             10000
         """
         _check_count("n", n, len(self.train_y), len(self.train_y))
@@ -144,7 +147,10 @@ class DatasetSplits:
             The loader.
 
         Example:
-            >>> test = splits.loader("test", 1000)  # doctest: +SKIP
+            >>> from gradgeo.data import load_dataset
+            >>> test = load_dataset("fashion-mnist").loader("test", 1000)
+            >>> len(test)  # batches of the 10,000 test images
+            10
         """
         parts = {
             "train": (self.train_x, self.train_y),

@@ -33,6 +33,7 @@ def exit_flops(model: AnytimeNetwork, image_shape: Sequence[int]) -> list[int]:
         exit k (non-decreasing; ``F_K`` equals the FLOPs of ``model(x)``).
 
     Example:
+        >>> from gradgeo.models.anytime import NestedDepthNet
         >>> flops = exit_flops(NestedDepthNet(in_channels=1), (1, 28, 28))
         >>> [round(f / flops[0], 1) for f in flops]  # doctest: +SKIP
         [1.0, 2.0, 3.9, 7.6]
@@ -104,6 +105,7 @@ def anytime_predict(
         An :class:`AnytimePrediction`.
 
     Example:
+        >>> from gradgeo.models.anytime import NestedDepthNet
         >>> model = NestedDepthNet(in_channels=1).eval()
         >>> table = exit_flops(model, (1, 28, 28))
         >>> result = anytime_predict(model, torch.zeros(5, 1, 28, 28), flop_budget=table[1], flops=table)
