@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the sdist and the wheel (the wheel from the sdist, as `python -m build` does), install the wheel into a
 # fresh virtual environment with only the core requirement (torch), and check what a user of the bare package
-# sees: gradgeo imports, a ChannelDirected step runs, `gradgeo --help` works and names the missing extras, and
-# commands that need a missing extra say which one instead of printing a traceback.
+# sees: gradgeo imports, a ChannelDirected step runs, `gradgeo --help` works and names the missing extras,
+# `gradgeo list` prints its listing, and commands that need a missing extra say which one instead of printing a
+# traceback.
 # Needs `build` (in the test extra). Like scripts/setup.sh it installs ${TORCH_SPEC:-torch==2.13.0} first (the
 # local CPU wheel where there is one). About a minute; the temporary folder is removed at the end.
 set -euo pipefail
@@ -51,6 +52,11 @@ GRADGEO="$WORK/venv/bin/gradgeo"
 grep -q "pip install 'gradgeo\[harness\]'" help.txt || { cat help.txt; echo "check-wheel: --help names no missing extra"; exit 1; }
 echo "check-wheel: gradgeo --help runs and names the missing extras:"
 grep -A3 "optional extras" help.txt
+"$GRADGEO" list >list.txt
+"$GRADGEO" list metrics strategies --json >list.json
+grep -q "sobolev" list.txt && grep -q "resnet20" list.txt && "$VPY" -c "import json; assert list(json.load(open('list.json'))) == ['metrics', 'strategies']" \
+  || { cat list.txt list.json; echo "check-wheel: gradgeo list failed"; exit 1; }
+echo "check-wheel: gradgeo list runs ($(wc -l <list.txt) lines)"
 
 # expect_extra EXTRA ARGS...: the command fails with exit code 2 and a one-line message naming the extra
 expect_extra() {

@@ -18,9 +18,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradgeo.channel.optim import DEFAULT_LAM, METRICS, ChannelDirected, _validate_options, layer_kinds
+from gradgeo.channel.optim import APPLY_TO, DEFAULT_LAM, METRICS, ChannelDirected, _validate_options, layer_kinds
+from gradgeo.channel.transforms import BOUNDARIES, DIRECTIONS
 
-__all__ = ["BASES", "OptimizerSpec", "canonical_spec", "create_optimizer", "parse_options", "parse_spec"]
+__all__ = ["BASES", "METRIC_SUMMARIES", "SPEC_GRAMMAR", "OptimizerSpec", "SpecOption", "base_options",
+           "canonical_spec", "create_optimizer", "metric_options", "parse_options", "parse_spec"]
+
+#: how an optimizer spec is written
+SPEC_GRAMMAR = "BASE[:key=value,...][+METRIC[:key=value,...]]"
 
 BASES: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -38,10 +43,101 @@ _BASE_OPTIONS: dict[str, tuple[str, ...]] = {
     "adagrad": ("lr", "lr_decay", "weight_decay", "eps"),
 }
 _METRIC_OPTIONS = ("lam", "direction", "boundary", "sigma", "apply_to")
+# the options each metric reads; a spec may give the others too, they change nothing (lam is the strength of the
+# metrics, sigma that of the Laplacian baseline, which smooths the flattened tensor on a ring: no direction, no
+# boundary; only the chain metrics sobolev and h1 have a boundary)
+_METRIC_USES: dict[str, tuple[str, ...]] = {
+    "h0": ("lam", "direction", "apply_to"),
+    "sobolev": ("lam", "direction", "boundary", "apply_to"),
+    "h1": ("lam", "direction", "boundary", "apply_to"),
+    "laplacian": ("sigma", "apply_to"),
+    "none": (),
+}
+#: one line on each metric, for listings (``gradgeo list``)
+METRIC_SUMMARIES: dict[str, str] = {
+    "h0": "re-weighted H0: mean(G) + (G - mean(G)) / lam across the channels",
+    "sobolev": "Sobolev H~1: the channel mean kept, differences between neighbouring channels damped",
+    "h1": "full Sobolev H1: (I + lam C^2 D^T D) g = G across the channels",
+    "laplacian": "baseline: Laplacian smoothing (LS-SGD, Osher et al. 2018) of the flattened tensor",
+    "none": "the identity: the base optimizer alone (for A/B runs)",
+}
 # what each base option must be: a finite number with a bound, a boolean, or Adam's pair of betas
 _OPTION_RULES: dict[str, str] = {"lr": "> 0", "momentum": ">= 0", "weight_decay": ">= 0", "dampening": ">= 0",
                                  "eps": ">= 0", "alpha": ">= 0", "lr_decay": ">= 0", "nesterov": "bool",
                                  "amsgrad": "bool", "centered": "bool", "betas": "betas"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecOption:
+    """One option of a spec string, as :func:`base_options` and :func:`metric_options` describe it.
+
+    Attributes:
+        name: the key, as in ``lam=0.1``.
+        type: ``"number"``, ``"bool"``, ``"pair"`` (two numbers written ``B1/B2``), ``"choice"`` (one of
+            ``choices``) or ``"choices"`` (some of ``choices``, written ``a/b``).
+        default: the value used when the spec leaves the option out; ``None`` for ``lr``, which has none (write
+            it in the spec or pass ``lr=`` to :func:`create_optimizer`).
+        rule: the bound a number must keep (``"> 0"``, ``">= 0"``, ``"in [0, 1)"``), else ``""``.
+        choices: the accepted values of a choice.
+    """
+
+    name: str
+    type: str
+    default: Any
+    rule: str = ""
+    choices: tuple[str, ...] = ()
+
+    @property
+    def written(self) -> str | None:
+        """The option with its default as a spec writes it (``betas=0.9/0.999``), or None without a default."""
+        if self.default is None:
+            return None
+        value = self.default
+        parts = value if isinstance(value, (tuple, list)) else (value,)
+        return f"{self.name}=" + "/".join(str(v).lower() if isinstance(v, bool) else str(v) for v in parts)
+
+
+def base_options(base: str) -> tuple[SpecOption, ...]:
+    """The options spec strings accept for base optimizer ``base`` (one of :data:`BASES`), with the defaults
+    :func:`create_optimizer` uses: its own keyword defaults (no ``lr``, ``weight_decay`` 0), else torch's.
+
+    Example:
+        >>> [o.written for o in base_options("sgd")]
+        [None, 'momentum=0', 'weight_decay=0.0', 'nesterov=false', 'dampening=0']
+    """
+    if base not in BASES:
+        raise ValueError(f"unknown base optimizer {base!r}; expected one of {tuple(BASES)}")
+    ours = inspect.signature(create_optimizer).parameters
+    torch_defaults = inspect.signature(BASES[base]).parameters
+    options = []
+    for key in _BASE_OPTIONS[base]:
+        default = ours[key].default if key in ours else torch_defaults[key].default
+        rule = _OPTION_RULES[key]
+        kind = {"bool": "bool", "betas": "pair"}.get(rule, "number")
+        options.append(SpecOption(key, kind, default, {"bool": "", "betas": "in [0, 1)"}.get(rule, rule)))
+    return tuple(options)
+
+
+def metric_options(metric: str) -> tuple[SpecOption, ...]:
+    """The options metric ``metric`` (one of :data:`~gradgeo.channel.optim.METRICS`) reads, with the defaults
+    of :class:`~gradgeo.channel.optim.ChannelDirected` (``lam``: ``DEFAULT_LAM[metric]``). A spec may also give
+    the other metric options; they change nothing for this metric.
+
+    Example:
+        >>> [o.written for o in metric_options("sobolev")]
+        ['lam=0.1', 'direction=out', 'boundary=neumann', 'apply_to=conv']
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+    defaults = {name: p.default for name, p in inspect.signature(ChannelDirected).parameters.items()}
+    described = {
+        "lam": SpecOption("lam", "number", DEFAULT_LAM.get(metric), "> 0"),
+        "sigma": SpecOption("sigma", "number", defaults["sigma"], ">= 0"),
+        "direction": SpecOption("direction", "choice", defaults["direction"], choices=DIRECTIONS),
+        "boundary": SpecOption("boundary", "choice", defaults["boundary"], choices=BOUNDARIES),
+        "apply_to": SpecOption("apply_to", "choices", tuple(defaults["apply_to"]), choices=APPLY_TO),
+    }
+    return tuple(described[key] for key in _METRIC_USES[metric])
 
 
 def _option_problem(key: str, value: Any) -> str | None:
@@ -138,7 +234,7 @@ def parse_spec(spec: str) -> OptimizerSpec:
         raise ValueError(f"an optimizer spec is a non-empty string like 'sgd+sobolev:lam=0.5', got {spec!r}")
     parts = spec.strip().split("+")
     if len(parts) > 2:
-        raise ValueError(f"optimizer spec {spec!r} has more than one '+': write BASE[+METRIC]")
+        raise ValueError(f"optimizer spec {spec!r} has more than one '+': write {SPEC_GRAMMAR}")
     base_name = parts[0].partition(":")[0].strip().lower()
     if base_name not in BASES:
         raise ValueError(f"unknown base optimizer {base_name!r} in spec {spec!r}; expected one of {tuple(BASES)}")

@@ -1,5 +1,6 @@
 """The ``gradgeo`` command line: ``train``, ``compare`` (``--task classify|segment|gan|anytime``), ``analyze``,
-``demo``, and ``anytime train|compare``, short for ``train --task anytime`` and ``compare --task anytime``."""
+``demo``, ``list`` (what the options accept), and ``anytime train|compare``, short for ``train --task anytime`` and
+``compare --task anytime``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gradgeo.cli.listing import add_list_parser
 from gradgeo.cli.options import (
     add_grid_arguments,
     add_log_argument,
@@ -106,7 +108,9 @@ def _add_compare(sub: Any, name: str, out: str, labels_help: str, only: Any = No
 def build_parser() -> argparse.ArgumentParser:
     """The one parser tree of the ``gradgeo`` command."""
     parser = argparse.ArgumentParser(prog="gradgeo", description="Channel-directed gradients and OSGD for CNNs.",
-                                     epilog=extras_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     epilog="gradgeo list: the metrics, optimizers, models, datasets, tasks and "
+                                            "strategies to choose from, with their options\n\n" + extras_epilog(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     _add_train(sub, "train", "runs/train", help="train one run (--task classify, segment, gan or anytime)",
@@ -140,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.set_defaults(run=_cmd_demo)
+
+    add_list_parser(sub)
 
     group = sub.add_parser("anytime", help="anytime (multi-exit) networks: train, compare (= --task anytime)",
                            description="Short for gradgeo train --task anytime and gradgeo compare --task anytime: "

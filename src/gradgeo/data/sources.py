@@ -10,7 +10,7 @@ from pathlib import Path
 from gradgeo.data.formats import _CIFAR10_TRAIN, _idx_path, _load_cifar, _load_idx_dataset, _plain_path
 from gradgeo.data.splits import DatasetSplits
 
-__all__ = ["DATASETS", "ENV_VAR", "DatasetNotFoundError", "load_dataset"]
+__all__ = ["DATASETS", "ENV_VAR", "DatasetNotFoundError", "DatasetSource", "dataset_source", "load_dataset"]
 
 DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist", "cifar10", "cifar100")
 
@@ -133,6 +133,38 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> D
         classes = _FASHION_CLASSES if name == "fashion-mnist" else _MNIST_CLASSES
         return _load_idx_dataset(name, spec.display_name, directory, classes)
     return _load_cifar(name, directory)
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """Where :func:`load_dataset` looks for a dataset and how to get it (:func:`dataset_source`).
+
+    Attributes:
+        name: the name :func:`load_dataset` takes.
+        display_name: the dataset's usual name (``"Fashion-MNIST"``).
+        files: what its folder must hold (``[.gz]``: gzipped or not).
+        searched: the folders searched without a ``data_dir``, in order (from the current directory and
+            ``$GRADGEO_DATA`` as they are now).
+        found: the first of them that holds every file, or None.
+        how_to_get: what to do when none does.
+    """
+
+    name: str
+    display_name: str
+    files: tuple[str, ...]
+    searched: tuple[Path, ...]
+    found: Path | None
+    how_to_get: str
+
+
+def dataset_source(name: str) -> DatasetSource:
+    """Where dataset ``name`` (one of :data:`DATASETS`) is looked for, where it is found, and how to get it."""
+    if name not in _SPECS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    spec = _SPECS[name]
+    searched = tuple(_candidate_dirs(spec, None))
+    found = next((d for d in searched if d.is_dir() and not spec.missing(d)), None)
+    return DatasetSource(name, spec.display_name, tuple(spec.expected()), searched, found, spec.how_to_get)
 
 
 def _candidate_dirs(spec: _Spec, data_dir: str | os.PathLike[str] | None) -> list[Path]:

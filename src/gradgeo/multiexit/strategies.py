@@ -41,7 +41,9 @@ References:
 
 from __future__ import annotations
 
+import inspect
 import math
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
@@ -67,6 +69,7 @@ __all__ = [
     "PCGrad",
     "SumLoss",
     "make_strategy",
+    "strategy_options",
 ]
 
 
@@ -470,3 +473,22 @@ def make_strategy(name: str, num_exits: int, **kwargs: Any) -> MultiExitStrategy
     if name not in STRATEGIES:
         raise ValueError(f"unknown multi-exit strategy {name!r}; known strategies: {sorted(STRATEGIES)}")
     return STRATEGIES[name](num_exits, **kwargs)
+
+
+def strategy_options(name: str) -> dict[str, tuple[Any, Any]]:
+    """The options of the strategy registered under ``name``: the keywords of its constructor after
+    ``num_exits``, which :func:`make_strategy` and a strategy spec (``"osgd:granularity=tensor"``) accept.
+
+    Returns:
+        option -> ``(type, default)``, the type as annotated and resolved (a ``Literal`` names the choices).
+
+    Example:
+        >>> strategy_options("osgd")
+        {'granularity': (typing.Literal['global', 'tensor'], 'global'), 'eps': (float | None, None)}
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown multi-exit strategy {name!r}; known strategies: {sorted(STRATEGIES)}")
+    cls = STRATEGIES[name]
+    hints = typing.get_type_hints(cls.__init__)
+    keywords = list(inspect.signature(cls).parameters.values())[1:]  # all but num_exits
+    return {p.name: (hints[p.name], p.default) for p in keywords}

@@ -10,7 +10,6 @@ per-exit FLOPs and the budgeted (early-exit) evaluation.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +20,7 @@ from torch import nn
 from gradgeo.channel.factory import parse_options
 from gradgeo.data import DatasetSplits
 from gradgeo.models.anytime import ANYTIME_MODELS, AnytimeNetwork, build_anytime_model, exit_flops
-from gradgeo.multiexit.strategies import STRATEGIES, MultiExitStrategy, make_strategy
+from gradgeo.multiexit.strategies import STRATEGIES, MultiExitStrategy, make_strategy, strategy_options
 from gradgeo.tasks.anytime.budget import ExitScores, budgeted_evaluation
 from gradgeo.tasks.anytime.report import write_accuracy_vs_flops
 from gradgeo.tasks.base import Builder, Metric, Task
@@ -51,8 +50,7 @@ def parse_strategy(spec: str) -> tuple[str, dict[str, Any]]:
     name = spec.partition(":")[0].strip().lower()
     if name not in STRATEGIES:
         raise ValueError(f"unknown multi-exit strategy {name!r} in {spec!r}; known strategies: {sorted(STRATEGIES)}")
-    allowed = tuple(inspect.signature(STRATEGIES[name]).parameters)[1:]  # all but num_exits
-    return parse_options(spec.strip(), allowed, "strategy", spec)
+    return parse_options(spec.strip(), tuple(strategy_options(name)), "strategy", spec)
 
 
 def make_strategy_from_spec(spec: str, flops: list[int]) -> MultiExitStrategy:
