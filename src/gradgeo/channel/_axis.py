@@ -4,8 +4,12 @@ where the memory layout allows it, and the channel mean as one BLAS product."""
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+
+Boundary = Literal["neumann", "periodic"]
+"""The two ends of the channel axis: an open chain (``"neumann"``) or a closed ring (``"periodic"``)."""
 
 
 def _as_3d(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, bool]:

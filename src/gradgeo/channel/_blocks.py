@@ -10,16 +10,13 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 
-from gradgeo.channel._axis import _as_3d, _channel_mean
+from gradgeo.channel._axis import Boundary, _as_3d, _channel_mean
 
-if TYPE_CHECKING:  # transforms.py imports this module: the alias is for the type checker only
-    from gradgeo.channel.transforms import Boundary
-
-Scan = Callable[[torch.Tensor, float, int, "Boundary"], torch.Tensor]
+Scan = Callable[[torch.Tensor, float, int, Boundary], torch.Tensor]
 
 # Channel axes up to _BLOCK_MAX long are transformed in block form (below): the C x C operator is built once
 # per (C, lam, boundary, dtype, device) and kept; longer axes (direction "flat", ...) use the O(C) scans.

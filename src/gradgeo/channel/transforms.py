@@ -25,7 +25,7 @@ from typing import Literal
 
 import torch
 
-from gradgeo.channel._axis import _as_3d, _channel_mean
+from gradgeo.channel._axis import Boundary, _as_3d, _channel_mean
 from gradgeo.channel._blocks import block_form, block_transform_
 
 __all__ = [
@@ -43,7 +43,6 @@ __all__ = [
     "sobolev_",
 ]
 
-Boundary = Literal["neumann", "periodic"]
 Direction = Literal["out", "in", "spatial", "flat"]
 LayerKind = Literal["conv", "conv_transpose", "linear", "vector"]
 
