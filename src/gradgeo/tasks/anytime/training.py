@@ -96,16 +96,19 @@ class AnytimeConfig(TrainConfig):
         return super().canonical(name, value)
 
 
+def _num_exits(model: nn.Module) -> int:
+    """How many exits a multi-exit model has: an AnytimeNetwork, or any module with an integer ``num_exits``
+    whose forward returns one logits tensor per exit, first exit first."""
+    k = getattr(model, "num_exits", None)
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"a multi-exit model needs an integer num_exits attribute; {type(model).__name__} has "
+                        f"{k!r}")
+    return k
+
+
 @torch.no_grad()
-def _anytime(model: nn.Module) -> AnytimeNetwork:
-    """``model`` as the AnytimeNetwork an anytime objective trains (fit() passes the model as nn.Module)."""
-    if not isinstance(model, AnytimeNetwork):
-        raise TypeError(f"the anytime objective evaluates an AnytimeNetwork, got {type(model).__name__}")
-    return model
-
-
 def evaluate_exits(
-    model: AnytimeNetwork, splits: DatasetSplits, split: str, batch_size: int | None = None
+    model: nn.Module, splits: DatasetSplits, split: str, batch_size: int | None = None
 ) -> tuple[list[float], ExitScores]:
     """Every exit's mean cross-entropy and scores on a split (``"train"``, ``"val"``, ``"test"``), in one pass;
     ``batch_size`` defaults to :func:`~gradgeo.training.engine.eval_batch_size`.
@@ -117,7 +120,7 @@ def evaluate_exits(
     was_training = model.training
     model.eval()
     dtype = next(model.parameters()).dtype
-    loss_sums = torch.zeros(model.num_exits, dtype=torch.float64)
+    loss_sums = torch.zeros(_num_exits(model), dtype=torch.float64)
     parts = []
     for x, y in splits.loader(split, batch_size, shuffle=False, dtype=dtype).epoch(0):
         outputs = model(x)
@@ -189,10 +192,10 @@ class MultiExitObjective(Objective):
         row: dict[str, Any] = {"val_acc": None}
         self._scores = {}
         if splits.val_y is not None:
-            self._scores["val"] = evaluate_exits(_anytime(model), splits, "val")[1]
+            self._scores["val"] = evaluate_exits(model, splits, "val")[1]
             row["val_exit_acc"] = self._scores["val"].accuracy()
             row["val_acc"] = row["val_exit_acc"][-1]
-        losses, self._scores["test"] = evaluate_exits(_anytime(model), splits, "test")
+        losses, self._scores["test"] = evaluate_exits(model, splits, "test")
         accuracies = self._scores["test"].accuracy()
         row.update(test_loss=losses[-1], test_acc=accuracies[-1], test_exit_loss=losses, test_exit_acc=accuracies)
         return row
@@ -215,7 +218,7 @@ class MultiExitObjective(Objective):
         if splits.val_y is not None:
             # fit() asks right after the last epoch's evaluation of the same model, unless a finished run resumed
             val, test = (self._scores[split] if split in self._scores
-                         else evaluate_exits(_anytime(model), splits, split)[1] for split in ("val", "test"))
+                         else evaluate_exits(model, splits, split)[1] for split in ("val", "test"))
             fields["early_exit"] = budgeted_evaluation(val, test, self.flops)
         return fields
 
