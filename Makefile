@@ -27,7 +27,7 @@ lint: setup
 
 # the documentation site into site/; --strict: a warning (a broken link, an unresolved reference) fails
 docs: setup
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site  # (that variable silences a banner about Material's end of life in 2027)
 
 bench: setup
 	$(PY) benchmarks/transforms.py
