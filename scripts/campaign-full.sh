@@ -35,6 +35,12 @@ seed() {  # runs finished in an earlier session (committed by land) count as fin
   if [ -d "$DEST/results/$1/runs" ]; then mkdir -p "runs/$1" && cp -rn "$DEST/results/$1/runs" "runs/$1/"; fi
 }
 for stage in ${STAGES:-full-cifar-tune full-cifar-final full-cifar-analyze full-anytime-branched}; do
+  # a stage whose results are committed is done (analyze needs checkpoints a new machine does not have);
+  # naming it in STAGES runs it again (e.g. STAGES=full-cifar-final SEEDS="4 5")
+  if [ -z "${STAGES:-}" ] && { [ -f "$DEST/results/$stage/summary.json" ] || [ -s "$DEST/results/$stage/analyze.txt" ]; }; then
+    echo "== $stage: done (results/$stage is committed; STAGES=$stage runs it again)"
+    continue
+  fi
   echo "== $stage ($(date -u +%FT%TZ))"
   if [ "$stage" = full-cifar-analyze ]; then  # needs the finals' checkpoints
     bash "results/$stage/run.sh" > "runs/$stage.txt"
@@ -45,7 +51,7 @@ for stage in ${STAGES:-full-cifar-tune full-cifar-final full-cifar-analyze full-
   # land each run as it finishes, not only at the stage's end: a session that stops mid-stage keeps them
   (while sleep "${LAND_EVERY:-120}"; do land "$stage" 2>/dev/null || true; done) &
   lander=$!
-  TUNE_SUMMARY=runs/full-cifar-tune/summary.json bash "results/$stage/run.sh" | tee "runs/$stage.log"
+  TUNE_SUMMARY="$DEST/results/full-cifar-tune/summary.json" bash "results/$stage/run.sh" | tee "runs/$stage.log"
   kill "$lander" 2>/dev/null || true
   cp "runs/$stage.log" "runs/$stage/table.txt"
   land "$stage"
