@@ -170,7 +170,17 @@ def test_no_trial_is_stopped_before_prune_after(tiny_fashion, tmp_path, capsys):
     default = stopped("--out", str(tmp_path / "default"))
     assert default and min(default) >= 2
     assert main([*args, "--prune-after", "0", "--out", str(tmp_path / "bad")]) == 2
-    assert "--prune-after must be a whole number of epochs >= 1, got 0" in capsys.readouterr().err
+    assert "--prune-after must be a whole number of epochs from 1 to --epochs (4), got 0" in capsys.readouterr().err
+
+
+def test_prune_after_is_refused_where_it_cannot_act(tiny_fashion, tmp_path, capsys):
+    """--prune-after past the last epoch, or with --no-prune, would be silently ignored: both are refused."""
+    args = ["tune", "sgd", "--data-dir", str(tiny_fashion), *TINY, "--epochs", "2", "--trials", "1"]
+    assert main([*args, "--prune-after", "3", "--out", str(tmp_path / "late")]) == 2
+    assert "from 1 to --epochs (2), got 3" in capsys.readouterr().err
+    assert main([*args, "--no-prune", "--prune-after", "1", "--out", str(tmp_path / "off")]) == 2
+    assert "--prune-after 1 has no effect with --no-prune: drop one of the two" in capsys.readouterr().err
+    assert not (tmp_path / "late").exists() and not (tmp_path / "off").exists()
 
 
 def test_a_diverging_trial_is_pruned_and_counts_as_spent(tiny_fashion, tmp_path, capsys):

@@ -180,10 +180,13 @@ def tune(
         raise ValueError(f"--timeout must be > 0 seconds, got {timeout!r}")
     if isinstance(startup_trials, bool) or not isinstance(startup_trials, int) or startup_trials < 0:
         raise ValueError(f"--startup-trials must be a whole number >= 0, got {startup_trials!r}")
+    if prune_after is not None and not prune:
+        raise ValueError(f"--prune-after {prune_after} has no effect with --no-prune: drop one of the two")
     if prune_after is None:
         prune_after = (base.epochs + 1) // 2
-    if isinstance(prune_after, bool) or not isinstance(prune_after, int) or prune_after < 1:
-        raise ValueError(f"--prune-after must be a whole number of epochs >= 1, got {prune_after!r}")
+    if isinstance(prune_after, bool) or not isinstance(prune_after, int) or not 1 <= prune_after <= base.epochs:
+        raise ValueError(f"--prune-after must be a whole number of epochs from 1 to --epochs ({base.epochs}), got "
+                         f"{prune_after!r}; --no-prune runs every trial to the end")
     if not base.val_size:
         raise ValueError("tune scores trials on the validation split, never the test set: pass --val-size N (the "
                          "training images, or scenes, to hold out)")
