@@ -23,6 +23,7 @@ from gradgeo.channel.transforms import (
     DIRECTIONS,
     Direction,
     LayerKind,
+    channel_operator,
     h1_,
     laplacian_smooth_,
     reweighted_h0_,
@@ -47,9 +48,22 @@ DEFAULT_LAM: dict[str, float] = {"h0": 2.0, "sobolev": 0.1, "h1": 0.01}
 # With foreach, gradients up to this size are transformed in batches, one call per batch: below it the
 # per-call overhead dominates; above it the copies into the batch cost more than they save. Gradients whose
 # channel axis comes first (direction "out") batch by channel count, their columns side by side; others
-# batch by shape, stacked. Not for h0 on CPU: its three cheap operations per tensor cost less than the copies
-# into the batch (benchmarks/transforms.py).
+# batch by shape, stacked (gradgeo.channel._batch). On CPU only where that pays: see _alone_on_cpu.
 _BATCH_NUMEL = 1 << 16
+
+def _alone_on_cpu(group: Mapping[str, Any], kernel: Callable[..., torch.Tensor], view_shape: tuple[int, ...],
+                  dim: int, grad: torch.Tensor) -> bool:
+    """Whether a small CPU gradient is transformed on its own rather than in a batch (measured on ResNet-56
+    shapes, benchmarks/transforms.py): a batch pays as one product with ``[M; 1/C]`` (channel axis first, up
+    to 32 channels, any metric but ``laplacian``) and for ``laplacian``; ``h0``'s other batches and the block
+    form of longer channel axes cost more in copies into and out of the batch than they save in calls."""
+    if kernel is laplacian_smooth_:
+        return False
+    if side_by_side(view_shape, dim):
+        dtype = torch.float32 if grad.dtype in (torch.float16, torch.bfloat16) else grad.dtype
+        return channel_operator(group["metric"], view_shape[dim], group["lam"], group["boundary"], dtype,
+                                grad.device) is None
+    return kernel is reweighted_h0_
 
 
 def _validate_options(group: Mapping[str, Any]) -> None:
@@ -329,7 +343,7 @@ class ChannelDirected(Optimizer):
             elif plan is not None:
                 view_shape, dim = plan
                 alone = (not self.foreach or p.numel() > _BATCH_NUMEL
-                         or (kernel is reweighted_h0_ and p.grad.device.type == "cpu"))
+                         or (p.grad.device.type == "cpu" and _alone_on_cpu(group, kernel, view_shape, dim, p.grad)))
                 # channel axis first: any shape with the same channel count joins the batch
                 shape = view_shape[dim] if side_by_side(view_shape, dim) else view_shape
                 key = (shape, dim, p.grad.dtype, p.grad.device, index if alone else None)
