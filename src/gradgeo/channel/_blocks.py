@@ -51,7 +51,7 @@ def block_form(metric: str, scan: Scan, x: torch.Tensor, dim: int, lam: float, b
     return _block_operator(metric, scan, x.shape[dim], lam, boundary, x.dtype, x.device)
 
 
-def _operator(scan: Scan, c: int, lam: float, boundary: str) -> torch.Tensor:
+def _operator(scan: Scan, c: int, lam: float, boundary: Boundary) -> torch.Tensor:
     """The C x C operator of an in-place kernel, in float64: its columns are the kernel run on the identity."""
     m = torch.eye(c, dtype=torch.float64)
     scan(m, lam, 0, boundary)
@@ -59,7 +59,7 @@ def _operator(scan: Scan, c: int, lam: float, boundary: str) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=256)
-def dense_operator(scan: Scan, c: int, lam: float, boundary: str, dtype: torch.dtype,
+def dense_operator(scan: Scan, c: int, lam: float, boundary: Boundary, dtype: torch.dtype,
                    device: torch.device) -> torch.Tensor:
     """``[M; 1/C]``, ``(C + 1) x C``: the operator of ``scan`` with the channel mean as an extra row.
 
