@@ -63,20 +63,27 @@ class Batch:
         dtype = torch.float32 if half else first.dtype
         operator = channel_operator(metric, c, args[0], boundary, dtype, first.device) if metric != "laplacian" \
             else None
-        if self.work is None:
-            self.work = first.new_empty((c, sum(self.columns)), dtype=dtype)
-            result = self.work
-            if operator is not None:
-                self.out = first.new_empty((c + 1, self.work.shape[1]), dtype=dtype)
-                result = self.out[:c]
-            self.views = [r.view(g.shape) for r, g in zip(result.split(self.columns, 1), grads)]
-        torch.cat([g.reshape(c, -1) for g in grads], 1, out=self.work)
-        if operator is not None and self.out is not None:
-            torch.mm(operator, self.work, out=self.out)
-            probe = self.out[c:]
+        parts = [g.reshape(c, -1) for g in grads]
+        if torch.compiler.is_compiling():  # a compiled step keeps no buffers between calls (no aliased inputs)
+            work = torch.cat(parts, 1).to(dtype)
+            out = None if operator is None else torch.mm(operator, work)
+            views = None
         else:
-            probe = kernel(self.work, *args, 0, *extra)
-        torch._foreach_copy_(grads, self.views)
+            if self.work is None:
+                self.work = first.new_empty((c, sum(self.columns)), dtype=dtype)
+                if operator is not None:
+                    self.out = first.new_empty((c + 1, self.work.shape[1]), dtype=dtype)
+            work, out = torch.cat(parts, 1, out=self.work), self.out
+            if out is not None and operator is not None:
+                torch.mm(operator, work, out=out)
+            views = self.views
+        result = work if out is None else out[:c]
+        probe = kernel(work, *args, 0, *extra) if out is None else out[c:]
+        if not views:
+            views = [r.view(g.shape) for r, g in zip(result.split(self.columns, 1), grads)]
+            if not torch.compiler.is_compiling():
+                self.views = views
+        torch._foreach_copy_(grads, views)
         return probe
 
     def split(self, probe: torch.Tensor) -> list[torch.Tensor]:
