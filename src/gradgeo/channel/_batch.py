@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from gradgeo.channel._axis import Boundary
 from gradgeo.channel.transforms import channel_operator
 
 Kernel = Callable[..., torch.Tensor]
@@ -45,7 +46,7 @@ class Batch:
         self.views: list[torch.Tensor] = []
 
     def transform_(self, grads: list[torch.Tensor], metric: str, kernel: Kernel, args: tuple[Any, ...],
-                   boundary: str) -> torch.Tensor:
+                   boundary: Boundary) -> torch.Tensor:
         """Transform ``grads`` (the members' gradients) in place; returns the batch's probe, non-finite in a
         member's part exactly when its gradient was: see :meth:`split`."""
         extra = () if metric in ("h0", "laplacian") else (boundary,)

@@ -379,8 +379,10 @@ class ChannelDirected(Optimizer):
             unprobed += [(params[i], group, i) for i in unprobed_indices]
             for i in sharded_indices:
                 p = params[i]
+                view_shape, dim = cast(tuple[tuple[int, ...], int], self._plan(p, group))  # set: a sharded plan
                 strength = group["sigma"] if group["metric"] == "laplacian" else group["lam"]
-                job = ShardedJob(p.grad, *self._plan(p, group), group["metric"], strength, group["boundary"])
+                job = ShardedJob(cast(torch.Tensor, p.grad), view_shape, dim, group["metric"], strength,
+                                 group["boundary"])
                 sharded.append((job, (p, group, i)))
             for batch in batches:
                 grads = [cast(torch.Tensor, p.grad) for p in batch.members]  # set: _plan() gave a plan
@@ -395,11 +397,12 @@ class ChannelDirected(Optimizer):
         if sharded:
             probes = transform_dtensors_([job for job, _ in sharded])
             checks.extend((probe, [member], None) for probe, (_, member) in zip(probes, sharded))
-        for p, group, index in unprobed:  # the gradient itself is its probe
-            grad = p.grad._values() if p.grad.is_sparse else p.grad
+        for member in unprobed:  # the gradient itself is its probe
+            grad = cast(torch.Tensor, member[0].grad)  # set: unprobed holds set gradients
+            grad = grad._values() if grad.is_sparse else grad
             if is_dtensor(grad):  # as clip_grad_norm_: a DTensor's norm is reduced over its shards, so all agree
                 grad = cast("DTensor", torch.linalg.vector_norm(grad, math.inf)).full_tensor()
-            checks.append((grad, [(p, group, index)], None))
+            checks.append((grad, [member], None))
         if checks and not self._all_finite(checks):
             self.skipped_steps += 1
             return loss
