@@ -26,6 +26,9 @@ Scan = Callable[[torch.Tensor, float, int, Boundary], torch.Tensor]
 _BLOCK_MAX = 1024
 _DENSE_MAX = 32
 _BLOCK_LEN = 16
+# On CPU a gradient above this many elements is faster in the in-place scans: the block form's extra
+# buffers no longer stay in the cache (measured on ResNet-18 shapes: 2^21 gives the lowest total).
+_BLOCK_NUMEL = 1 << 21
 
 
 class _Blocks(NamedTuple):
@@ -48,6 +51,8 @@ def block_form(metric: str, scan: Scan, x: torch.Tensor, dim: int, lam: float, b
     ``scan(x, lam, dim, boundary)`` is the metric's O(C) in-place kernel: run on the identity, it gives the
     operator's columns (so the block form matches the scans by construction).
     """
+    if x.device.type == "cpu" and x.numel() > _BLOCK_NUMEL:
+        return None
     return _block_operator(metric, scan, x.shape[dim], lam, boundary, x.dtype, x.device)
 
 
