@@ -9,7 +9,13 @@ preceded by a restore of the gradients (not timed) and the median taken over int
 * ``ls-sgd original``: the original LS-SGD smoothing (complex FFT of each flattened gradient, multiply by
   precomputed coefficients, inverse FFT) next to gradgeo's ``laplacian`` transform on the same gradients.
 
-Run: ``python benchmarks/transforms.py [--repeats 30] [--threads N] [--channels-last]``.
+The last lines, ``RATIO ...``, are the figures issue 16 asks for, one per line: what ``sobolev`` and ``h1``
+(and ``h0``) add to the step on ResNet-18 shapes as a multiple of the memcpy, and the wrapped step over the
+bare step on ResNet-56 shapes for every metric.
+
+Run: ``python benchmarks/transforms.py [--repeats 30] [--threads N] [--channels-last] [--clock cpu]``.
+``--clock cpu`` times process CPU time instead of wall time: on a machine shared with other work, where a
+preempted call's wall time is mostly waiting, it keeps the ratios meaningful (use it with ``--threads 1``).
 """
 
 from __future__ import annotations
@@ -66,7 +72,8 @@ def ls_sgd_coefficients(grads: list[torch.Tensor], sigma: float) -> list[torch.T
     return out
 
 
-def measure(cases: dict[str, Callable[[], None]], restore: Callable[[], None], repeats: int) -> dict[str, float]:
+def measure(cases: dict[str, Callable[[], None]], restore: Callable[[], None], repeats: int,
+            clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """Median seconds per call of each case; cases interleave so that machine noise hits all alike."""
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for fn in cases.values():  # warm-up
@@ -75,14 +82,16 @@ def measure(cases: dict[str, Callable[[], None]], restore: Callable[[], None], r
     for _ in range(repeats):
         for name, fn in cases.items():
             restore()
-            start = time.perf_counter()
+            start = clock()
             fn()
-            samples[name].append(time.perf_counter() - start)
+            samples[name].append(clock() - start)
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
 def bench(label: str, shapes: list[tuple[int, ...]], repeats: int, lams: dict[str, float],
-          layout: torch.memory_format = torch.contiguous_format) -> None:
+          layout: torch.memory_format = torch.contiguous_format,
+          clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Print the table of one shape set; returns the median seconds of every case."""
     torch.manual_seed(0)
     params = [torch.nn.Parameter((torch.randn(s) * 0.01).contiguous(memory_format=layout)) for s in shapes]
     saved = [torch.randn(s).contiguous(memory_format=layout) for s in shapes]
@@ -107,7 +116,7 @@ def bench(label: str, shapes: list[tuple[int, ...]], repeats: int, lams: dict[st
     if original:
         coefficients = ls_sgd_coefficients(grads, 1.0)
         cases["ls-sgd original"] = lambda: original_ls_sgd(grads, coefficients)
-    t = measure(cases, restore, repeats)
+    t = measure(cases, restore, repeats, clock)
 
     numel = sum(math.prod(s) for s in shapes)
     print(f"\n{label}: {len(shapes)} conv weights, {numel / 1e6:.2f} M params, float32, {layout}, "
@@ -124,12 +133,28 @@ def bench(label: str, shapes: list[tuple[int, ...]], repeats: int, lams: dict[st
     if original:
         print(f"  laplacian smoothing: original LS-SGD (complex FFT) {t['ls-sgd original'] * 1e3:.3f} ms vs gradgeo "
               f"{ls * 1e3:.3f} ms added to the step: {t['ls-sgd original'] / ls:.2f}x faster")
+    return t
+
+
+def ratio_lines(small: dict[str, float], large: dict[str, float]) -> list[str]:
+    """The issue-16 figures: added/memcpy on ResNet-18 shapes (target <= 2 for sobolev and h1; h0 at its floor,
+    ~1.5), wrapped/bare step on ResNet-56 shapes (target <= 1.5 for every metric)."""
+    lines = []
+    for metric in ("h0", "sobolev", "h1"):
+        added = (large[metric] - large["bare"]) / large["memcpy"]
+        target = "floor ~1.5" if metric == "h0" else "target <= 2"
+        lines.append(f"RATIO resnet18 {metric:<9} added/memcpy   {added:6.2f}  ({target})")
+    for metric in METRICS:
+        lines.append(f"RATIO resnet56 {metric:<9} wrapped/bare   {small[metric] / small['bare']:6.2f}  (target <= 1.5)")
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall: time.perf_counter (a quiet machine); cpu: process CPU time (a busy one)")
     parser.add_argument("--channels-last", action="store_true",
                         help="weights and gradients in NHWC memory (a model trained with --channels-last)")
     args = parser.parse_args()
@@ -137,8 +162,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     lams = {"h0": 2.0, "sobolev": 0.1, "h1": 0.01}
     layout = torch.channels_last if args.channels_last else torch.contiguous_format
-    bench("ResNet-56 (CIFAR)", resnet56_shapes(), args.repeats, lams, layout)
-    bench("ResNet-18 (ImageNet)", resnet18_shapes(), args.repeats, lams, layout)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    small = bench("ResNet-56 (CIFAR)", resnet56_shapes(), args.repeats, lams, layout, clock)
+    large = bench("ResNet-18 (ImageNet)", resnet18_shapes(), args.repeats, lams, layout, clock)
+    print(f"\nissue 16 figures ({args.clock} clock, {torch.get_num_threads()} threads, {layout}, median of "
+          f"{args.repeats}, one run):")
+    print("\n".join(ratio_lines(small, large)))
 
 
 if __name__ == "__main__":

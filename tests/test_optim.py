@@ -382,3 +382,51 @@ def test_gradients_batched_by_channel_count_match_the_transform_of_each(metric):
     model[2].weight.grad[5, 3] = float("nan")
     with pytest.raises(FloatingPointError, match=r"non-finite gradient \(NaN or Inf\) in 2.weight"):
         opt.step()
+
+
+@pytest.mark.parametrize("metric", ["h0", "sobolev", "h1"])
+@pytest.mark.parametrize("boundary", ["neumann", "periodic"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_batches_keep_matching_the_transform_of_each_over_steps_and_layout_changes(metric, boundary, dtype):
+    """Batches by channel count, up to 32 channels as one product with [M; 1/C] (channels 2, 5, 32, below and at
+    the limit), planned once and kept over steps; a gradient that disappears or changes layout re-plans."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 5, 3), nn.Conv2d(5, 5, 3), nn.Conv2d(5, 5, 1), nn.Conv2d(5, 2, 1),
+                          nn.Conv2d(2, 2, 1), nn.Conv2d(2, 32, 1), nn.Conv2d(32, 32, 3), nn.Conv2d(32, 32, 1)
+                          ).to(dtype)
+    options = {**METRIC_OPTIONS[metric], "boundary": boundary}
+    opt = channel_directed(model, torch.optim.SGD, lr=1.0, metric=metric, **options)
+    transform = {"h0": lambda g: T.reweighted_h0(g, 2.0, 0),
+                 "sobolev": lambda g: T.sobolev(g, 0.1, 0, boundary), "h1": lambda g: T.h1(g, 0.01, 0, boundary)}
+    # bfloat16: both sides round a float32 result once
+    tolerance = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 0.016, "atol": 1e-4}
+    for step in range(4):
+        model.zero_grad()
+        model(torch.randn(2, 3, 9, 9, dtype=dtype)).square().mean().backward()
+        if step == 2:
+            model[4].weight.grad = None  # one member fewer: a new plan
+        if step == 3:  # another layout: a new plan, the result still in the gradient's own layout
+            for p in model.parameters():
+                if p.grad is not None and p.dim() == 4:
+                    p.grad = p.grad.contiguous(memory_format=torch.channels_last)
+        grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+        opt.step()  # the transformed gradients are left in place, in the gradients' own storage
+        for p, g in zip(model.parameters(), grads):
+            if g is not None:
+                assert p.grad.stride() == g.stride()
+                expected = transform[metric](g) if p.dim() == 4 else g
+                torch.testing.assert_close(p.grad.double(), expected.double(), **tolerance)
+
+
+def test_the_finite_check_is_not_fooled_by_a_norm_that_overflows():
+    """Untransformed gradients are checked by one L2 norm each; a finite gradient whose norm overflows float32
+    (entries near 1e30) is looked at entry by entry, not skipped."""
+    model = nn.Linear(4, 3)
+    opt = channel_directed(model, torch.optim.SGD, lr=0.0, metric="none", nonfinite="skip")
+    model.weight.grad = torch.full_like(model.weight, 1e30)
+    model.bias.grad = torch.zeros_like(model.bias)
+    opt.step()
+    assert opt.skipped_steps == 0
+    model.bias.grad[1] = float("inf")
+    opt.step()
+    assert opt.skipped_steps == 1

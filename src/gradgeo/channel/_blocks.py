@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import torch
 
-from gradgeo.channel._axis import Boundary, _as_3d, _channel_mean
+from gradgeo.channel._axis import Boundary, _as_3d
 
 Scan = Callable[[torch.Tensor, float, int, Boundary], torch.Tensor]
 
@@ -35,8 +35,8 @@ class _Blocks(NamedTuple):
     """A channel operator ``M`` (C x C) cut into blocks of ``length``: ``M_ab = [a == b] A + Q B_ab Q^T``.
 
     ``diagonal`` is ``[A | Q]`` (``length x (length + r)``), ``reduce`` is ``Q^T`` (``r x length``) and
-    ``couple`` the ``B_ab`` as one ``(nb r) x (nb r)`` matrix; with one block ``diagonal`` is ``M`` itself and
-    the other two are None.
+    ``couple`` the ``B_ab`` as one ``(nb r) x (nb r)`` matrix; with one block ``diagonal`` is ``M`` with the
+    row ``1/C`` below it (:func:`dense_operator`) and the other two are None.
     """
 
     length: int
@@ -54,6 +54,30 @@ def block_form(metric: str, scan: Scan, x: torch.Tensor, dim: int, lam: float, b
     if x.device.type == "cpu" and x.numel() > _BLOCK_NUMEL:
         return None
     return _block_operator(metric, scan, x.shape[dim], lam, boundary, x.dtype, x.device)
+
+
+def _operator(scan: Scan, c: int, lam: float, boundary: Boundary) -> torch.Tensor:
+    """The C x C operator of an in-place kernel, in float64: its columns are the kernel run on the identity."""
+    m = torch.eye(c, dtype=torch.float64)
+    scan(m, lam, 0, boundary)
+    return m
+
+
+@functools.lru_cache(maxsize=256)
+def dense_operator(scan: Scan, c: int, lam: float, boundary: Boundary, dtype: torch.dtype,
+                   device: torch.device) -> torch.Tensor:
+    """``[M; 1/C]``, ``(C + 1) x C``: the operator of ``scan`` with the channel mean as an extra row.
+
+    One product ``dense_operator(...) @ v`` gives the transform of a ``C x Q`` block ``v`` and, in its last
+    row, the channel mean: the probe that is non-finite exactly when a column of ``v`` is, for free.
+    """
+    m = torch.cat([_operator(scan, c, lam, boundary), torch.full((1, c), 1.0 / c, dtype=torch.float64)])
+    return m.to(device=device, dtype=dtype)
+
+
+def dense_product(v: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
+    """``operator @ v`` for a ``P x C x Q`` ``v``, as one 2-D product when ``P == 1`` (the usual case)."""
+    return torch.mm(operator, v[0]).unsqueeze(0) if len(v) == 1 else torch.matmul(operator, v)
 
 
 def _block_length(c: int) -> int | None:
@@ -101,10 +125,9 @@ def _block_operator(metric: str, scan: Scan, c: int, lam: float, boundary: Bound
     length = _block_length(c) if 2 <= c <= _BLOCK_MAX else None
     if length is None:
         return None
-    m = torch.eye(c, dtype=torch.float64)
-    scan(m, lam, 0, boundary)
     if length == c:
-        return _Blocks(c, m.to(device=device, dtype=dtype), None, None)
+        return _Blocks(c, dense_operator(scan, c, lam, boundary, dtype, device), None, None)
+    m = _operator(scan, c, lam, boundary)
     nb = c // length
     q = _block_basis(metric, length, lam * c * c)
     r = q.shape[1]
@@ -122,15 +145,17 @@ def _block_operator(metric: str, scan: Scan, c: int, lam: float, boundary: Bound
 def block_transform_(x: torch.Tensor, dim: int, op: _Blocks) -> torch.Tensor:
     """In place ``x <- M x`` along ``dim`` in block form; returns a probe (non-finite iff ``x`` was).
 
-    One block: a product with ``M``. Several: a streaming reduction of every block on the basis
-    (``z_b = Q^T x_b``), the coupling of all blocks (``B z``: a small product), then one batched product
-    per block with the fixed ``[A | Q]`` on the block stacked over its coefficients, written into ``x``.
+    One block: a product with ``[M; 1/C]`` into a new buffer (the mean row is the probe), copied back.
+    Several: a streaming reduction of every block on the basis (``z_b = Q^T x_b``), the coupling of all
+    blocks (``B z``: a small product), then one batched product per block with the fixed ``[A | Q]`` on the
+    block stacked over its coefficients, written into ``x``.
     """
     v, copied = _as_3d(x, dim)
     p, c, q = v.shape
     if op.reduce is None or op.couple is None:
-        probe = _channel_mean(v)
-        v.copy_(torch.matmul(op.diagonal, v[0] if p == 1 else v).view(v.shape))
+        product = dense_product(v, op.diagonal)
+        v.copy_(product[:, :c])
+        probe = product[:, c:]
     else:
         length, r = op.length, op.reduce.shape[0]
         blocks = v.view(-1, length, q)

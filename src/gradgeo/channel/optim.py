@@ -16,12 +16,14 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from gradgeo.channel._batch import Batch, side_by_side
 from gradgeo.channel.distributed import ShardedJob, is_dtensor, transform_dtensors_
 from gradgeo.channel.transforms import (
     BOUNDARIES,
     DIRECTIONS,
     Direction,
     LayerKind,
+    channel_operator,
     h1_,
     laplacian_smooth_,
     reweighted_h0_,
@@ -46,9 +48,22 @@ DEFAULT_LAM: dict[str, float] = {"h0": 2.0, "sobolev": 0.1, "h1": 0.01}
 # With foreach, gradients up to this size are transformed in batches, one call per batch: below it the
 # per-call overhead dominates; above it the copies into the batch cost more than they save. Gradients whose
 # channel axis comes first (direction "out") batch by channel count, their columns side by side; others
-# batch by shape, stacked. Not for h0 on CPU: its three cheap operations per tensor cost less than the copies
-# into the batch (benchmarks/transforms.py).
+# batch by shape, stacked (gradgeo.channel._batch). On CPU only where that pays: see _alone_on_cpu.
 _BATCH_NUMEL = 1 << 16
+
+def _alone_on_cpu(group: Mapping[str, Any], kernel: Callable[..., torch.Tensor], view_shape: tuple[int, ...],
+                  dim: int, grad: torch.Tensor) -> bool:
+    """Whether a small CPU gradient is transformed on its own rather than in a batch (measured on ResNet-56
+    shapes, benchmarks/transforms.py): a batch pays as one product with ``[M; 1/C]`` (channel axis first, up
+    to 32 channels, any metric but ``laplacian``) and for ``laplacian``; ``h0``'s other batches and the block
+    form of longer channel axes cost more in copies into and out of the batch than they save in calls."""
+    if kernel is laplacian_smooth_:
+        return False
+    if side_by_side(view_shape, dim):
+        dtype = torch.float32 if grad.dtype in (torch.float16, torch.bfloat16) else grad.dtype
+        return channel_operator(group["metric"], view_shape[dim], group["lam"], group["boundary"], dtype,
+                                grad.device) is None
+    return kernel is reweighted_h0_
 
 
 def _validate_options(group: Mapping[str, Any]) -> None:
@@ -225,6 +240,7 @@ class ChannelDirected(Optimizer):
         self._kinds = dict(kinds or {})
         self._names = dict(names or {})
         self._views: dict[tuple[torch.Tensor, str], tuple[tuple[int, ...], int] | None] = {}
+        self._plans: dict[int, tuple[Any, tuple[list[Batch], list[int], list[int]]]] = {}  # _group_plan
         self._linked = False
         super().__init__(base.param_groups, options)  # setdefault our options into base's group dicts
         self.param_groups = base.param_groups
@@ -304,6 +320,39 @@ class ChannelDirected(Optimizer):
             self._views[key] = None if view is None or view[0][view[1]] == 1 else view
         return self._views[key]
 
+    def _group_plan(self, group: Mapping[str, Any]) -> tuple[list[Batch], list[int], list[int]]:
+        """The batches of a group's transformed gradients, the indices of its gradients no probe covers (left
+        untransformed, or written back in a half type, whose float32 result can overflow) and of its sharded
+        (DTensor) ones. Kept while the options and every gradient's presence, dtype, device and strides stay."""
+        params = group["params"]
+        signature = (tuple(group[k] for k in self._options), self.foreach, tuple(
+            (id(p), None) if (g := p.grad) is None else
+            (id(p), g.dtype, g.device, g.layout, g.stride() if g.layout == torch.strided else None) for p in params))
+        cached = self._plans.get(id(group))
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        kernel = _kernel(group)[0]
+        batches: dict[tuple[Any, ...], tuple[list[tuple[torch.Tensor, int]], tuple[int, ...], int]] = {}
+        unprobed, sharded = [], []
+        for index, p in enumerate(params):
+            plan = self._plan(p, group)
+            if p.grad is not None and (plan is None or p.grad.dtype in (torch.float16, torch.bfloat16)):
+                unprobed.append(index)
+            if plan is not None and is_dtensor(p.grad):  # FSDP2 / DTensor: shard-aware, gradgeo.distributed
+                sharded.append(index)
+            elif plan is not None:
+                view_shape, dim = plan
+                alone = (not self.foreach or p.numel() > _BATCH_NUMEL
+                         or (p.grad.device.type == "cpu" and _alone_on_cpu(group, kernel, view_shape, dim, p.grad)))
+                # channel axis first: any shape with the same channel count joins the batch
+                shape = view_shape[dim] if side_by_side(view_shape, dim) else view_shape
+                key = (shape, dim, p.grad.dtype, p.grad.device, index if alone else None)
+                batches.setdefault(key, ([], view_shape, dim))[0].append((p, index))
+        plan_ = ([Batch(members, view_shape, dim, side_by_side(view_shape, dim))
+                  for members, view_shape, dim in batches.values()], unprobed, sharded)
+        self._plans[id(group)] = (signature, plan_)
+        return plan_
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Transform the selected gradients in place, then run ``base.step()``; returns the closure's loss."""
@@ -311,57 +360,49 @@ class ChannelDirected(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        checks: list[tuple[torch.Tensor, tuple[torch.Tensor, Mapping[str, Any], int]]] = []
+        # (probe, its members (parameter, group, index), the batch that splits it per member, or None for one
+        # probe per member): one probe per batch, checked for all at once after the transforms
+        checks: list[tuple[torch.Tensor, list[tuple[torch.Tensor, Mapping[str, Any], int]], Batch | None]] = []
         sharded: list[tuple[ShardedJob, tuple[torch.Tensor, Mapping[str, Any], int]]] = []
-        # gradients no probe covers: left untransformed, or written back in a half type (float32 results can
-        # overflow float16); checked after the transforms, with one max-abs per tensor
+        # gradients no probe covers (left untransformed, or written back in a half type, whose float32 result can
+        # overflow): checked after the transforms, with the probes
         unprobed: list[tuple[torch.Tensor, Mapping[str, Any], int]] = []
         tracked: tuple[list[torch.Tensor], list[torch.Tensor]] | None = ([], []) if self.track_grad_norms else None
         for group in self.param_groups:
+            params = group["params"]
             if group["metric"] == "none":
-                unprobed += [(p, group, i) for i, p in enumerate(group["params"]) if p.grad is not None]
+                unprobed += [(p, group, i) for i, p in enumerate(params) if p.grad is not None]
                 continue
             _validate_options(group)
             kernel, args = _kernel(group)
-            batches: dict[tuple[Any, ...], list[tuple[torch.Tensor, int, tuple[tuple[int, ...], int]]]] = {}
-            for index, p in enumerate(group["params"]):
-                plan = self._plan(p, group)
-                if p.grad is not None and (plan is None or p.grad.dtype in (torch.float16, torch.bfloat16)):
-                    unprobed.append((p, group, index))
-                if plan is not None and is_dtensor(p.grad):  # FSDP2 / DTensor: shard-aware, gradgeo.distributed
-                    strength = group["sigma"] if group["metric"] == "laplacian" else group["lam"]
-                    job = ShardedJob(p.grad, *plan, group["metric"], strength, group["boundary"])
-                    sharded.append((job, (p, group, index)))
-                elif plan is not None:
-                    view_shape, dim = plan
-                    alone = (not self.foreach or p.numel() > _BATCH_NUMEL
-                             or (kernel is reweighted_h0_ and p.grad.device.type == "cpu"))
-                    # channel axis first: any shape with the same channel count joins the batch
-                    shape = view_shape[dim] if math.prod(view_shape[:dim]) == 1 else view_shape
-                    key = (shape, dim, p.grad.dtype, p.grad.device, index if alone else None)
-                    batches.setdefault(key, []).append((p, index, plan))
-            for members in batches.values():
-                grads = [cast(torch.Tensor, p.grad) for p, _, _ in members]  # set: _plan() gave a plan
+            batches, unprobed_indices, sharded_indices = self._group_plan(group)
+            unprobed += [(params[i], group, i) for i in unprobed_indices]
+            for i in sharded_indices:
+                p = params[i]
+                view_shape, dim = cast(tuple[tuple[int, ...], int], self._plan(p, group))  # set: a sharded plan
+                strength = group["sigma"] if group["metric"] == "laplacian" else group["lam"]
+                job = ShardedJob(cast(torch.Tensor, p.grad), view_shape, dim, group["metric"], strength,
+                                 group["boundary"])
+                sharded.append((job, (p, group, i)))
+            for batch in batches:
+                grads = [cast(torch.Tensor, p.grad) for p in batch.members]  # set: _plan() gave a plan
                 if tracked is not None:
                     tracked[0].extend(_norms(grads))
-                probes = _transform_(grads, *members[0][2], kernel, args, group["boundary"])
+                probe = batch.transform_(grads, group["metric"], kernel, args, group["boundary"])
                 if tracked is not None:
                     tracked[1].extend(_norms(grads))
-                checks.extend((probe, (p, group, i)) for probe, (p, i, _) in zip(probes, members))
+                checks.append((probe, [(p, group, i) for p, i in zip(batch.members, batch.indices)], batch))
         if sharded and tracked is not None:
             raise ValueError("track_grad_norms does not cover sharded (DTensor, FSDP2) gradients; turn it off")
         if sharded:
             probes = transform_dtensors_([job for job, _ in sharded])
-            checks.extend((probe, member) for probe, (_, member) in zip(probes, sharded))
-        for part in (
-            [m for m in unprobed if not is_dtensor(m[0].grad)], [m for m in unprobed if is_dtensor(m[0].grad)]
-        ):
-            if part:  # as clip_grad_norm_: a DTensor's norm is reduced over its shards, so all ranks agree
-                grads = [p.grad for p, _, _ in part if p.grad is not None]  # all: unprobed holds set gradients
-                values = [g._values() if g.is_sparse else g for g in grads]
-                norms = [cast("DTensor", n).full_tensor() if is_dtensor(n) else n
-                         for n in torch._foreach_norm(values, math.inf)]
-                checks.extend(zip(norms, part))
+            checks.extend((probe, [member], None) for probe, (_, member) in zip(probes, sharded))
+        for member in unprobed:  # the gradient itself is its probe
+            grad = cast(torch.Tensor, member[0].grad)  # set: unprobed holds set gradients
+            grad = grad._values() if grad.is_sparse else grad
+            if is_dtensor(grad):  # as clip_grad_norm_: a DTensor's norm is reduced over its shards, so all agree
+                grad = cast("DTensor", torch.linalg.vector_norm(grad, math.inf)).full_tensor()
+            checks.append((grad, [member], None))
         if checks and not self._all_finite(checks):
             self.skipped_steps += 1
             return loss
@@ -393,55 +434,30 @@ class ChannelDirected(Optimizer):
         self._norm_sums, self._norm_steps = None, 0
         return {"grad_norm_before": before, "grad_norm_after": after}
 
-    def _all_finite(self, checks: list[tuple[torch.Tensor, tuple[torch.Tensor, Any, int]]]) -> bool:
-        if bool(torch.cat([probe.reshape(-1) for probe, _ in checks]).isfinite().all()):  # one check for all
+    def _all_finite(self, checks: list[tuple[torch.Tensor, list[tuple[torch.Tensor, Any, int]], Batch | None]]
+                    ) -> bool:
+        """Whether every probe is finite: one L2 norm per probe (a multi-tensor call), one host sync. A norm
+        also overflows for finite entries (above ~1e19 in float32): then every entry is looked at."""
+        norms = torch._foreach_norm([probe for probe, _, _ in checks], 2)
+        if bool(torch.stack(norms).isfinite().all()):
+            return True
+        culprits = []
+        for probe, members, batch in checks:
+            parts = batch.split(probe) if batch is not None else [probe]
+            culprits += [member for part, member in zip(parts, members) if not bool(part.isfinite().all())]
+        if not culprits:
             return True
         if self.nonfinite == "skip":
             return False
-        for probe, (p, group, index) in checks:
-            if not bool(torch.isfinite(probe).all()):
-                raise FloatingPointError(
-                        f"non-finite gradient (NaN or Inf) in {self._name(p, group, index)}; lower the learning "
-                        "rate or use a GradScaler, or pass nonfinite='skip' to skip such steps")
-        raise AssertionError("unreachable: a flag was false but no parameter was")
+        p, group, index = culprits[0]
+        raise FloatingPointError(
+            f"non-finite gradient (NaN or Inf) in {self._name(p, group, index)}; lower the learning rate or use a "
+            "GradScaler, or pass nonfinite='skip' to skip such steps")
 
 
 def _norms(grads: list[torch.Tensor]) -> list[torch.Tensor]:
     """The float32 L2 norm of each gradient (for ``track_grad_norms``)."""
     return list(torch._foreach_norm(grads, dtype=torch.float32))
-
-
-def _transform_(
-    grads: list[torch.Tensor],
-    view_shape: tuple[int, ...],
-    dim: int,
-    kernel: Callable[..., torch.Tensor],
-    args: tuple[Any, ...],
-    boundary: str,
-) -> list[torch.Tensor]:
-    """Transform gradients in place as one batch; returns one probe per gradient.
-
-    The gradients share ``view_shape``, or, when the channel axis comes first in it, only the channel count:
-    then their columns are laid side by side (any shapes) and transformed in one call.
-    """
-    extra = () if kernel in (reweighted_h0_, laplacian_smooth_) else (boundary,)
-    half = grads[0].dtype in (torch.float16, torch.bfloat16)
-    if len(grads) == 1 and not half and (grads[0].is_contiguous() or tuple(grads[0].shape) == view_shape):
-        work = grads[0].view(view_shape) if grads[0].is_contiguous() else grads[0]
-        return [kernel(work, *args, dim, *extra)]
-    c = view_shape[dim]
-    if math.prod(view_shape[:dim]) == 1:
-        columns = [g.numel() // c for g in grads]
-        work = torch.cat([g.reshape(c, -1) for g in grads], 1)
-        work = work.float() if half else work
-        probe = kernel(work, *args, 0, *extra)  # per column: (P, ., columns), split like the work
-        torch._foreach_copy_(grads, [w.view(g.shape) for w, g in zip(work.split(columns, 1), grads)])
-        return list(probe.split(columns, -1))
-    stacked = torch.stack([g.reshape(view_shape) for g in grads])
-    work = stacked.float() if half else stacked
-    probe = kernel(work, *args, dim + 1, *extra)
-    torch._foreach_copy_(grads, [w.view(g.shape) for w, g in zip(work.unbind(0), grads)])
-    return list(probe.reshape(len(grads), -1).unbind(0))
 
 
 def channel_directed(

@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 
 from gradgeo.channel._axis import Boundary, _as_3d, _channel_mean
-from gradgeo.channel._blocks import block_form, block_transform_
+from gradgeo.channel._blocks import _DENSE_MAX, block_form, block_transform_, dense_operator
 
 __all__ = [
     "BOUNDARIES",
@@ -101,6 +101,11 @@ def _pure(kernel, grad: torch.Tensor, strength: float, dim: int, *rest) -> torch
 
 
 # -------------------------------------------------------------------------------------- re-weighted H0
+
+
+def _reweighted_h0_scan_(x: torch.Tensor, lam: float, dim: int, boundary: Boundary) -> torch.Tensor:
+    """:func:`reweighted_h0_` with the kernel signature of the other metrics (h0 has no boundary)."""
+    return reweighted_h0_(x, lam, dim)
 
 
 def reweighted_h0_(x: torch.Tensor, lam: float, dim: int = 0) -> torch.Tensor:
@@ -337,6 +342,17 @@ def h1(grad: torch.Tensor, lam: float, dim: int = 0, boundary: Boundary = "neuma
     """
     _check_boundary(boundary)
     return _pure(h1_, grad, _check_positive("lam", lam), dim, boundary)
+
+
+def channel_operator(metric: str, c: int, lam: float, boundary: Boundary, dtype: torch.dtype,
+                     device: torch.device) -> torch.Tensor | None:
+    """``[M; 1/C]``, the ``(C + 1) x C`` matrix of ``metric``'s transform along ``c <= 32`` channels with the
+    channel mean as its last row (``_blocks.dense_operator``), or None for longer axes. Built once per
+    arguments; one product with it transforms many gradients laid side by side (``ChannelDirected.step``)."""
+    if not 2 <= c <= _DENSE_MAX:
+        return None
+    scan = {"h0": _reweighted_h0_scan_, "sobolev": _sobolev_scan_, "h1": _h1_scan_}[metric]
+    return dense_operator(scan, c, lam, boundary, dtype, device)
 
 
 # ------------------------------------------------------------------------------- Laplacian smoothing
