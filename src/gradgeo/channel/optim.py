@@ -171,8 +171,11 @@ class ChannelDirected(Optimizer):
             A transformed float32/float64 gradient is checked on the probe its transform computes anyway
             (non-finite exactly when the input was; a finite input overflows only if ``|G| / lam`` passes
             3e38); untransformed gradients, and half-precision ones after the float32 result is written
-            back (float16 overflows at small ``lam``), by one max-abs per tensor.
-        foreach: batch small parameters of equal shape into one transform call (default: on).
+            back (float16 overflows at small ``lam``), as their own probes. All probes are checked by one
+            multi-tensor L2 norm and one host sync per step, entry by entry only when a norm is not finite.
+        foreach: transform small gradients in batches, a few calls per batch: gradients with the channel
+            axis first and the same channel count side by side, others of equal shape stacked; the batches
+            are planned once and kept while the gradients' shapes and layouts stay (default: on).
         track_grad_norms: record, at every step, the L2 norm of the selected gradients (all of them together)
             before and after the transform, for :meth:`pop_grad_norms`; off by default, when it reads
             nothing extra. Settable later as the attribute of the same name.
