@@ -6,7 +6,8 @@
 # this checkout) for committing, each run within two minutes of its end; a new machine starts from the
 # committed runs.
 #   bash scripts/campaign-full.sh [CLONE_DIR]     (COMMIT=<sha> pins another commit for a new campaign; JOBS=2;
-#                                                 STAGES="..." runs only these results/<stage>/run.sh, in order)
+#                                                 STAGES="..." runs only these results/<stage>/run.sh, in order;
+#                                                 STAGE@1,2,3,4,5 with those seeds)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 CLONE=${1:-/root/gradgeo-campaign}
@@ -34,14 +35,21 @@ land() {  # copy a stage's outputs next to its run.sh in $DEST: tables, plots, e
 seed() {  # runs finished in an earlier session (committed by land) count as finished here too
   if [ -d "$DEST/results/$1/runs" ]; then mkdir -p "runs/$1" && cp -rn "$DEST/results/$1/runs" "runs/$1/"; fi
 }
-for stage in ${STAGES:-full-cifar-tune full-cifar-final full-cifar-analyze full-anytime-branched}; do
-  # a stage whose results are committed is done (analyze needs checkpoints a new machine does not have);
-  # naming it in STAGES runs it again (e.g. STAGES=full-cifar-final SEEDS="4 5")
-  if [ -z "${STAGES:-}" ] && { [ -f "$DEST/results/$stage/summary.json" ] || [ -s "$DEST/results/$stage/analyze.txt" ]; }; then
-    echo "== $stage: done (results/$stage is committed; STAGES=$stage runs it again)"
+# STAGE@SEEDS (comma-separated) runs a stage with those seeds: the committed runs of the others are reused, so
+# full-cifar-final@1,2,3,4,5 adds seeds 4 and 5 to the 3-seed finals and lands the 5-seed table
+for entry in ${STAGES:-full-cifar-tune full-cifar-final full-cifar-analyze full-anytime-branched full-cifar-final@1,2,3,4,5}; do
+  stage=${entry%@*} asked=""
+  if [ "$entry" != "$stage" ]; then asked=${entry#*@}; asked=${asked//,/ }; fi
+  # a stage whose results are committed (with the seeds asked, if any) is done (analyze needs checkpoints a
+  # new machine does not have); naming it in STAGES runs it again
+  committed=$DEST/results/$stage
+  if [ -z "${STAGES:-}" ] && { [ -s "$committed/analyze.txt" ] || { [ -f "$committed/summary.json" ] && { [ -z "$asked" ] ||
+      python3 -c 'import json, sys; sys.exit(json.load(open(sys.argv[1]))["seeds"] != [int(s) for s in sys.argv[2:]])' \
+        "$committed/summary.json" $asked; }; }; }; then
+    echo "== $entry: done (results/$stage is committed; STAGES=$entry runs it again)"
     continue
   fi
-  echo "== $stage ($(date -u +%FT%TZ))"
+  echo "== $entry ($(date -u +%FT%TZ))"
   if [ "$stage" = full-cifar-analyze ]; then  # needs the finals' checkpoints
     bash "results/$stage/run.sh" > "runs/$stage.txt"
     mkdir -p "$DEST/results/$stage" && cp "runs/$stage.txt" "$DEST/results/$stage/analyze.txt"
@@ -51,7 +59,8 @@ for stage in ${STAGES:-full-cifar-tune full-cifar-final full-cifar-analyze full-
   # land each run as it finishes, not only at the stage's end: a session that stops mid-stage keeps them
   (while sleep "${LAND_EVERY:-120}"; do land "$stage" 2>/dev/null || true; done) &
   lander=$!
-  TUNE_SUMMARY="$DEST/results/full-cifar-tune/summary.json" bash "results/$stage/run.sh" | tee "runs/$stage.log"
+  SEEDS=${asked:-${SEEDS:-}} TUNE_SUMMARY="$DEST/results/full-cifar-tune/summary.json" bash "results/$stage/run.sh" |
+    tee "runs/$stage.log"
   kill "$lander" 2>/dev/null || true
   cp "runs/$stage.log" "runs/$stage/table.txt"
   land "$stage"
