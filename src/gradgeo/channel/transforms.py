@@ -20,6 +20,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -371,13 +372,22 @@ def laplacian_smooth_(x: torch.Tensor, sigma: float, dim: int = 0) -> torch.Tens
     n = x.shape[dim]
     if n > _FFT_MAX or n == 1 or sigma == 0.0:
         return _tridiagonal_solve_(x, sigma, "periodic", dim)
-    k = torch.arange(n // 2 + 1, device=x.device, dtype=torch.float64)
     shape = [1] * x.dim()
     shape[dim] = n // 2 + 1
-    denominator = (1 + 4 * sigma * torch.sin(math.pi * k / n) ** 2).to(x.dtype).view(shape)
-    smoothed = torch.fft.irfft(torch.fft.rfft(x, dim=dim) / denominator, n=n, dim=dim)
-    x.copy_(smoothed)
-    return smoothed.narrow(dim, 0, 1)
+    spectrum = torch.fft.rfft(x, dim=dim)
+    spectrum.mul_(_laplacian_gains(n, sigma, x.dtype, x.device).view(shape))
+    if x.is_contiguous():  # the inverse transform writes into x: no copy
+        torch.fft.irfft(spectrum, n=n, dim=dim, out=x)
+    else:
+        x.copy_(torch.fft.irfft(spectrum, n=n, dim=dim))
+    return x.narrow(dim, 0, 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _laplacian_gains(n: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``1 / (1 + 4 sigma sin^2(pi k / n))`` for the ``n // 2 + 1`` modes of a real FFT, computed in float64."""
+    k = torch.arange(n // 2 + 1, dtype=torch.float64)
+    return (1 / (1 + 4 * sigma * torch.sin(math.pi * k / n) ** 2)).to(device=device, dtype=dtype)
 
 
 def laplacian_smooth(grad: torch.Tensor, sigma: float) -> torch.Tensor:
