@@ -268,7 +268,7 @@ def test_smoothing_view_rejects_unknown_names():
         T.smoothing_view((4, 4), "out", "conv")
 
 
-@pytest.mark.parametrize("c", [33, 48, 96, 100, 512, 1000])  # one block up to 32, then blocks of 16 ... 10
+@pytest.mark.parametrize("c", [33, 48, 96, 100, 512, 1000])  # one block up to 32, then blocks of 32 ... 8
 @pytest.mark.parametrize("lam", [1e-300, 1e-9, 1e-3, 0.1, 30.0, 1e9])  # rho from ~0 (h1 ~ identity) to ~1
 @pytest.mark.parametrize("boundary", T.BOUNDARIES)
 def test_block_form_equals_the_scans_at_extreme_strength(c, lam, boundary):
@@ -289,6 +289,23 @@ def test_block_form_equals_the_scans_at_extreme_strength(c, lam, boundary):
             out = g.to(dtype, copy=True)
             kernel(out, lam, 0, boundary)
             assert ((out.double() - expected).abs().max() / scale).item() < tolerance
+
+
+def test_block_form_on_large_gradients_reuses_its_scratch_buffer():
+    """Above B._SCRATCH_NUMEL the stacked input lives in a kept buffer: gradients of different sizes, one
+    after the other (the buffer grows, then a smaller one reuses it), each match a dense product with the
+    operator that the scan gives on the identity (an independent construction of the same matrix)."""
+    for c, q in ((64, 4096), (128, 4096), (64, 4100)):
+        g = torch.randn(c, q, dtype=F64)
+        for metric, kernel, scan in (("sobolev", T.sobolev_, T._sobolev_scan_), ("h1", T.h1_, T._h1_scan_)):
+            op = B.block_form(metric, scan, g, 0, 0.05, "neumann")
+            assert op is not None and op.reduce is not None
+            assert c * (op.length + op.reduce.shape[0]) * q // op.length >= B._SCRATCH_NUMEL
+            operator = torch.eye(c, dtype=F64)
+            scan(operator, 0.05, 0, "neumann")
+            out = g.clone()
+            kernel(out, 0.05, 0, "neumann")
+            torch.testing.assert_close(out, operator @ g, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("c", [48, 512])
