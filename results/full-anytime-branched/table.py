@@ -1,0 +1,56 @@
+"""Per-exit table of full-anytime-branched from the committed runs (result.json), paired by seed against
+`sum`, with the early-exit test accuracy at three FLOPs budgets: python results/full-anytime-branched/table.py"""
+
+import json
+from pathlib import Path
+
+from gradgeo.experiments.stats import mean_ci, paired_test
+
+ROOT = Path(__file__).resolve().parent / "runs"
+SPECS = {"sum": "sum", "osgd": "osgd", "osgd_granularity=tensor": "osgd:granularity=tensor"}
+PICKS = [2, 4, 6]  # early-exit budgets shown (indices into result.json's early_exit)
+
+
+def load() -> tuple[dict[str, dict[int, dict]], list[float], list[float]]:
+    """{label: {seed: {"exits", "train", "early"}}}, the exit FLOPs and the early-exit budgets."""
+    runs: dict[str, dict[int, dict]] = {}
+    flops: list[float] = []
+    budgets: list[float] = []
+    for directory, label in SPECS.items():
+        for path in sorted((ROOT / directory).glob("seed-*/result.json")):
+            result = json.loads(path.read_text())
+            last = result["history"][-1]
+            runs.setdefault(label, {})[int(path.parent.name.split("-")[1])] = {
+                "exits": last["test_exit_acc"],
+                "train": last["train_exit_acc"][-1],
+                "early": [b["test_acc"] for b in result["early_exit"]],
+            }
+            flops, budgets = result["exit_flops"], [b["budget"] for b in result["early_exit"]]
+    return runs, flops, budgets
+
+
+def cell(runs: dict[int, dict], baseline: dict[int, dict] | None, key: str, index: int) -> str:
+    text = mean_ci([runs[s][key][index] for s in sorted(runs)]).format()
+    if baseline is not None:
+        common = [s for s in sorted(runs) if s in baseline]
+        test = paired_test([runs[s][key][index] for s in common], [baseline[s][key][index] for s in common])
+        text += f" ({test.difference.mean * 100:+.2f}, p {test.p_value:.2f})"
+    return text
+
+
+def main() -> None:
+    runs, flops, budgets = load()
+    header = [f"exit {e + 1} ({f / 1e6:.1f} MFLOPs)" for e, f in enumerate(flops)]
+    header += [f"early exit, {budgets[i] / 1e6:.1f} MFLOPs" for i in PICKS]
+    print("| method | seeds | " + " | ".join(header) + f" | train acc, exit {len(flops)} |")
+    print("|---" * (len(header) + 3) + "|")
+    for label, by_seed in runs.items():
+        baseline = None if label == "sum" else runs["sum"]
+        cells = [cell(by_seed, baseline, "exits", e) for e in range(len(flops))]
+        cells += [cell(by_seed, baseline, "early", i) for i in PICKS]
+        train = mean_ci([by_seed[s]["train"] for s in sorted(by_seed)]).format()
+        print(f"| `{label}` | {','.join(map(str, sorted(by_seed)))} | " + " | ".join(cells) + f" | {train} |")
+
+
+if __name__ == "__main__":
+    main()
