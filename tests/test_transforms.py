@@ -291,21 +291,31 @@ def test_block_form_equals_the_scans_at_extreme_strength(c, lam, boundary):
             assert ((out.double() - expected).abs().max() / scale).item() < tolerance
 
 
-def test_block_form_on_large_gradients_reuses_its_scratch_buffer():
-    """Above B._SCRATCH_NUMEL the stacked input lives in a kept buffer: gradients of different sizes, one
-    after the other (the buffer grows, then a smaller one reuses it), each match a dense product with the
-    operator that the scan gives on the identity (an independent construction of the same matrix)."""
-    for c, q in ((64, 4096), (128, 4096), (64, 4100)):
-        g = torch.randn(c, q, dtype=F64)
-        for metric, kernel, scan in (("sobolev", T.sobolev_, T._sobolev_scan_), ("h1", T.h1_, T._h1_scan_)):
-            op = B.block_form(metric, scan, g, 0, 0.05, "neumann")
-            assert op is not None and op.reduce is not None
-            assert c * (op.length + op.reduce.shape[0]) * q // op.length >= B._SCRATCH_NUMEL
-            operator = torch.eye(c, dtype=F64)
-            scan(operator, 0.05, 0, "neumann")
-            out = g.clone()
-            kernel(out, 0.05, 0, "neumann")
-            torch.testing.assert_close(out, operator @ g, rtol=1e-10, atol=1e-12)
+@pytest.mark.parametrize("c, q", [(64, 4096), (512, 4100), (96, 7)])  # chunks of 1 block, 1 block, all
+def test_block_form_in_chunks_matches_the_dense_operator(c, q):
+    """On CPU the blocks go through the product a cache-sized chunk at a time (one block per chunk for large
+    q, every block in one for small q); the result is a dense product with the operator that the scan gives
+    on the identity (an independent construction of the same matrix), with channels along dim 0 and dim 1."""
+    g = torch.randn(c, q, dtype=F64)
+    for metric, kernel, scan in (("sobolev", T.sobolev_, T._sobolev_scan_), ("h1", T.h1_, T._h1_scan_)):
+        op = B.block_form(metric, scan, g, 0, 0.05, "neumann")
+        assert op is not None and op.reduce is not None
+        operator = torch.eye(c, dtype=F64)
+        scan(operator, 0.05, 0, "neumann")
+        out = g.clone()
+        kernel(out, 0.05, 0, "neumann")
+        torch.testing.assert_close(out, operator @ g, rtol=1e-10, atol=1e-12)
+        out = g.T.contiguous()
+        kernel(out, 0.05, 1, "neumann")
+        torch.testing.assert_close(out, (operator @ g).T, rtol=1e-10, atol=1e-12)
+
+
+def test_block_form_chunk_sizes():
+    blocks = torch.empty(16, 32, 4608)  # ResNet-18's 512-channel convs: one block of 35 x 4608 floats is > 512 KiB
+    assert B._chunk_blocks(blocks, 35) == 1
+    assert B._chunk_blocks(torch.empty(4, 32, 9), 35) == 4  # small: every block at once
+    assert B._chunk_blocks(torch.empty(4096, 32, 9), 35) == B._CHUNK_BYTES // (35 * 9 * 4)
+    assert B._chunk_blocks(torch.empty(16, 32, 4608, device="meta"), 35) == 16  # not CPU: one product
 
 
 @pytest.mark.parametrize("c", [48, 512])
