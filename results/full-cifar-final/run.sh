@@ -4,7 +4,7 @@
 # only: the best SGD cell (the baseline), the best h0 cell, and the best cell of h1 and sobolev together.
 set -euo pipefail
 source .venv/bin/activate  # from the repository root
-TUNE=${TUNE_SUMMARY:-results/full-cifar-tune/summary.json}
+TUNE=${RESULTS:-results}/full-cifar-tune/summary.json  # RESULTS: where the campaign lands results (its checkout)
 SPECS=$(python scripts/pick_tuned.py "$TUNE")
 echo "finals: $SPECS"
 OMP_NUM_THREADS=1 gradgeo compare $SPECS \
