@@ -5,18 +5,26 @@
 # plots, and each finished run's result.json and metrics.jsonl, are copied to $DEST/results/<stage>/ (default:
 # this checkout) for committing, each run within two minutes of its end; a new machine starts from the
 # committed runs.
-#   bash scripts/campaign-full.sh [CLONE_DIR]     (COMMIT=<sha> pins another commit for a new campaign; JOBS=2;
+#   bash scripts/campaign-full.sh [CLONE_DIR]     (default /root/gradgeo-campaign-<commit>; COMMIT=<sha> pins
+#                                                 another commit; JOBS=2;
 #                                                 STAGES="..." runs only these results/<stage>/run.sh, in order;
 #                                                 STAGE@1,2,3,4,5 with those seeds)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-CLONE=${1:-/root/gradgeo-campaign}
-COMMIT=${COMMIT:-daabfd52eacdb3aa0f35e59272ad14335388d2a4}  # the commit the campaign started from (2026-12-02)
+# the commit the campaign runs at: daabfd5 ran the stages up to full-cifar-final@1,2,3,4,5 (2026-12-02); the
+# Laplacian stages run at this one (2026-12-03)
+COMMIT=${COMMIT:-57dfade88c9bf0b4fe5db946d2b2b2a6ed0bbbcc}
+CLONE=${1:-/root/gradgeo-campaign-${COMMIT:0:7}}
 DEST=${DEST:-$here}
 export CIFAR_DIR=${CIFAR_DIR:-$(cd "$here/../shared/data/cifar10-jpeg75" && pwd)}
 if [ ! -d "$CLONE/.git" ]; then
   git clone -q --no-checkout "$here" "$CLONE"
   git -C "$CLONE" checkout -q "$COMMIT"
+fi
+at=$(git -C "$CLONE" rev-parse HEAD)
+if [ "$at" != "$(git -C "$CLONE" rev-parse "$COMMIT^{commit}")" ]; then
+  echo "campaign-full.sh: $CLONE is at ${at:0:7}, not at COMMIT ${COMMIT:0:7}; pass another CLONE_DIR (or COMMIT=${at:0:7})" >&2
+  exit 2
 fi
 echo "campaign in $CLONE at $(git -C "$CLONE" rev-parse --short HEAD); data $CIFAR_DIR"
 cd "$CLONE"
@@ -37,7 +45,8 @@ seed() {  # runs finished in an earlier session (committed by land) count as fin
 }
 # STAGE@SEEDS (comma-separated) runs a stage with those seeds: the committed runs of the others are reused, so
 # full-cifar-final@1,2,3,4,5 adds seeds 4 and 5 to the 3-seed finals and lands the 5-seed table
-for entry in ${STAGES:-full-cifar-tune full-cifar-final full-cifar-analyze full-anytime-branched full-cifar-final@1,2,3,4,5}; do
+for entry in ${STAGES:-full-cifar-tune full-cifar-final full-cifar-analyze full-anytime-branched full-cifar-final@1,2,3,4,5 \
+    full-cifar-laplacian-tune full-cifar-laplacian}; do
   stage=${entry%@*} asked=""
   if [ "$entry" != "$stage" ]; then asked=${entry#*@}; asked=${asked//,/ }; fi
   # a stage whose results are committed (with the seeds asked, if any) is done (analyze needs checkpoints a
@@ -59,7 +68,7 @@ for entry in ${STAGES:-full-cifar-tune full-cifar-final full-cifar-analyze full-
   # land each run as it finishes, not only at the stage's end: a session that stops mid-stage keeps them
   (while sleep "${LAND_EVERY:-120}"; do land "$stage" 2>/dev/null || true; done) &
   lander=$!
-  SEEDS=${asked:-${SEEDS:-}} TUNE_SUMMARY="$DEST/results/full-cifar-tune/summary.json" bash "results/$stage/run.sh" |
+  SEEDS=${asked:-${SEEDS:-}} RESULTS="$DEST/results" bash "results/$stage/run.sh" |
     tee "runs/$stage.log"
   kill "$lander" 2>/dev/null || true
   cp "runs/$stage.log" "runs/$stage/table.txt"
