@@ -142,9 +142,11 @@ def _block_operator(metric: str, scan: Scan, c: int, lam: float, boundary: Bound
 # On CPU the blocks are transformed a chunk at a time, each chunk's stacked input ([block; coefficients]) at
 # most _CHUNK_BYTES (or one block), so that it stays in the core's cache (512 KiB to 2 MiB of L2 on current
 # server CPUs) between the copy that stacks it and the product that reads it: the gradient is then read twice
-# from memory and written once. Measured (ResNet-18 shapes, one thread, the transform alone): the whole
-# tensor at once cost 2.8-2.9x a memcpy of the gradients, chunks of at most 256 KiB to 1 MiB 2.2-2.5x. On
-# other devices (where every launch counts) and while compiling, one chunk.
+# from memory and written once. Chunks of 256 KiB to 1 MiB measured alike, 2 MiB and the whole tensor at
+# once slower (ResNet-18 shapes, one thread); with this, `python benchmarks/transforms.py --threads 1` has
+# sobolev and h1 add 3.1-3.8x and 2.3-3.0x a memcpy to the step there, against 3.8-5.2x and 3.7-3.9x with
+# blocks of 16, unchunked, and the scans above 2^21 elements (results/REPORT.md, "Speed"). On other devices
+# (where every launch counts) and while compiling, one chunk.
 _CHUNK_BYTES = 512 << 10
 
 
@@ -178,11 +180,15 @@ def block_transform_(x: torch.Tensor, dim: int, op: _Blocks) -> torch.Tensor:
         step = _chunk_blocks(blocks, length + r)
         stacked = blocks.new_empty((step, length + r, q))
         diagonal = op.diagonal.expand(step, -1, -1)
-        for start in range(0, len(blocks), step):
-            chunk = blocks[start:start + step]
-            n = len(chunk)
-            torch.cat([chunk, coefficients[start:start + step]], 1, out=stacked[:n])
-            torch.bmm(diagonal[:n], stacked[:n], out=chunk)
+        if step == len(blocks):  # one chunk (small tensors, other devices): no views to make
+            torch.cat([blocks, coefficients], 1, out=stacked)
+            torch.bmm(diagonal, stacked, out=blocks)
+        else:
+            for start in range(0, len(blocks), step):
+                chunk = blocks[start:start + step]
+                n = len(chunk)
+                torch.cat([chunk, coefficients[start:start + step]], 1, out=stacked[:n])
+                torch.bmm(diagonal[:n], stacked[:n], out=chunk)
     if copied:
         x.copy_(v.view(x.shape))
     return probe
