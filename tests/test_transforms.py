@@ -318,6 +318,16 @@ def test_block_form_chunk_sizes():
     assert B._chunk_blocks(torch.empty(16, 32, 4608, device="meta"), 35) == 16  # not CPU: one product
 
 
+@pytest.mark.parametrize("shape, dim", [((64, 0), 0), ((64, 0, 3, 3), 0), ((0, 64, 3), 1), ((16, 0), 0)])
+@pytest.mark.parametrize("fn", [T.reweighted_h0, T.sobolev, T.h1, T.laplacian_smooth])
+def test_empty_gradients_come_back_empty(shape, dim, fn):
+    """A gradient with no elements (a zero-width layer) passes through every metric, block form (64 channels)
+    and dense (16) alike, with its shape."""
+    g = torch.empty(shape)
+    out = fn(g, 1.0) if fn is T.laplacian_smooth else fn(g, 0.1, dim)
+    assert out.shape == g.shape
+
+
 @pytest.mark.parametrize("c", [48, 512])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_block_form_in_half_types(c, dtype):

@@ -154,7 +154,7 @@ def _chunk_blocks(blocks: torch.Tensor, rows: int) -> int:
     """How many of ``blocks`` (``n x length x q``) to transform per product, ``rows`` stacked rows each."""
     if blocks.device.type != "cpu" or torch.compiler.is_compiling():
         return len(blocks)
-    per_block = rows * blocks.shape[2] * blocks.element_size()
+    per_block = max(1, rows * blocks.shape[2] * blocks.element_size())  # 0 for an empty gradient
     return max(1, min(len(blocks), _CHUNK_BYTES // per_block))
 
 
@@ -174,9 +174,10 @@ def block_transform_(x: torch.Tensor, dim: int, op: _Blocks) -> torch.Tensor:
         probe = product[:, c:]
     else:
         length, r = op.length, op.reduce.shape[0]
-        blocks = v.view(-1, length, q)
+        nb = c // length
+        blocks = v.view(p * nb, length, q)  # sizes spelled out: -1 is ambiguous for an empty gradient
         probe = torch.matmul(op.reduce, blocks)  # (p nb, r, q)
-        coefficients = torch.matmul(op.couple, probe.view(p, -1, q)).view(-1, r, q)
+        coefficients = torch.matmul(op.couple, probe.view(p, nb * r, q)).view(p * nb, r, q)
         step = _chunk_blocks(blocks, length + r)
         stacked = blocks.new_empty((step, length + r, q))
         diagonal = op.diagonal.expand(step, -1, -1)
