@@ -26,7 +26,7 @@ if [ "$at" != "$(git -C "$CLONE" rev-parse "$COMMIT^{commit}")" ]; then
   echo "campaign-full.sh: $CLONE is at ${at:0:7}, not at COMMIT ${COMMIT:0:7}; pass another CLONE_DIR (or COMMIT=${at:0:7})" >&2
   exit 2
 fi
-echo "campaign in $CLONE at $(git -C "$CLONE" rev-parse --short HEAD); data $CIFAR_DIR"
+echo "campaign in $CLONE at ${at:0:7}; data $CIFAR_DIR"
 cd "$CLONE"
 mkdir -p runs
 [ -x .venv/bin/gradgeo ] || EXTRAS=harness bash scripts/setup.sh

@@ -181,15 +181,11 @@ def block_transform_(x: torch.Tensor, dim: int, op: _Blocks) -> torch.Tensor:
         step = _chunk_blocks(blocks, length + r)
         stacked = blocks.new_empty((step, length + r, q))
         diagonal = op.diagonal.expand(step, -1, -1)
-        if step == len(blocks):  # one chunk (small tensors, other devices): no views to make
-            torch.cat([blocks, coefficients], 1, out=stacked)
-            torch.bmm(diagonal, stacked, out=blocks)
-        else:
-            for start in range(0, len(blocks), step):
-                chunk = blocks[start:start + step]
-                n = len(chunk)
-                torch.cat([chunk, coefficients[start:start + step]], 1, out=stacked[:n])
-                torch.bmm(diagonal[:n], stacked[:n], out=chunk)
+        for start in range(0, len(blocks), step):
+            chunk = blocks[start:start + step]
+            n = len(chunk)
+            torch.cat([chunk, coefficients[start:start + step]], 1, out=stacked[:n])
+            torch.bmm(diagonal[:n], stacked[:n], out=chunk)
     if copied:
         x.copy_(v.view(x.shape))
     return probe
