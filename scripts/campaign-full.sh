@@ -12,8 +12,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 # the commit the campaign runs at: daabfd5 ran the stages up to full-cifar-final@1,2,3,4,5 (2026-12-02); the
-# Laplacian stages run at this one (2026-12-03)
-COMMIT=${COMMIT:-57dfade88c9bf0b4fe5db946d2b2b2a6ed0bbbcc}
+# Laplacian stages at 57dfade (2026-12-03); the nested network's stage runs at this one (2026-12-03)
+COMMIT=${COMMIT:-673e236da5ef5bd342650cb4b534a1ecd27db328}
 CLONE=${1:-/root/gradgeo-campaign-${COMMIT:0:7}}
 DEST=${DEST:-$here}
 export CIFAR_DIR=${CIFAR_DIR:-$(cd "$here/../shared/data/cifar10-jpeg75" && pwd)}
@@ -46,7 +46,7 @@ seed() {  # runs finished in an earlier session (committed by land) count as fin
 # STAGE@SEEDS (comma-separated) runs a stage with those seeds: the committed runs of the others are reused, so
 # full-cifar-final@1,2,3,4,5 adds seeds 4 and 5 to the 3-seed finals and lands the 5-seed table
 for entry in ${STAGES:-full-cifar-tune full-cifar-final full-cifar-analyze full-anytime-branched full-cifar-final@1,2,3,4,5 \
-    full-cifar-laplacian-tune full-cifar-laplacian}; do
+    full-cifar-laplacian-tune full-cifar-laplacian full-anytime-nested}; do
   stage=${entry%@*} asked=""
   if [ "$entry" != "$stage" ]; then asked=${entry#*@}; asked=${asked//,/ }; fi
   # a stage whose results are committed (with the seeds asked, if any) is done (analyze needs checkpoints a
