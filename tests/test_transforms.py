@@ -91,11 +91,14 @@ def test_laplacian_smooth_equals_dense_inverse(shape, sigma):
     torch.testing.assert_close(T.laplacian_smooth(g, sigma), expected, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("shape", [(16, 8, 3, 3), (T._FFT_MAX + 3,)])  # the FFT and the recurrence paths
+# block form (rows of 32, and one block of 6), the FFT (a prime length: no block length) and the recurrences
+# (a prime above _FFT_MAX)
+@pytest.mark.parametrize("shape", [(16, 8, 3, 3), (2, 3), (1009,), (131101,)])
 def test_laplacian_smooth_matches_the_fourier_definition(shape):
     """DESIGN.md 1c: mode k of the flattened tensor is divided by 1 + 4 sigma sin^2(pi k / n)."""
     g = torch.randn(shape, dtype=F64)
     n, sigma = g.numel(), 1.5
+    assert (B.ring_form(n, sigma, F64, g.device) is None) == (n in (1009, 131101))
     k = torch.arange(n, dtype=F64)
     expected = torch.fft.ifft(torch.fft.fft(g.reshape(-1)) / (1 + 4 * sigma * torch.sin(math.pi * k / n) ** 2))
     torch.testing.assert_close(T.laplacian_smooth(g, sigma), expected.real.reshape(g.shape))
@@ -312,10 +315,73 @@ def test_block_form_in_chunks_matches_the_dense_operator(c, q):
 
 def test_block_form_chunk_sizes():
     blocks = torch.empty(16, 32, 4608)  # ResNet-18's 512-channel convs: one block of 35 x 4608 floats is > 512 KiB
-    assert B._chunk_blocks(blocks, 35) == 1
-    assert B._chunk_blocks(torch.empty(4, 32, 9), 35) == 4  # small: every block at once
-    assert B._chunk_blocks(torch.empty(4096, 32, 9), 35) == B._CHUNK_BYTES // (35 * 9 * 4)
-    assert B._chunk_blocks(torch.empty(16, 32, 4608, device="meta"), 35) == 16  # not CPU: one product
+    assert B._chunk(blocks, 35 * 4608 * 4) == 1
+    assert B._chunk(torch.empty(4, 32, 9), 35 * 9 * 4) == 4  # small: every block at once
+    assert B._chunk(torch.empty(4096, 32, 9), 35 * 9 * 4) == B._CHUNK_BYTES // (35 * 9 * 4)
+    assert B._chunk(torch.empty(16, 32, 4608, device="meta"), 35 * 4608 * 4) == 16  # not CPU: one product
+
+
+def circulant_laplacian_inverse(n: int, sigma: float) -> torch.Tensor:
+    """``(I - sigma L)^{-1}`` with the periodic 1-D Laplacian, by a dense solve in float64."""
+    eye = torch.eye(n, dtype=F64)
+    lap = torch.roll(eye, 1, 0) + torch.roll(eye, -1, 0) - 2 * eye
+    return torch.linalg.inv(eye - sigma * lap)
+
+
+# n: rows of 32 (ResNet-56's first conv: 16 x 3 x 3 x 3 = 432 has 27, then 24 ... : 24), of 28, one block of 20,
+# two rows of 32 (each row's neighbours are the same row); sigma: rho from ~1e-6 (the sums underflow inside
+# a row) to ~0.99 (a carry goes around the ring many times: 14 doubling steps)
+@pytest.mark.parametrize("n", [432, 168, 20, 64, 1024])
+@pytest.mark.parametrize("sigma", [1e-6, 0.3, 3.0, 1e4])
+def test_laplacian_block_form_equals_the_dense_inverse(n, sigma):
+    """The ring's block form (rows through a fixed kernel, carries summed by doubling around the ring)
+    against a dense inverse of the circulant, in float64 to rounding and float32 to its precision, on one
+    flattened gradient and on three stacked (a batch: each row of the stack its own ring)."""
+    op = B.ring_form(n, sigma, F64, torch.device("cpu"))
+    assert op is not None and op.length == {432: 27, 168: 28, 20: 20}.get(n, 32)
+    inverse = circulant_laplacian_inverse(n, sigma)
+    g = torch.randn(3, n, dtype=F64)
+    expected = g @ inverse.T
+    for dtype, tolerance in ((F64, 1e-12), (torch.float32, 2e-6)):
+        one = g[0].to(dtype, copy=True)
+        T.laplacian_smooth_(one, sigma, 0)
+        stacked = g.to(dtype, copy=True)
+        T.laplacian_smooth_(stacked, sigma, 1)
+        scale = expected.abs().max()
+        assert ((one.double() - expected[0]).abs().max() / scale).item() < tolerance
+        assert ((stacked.double() - expected).abs().max() / scale).item() < tolerance
+
+
+def test_laplacian_block_form_hands_over_beyond_its_doublings():
+    """At a sigma where the carries would need more doubling steps than allowed (rho^32 ~ 1), the recurrences
+    take over, exact all the same (against the Fourier definition: the dense inverse is too ill-conditioned
+    to be the reference there)."""
+    n, sigma = 64, 1e12
+    assert B.ring_form(n, sigma, F64, torch.device("cpu")) is None
+    g = torch.randn(n, dtype=F64)
+    k = torch.arange(n, dtype=F64)
+    expected = torch.fft.ifft(torch.fft.fft(g) / (1 + 4 * sigma * torch.sin(math.pi * k / n) ** 2)).real
+    torch.testing.assert_close(T.laplacian_smooth(g, sigma), expected, rtol=1e-12, atol=1e-12)
+
+
+# every in-place kernel, in block form and by its scans / FFT: (kernel, strength, length of the axis)
+PROBED = [(T.reweighted_h0_, 2.0, 64), (T.sobolev_, 0.1, 64), (T.sobolev_, 0.1, 7), (T._sobolev_scan_, 0.1, 64),
+          (T.h1_, 0.01, 64), (T._h1_scan_, 0.01, 64), (T.laplacian_smooth_, 1e-3, 96),
+          (T.laplacian_smooth_, 1.0, 97)]
+
+
+@pytest.mark.parametrize("kernel, strength, c", PROBED)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("where", [0, 5, -1])
+def test_probe_is_nonfinite_exactly_when_the_input_was(kernel, strength, c, bad, where):
+    """The probe each in-place kernel returns is what ChannelDirected checks instead of the gradient: finite
+    for a finite input, non-finite wherever along the axis (first, inside, last entry) a NaN or an infinity
+    sits, also where the block form's weights underflow (laplacian at sigma 1e-3: rho^31 ~ 1e-93 is 0)."""
+    args = () if kernel in (T.reweighted_h0_, T.laplacian_smooth_) else ("neumann",)
+    g = torch.randn(c, 3) if kernel is not T.laplacian_smooth_ else torch.randn(c)
+    assert bool(kernel(g.clone(), strength, 0, *args).isfinite().all())
+    g.view(c, -1)[where, 0] = bad
+    assert not bool(kernel(g, strength, 0, *args).isfinite().all())
 
 
 @pytest.mark.parametrize("shape, dim", [((64, 0), 0), ((64, 0, 3, 3), 0), ((0, 64, 3), 1), ((16, 0), 0)])

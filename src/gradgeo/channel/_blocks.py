@@ -1,8 +1,9 @@
-"""The block (semiseparable) form of the ``sobolev`` and ``h1`` channel operators (DESIGN.md 1b, 1b').
+"""The block (semiseparable) form of the ``sobolev`` and ``h1`` channel operators (DESIGN.md 1b, 1b') and of
+the ``laplacian`` baseline (1c).
 
-Both inverses are semiseparable along the channel axis: cut into blocks of L channels, every off-diagonal
-block is low rank on a fixed basis. A transform is then a streaming reduction per block, a tiny coupling
-product and one batched product per block: a handful of BLAS calls per tensor, free of host syncs.
+All three inverses are semiseparable along their axis: cut into blocks of L entries, every off-diagonal
+block is low rank on a fixed basis. A transform is then a streaming reduction per block, a small coupling
+of the blocks and one product per block: a handful of BLAS calls per tensor, free of host syncs.
 """
 
 from __future__ import annotations
@@ -150,12 +151,11 @@ def _block_operator(metric: str, scan: Scan, c: int, lam: float, boundary: Bound
 _CHUNK_BYTES = 512 << 10
 
 
-def _chunk_blocks(blocks: torch.Tensor, rows: int) -> int:
-    """How many of ``blocks`` (``n x length x q``) to transform per product, ``rows`` stacked rows each."""
-    if blocks.device.type != "cpu" or torch.compiler.is_compiling():
-        return len(blocks)
-    per_block = max(1, rows * blocks.shape[2] * blocks.element_size())  # 0 for an empty gradient
-    return max(1, min(len(blocks), _CHUNK_BYTES // per_block))
+def _chunk(items: torch.Tensor, stacked_bytes: int) -> int:
+    """How many of ``items`` (blocks or rows) to transform per product, each ``stacked_bytes`` once stacked."""
+    if items.device.type != "cpu" or torch.compiler.is_compiling():
+        return len(items)
+    return max(1, min(len(items), _CHUNK_BYTES // max(1, stacked_bytes)))  # 0 bytes: an empty gradient
 
 
 def block_transform_(x: torch.Tensor, dim: int, op: _Blocks) -> torch.Tensor:
@@ -178,7 +178,7 @@ def block_transform_(x: torch.Tensor, dim: int, op: _Blocks) -> torch.Tensor:
         blocks = v.view(p * nb, length, q)  # sizes spelled out: -1 is ambiguous for an empty gradient
         probe = torch.matmul(op.reduce, blocks)  # (p nb, r, q)
         coefficients = torch.matmul(op.couple, probe.view(p, nb * r, q)).view(p * nb, r, q)
-        step = _chunk_blocks(blocks, length + r)
+        step = _chunk(blocks, (length + r) * q * blocks.element_size())
         stacked = blocks.new_empty((step, length + r, q))
         diagonal = op.diagonal.expand(step, -1, -1)
         for start in range(0, len(blocks), step):
@@ -188,4 +188,84 @@ def block_transform_(x: torch.Tensor, dim: int, op: _Blocks) -> torch.Tensor:
             torch.bmm(diagonal[:n], stacked[:n], out=chunk)
     if copied:
         x.copy_(v.view(x.shape))
+    return probe
+
+
+class _Ring(NamedTuple):
+    """``(I - sigma L)^{-1}`` (periodic ``L``, DESIGN.md 1c) on a ring cut into rows of ``length`` entries.
+
+    On the ring's periodic extension the operator is the kernel ``k rho^|d|`` (``rho`` the small root of the
+    tridiagonal, ``k = gain / (1 - rho^2)``), so row ``b``'s result is its own entries through the
+    ``length x length`` kernel plus ``rho^(i+1) F_{b-1}`` and ``rho^(length-i) G_{b+1}``: the exponentially
+    weighted sums of everything before the row (``F``) and after it (``G``). ``reduce`` (``length x 2``)
+    gives each row's own part of them, ``s_b`` and ``t_b``; ``F_b = sum_k factor^k s_{b-k}`` around the
+    ring, and ``G`` likewise backwards, with ``factor = rho^length``, summed by ``doublings`` doubling
+    steps, after which ``factor^(2^doublings)`` is below a thousandth of the dtype's epsilon.
+    ``weights`` (``(length + 2) x length``) maps ``[row | F_{b-1} | G_{b+1}]`` to the row's result.
+    """
+
+    length: int
+    weights: torch.Tensor
+    reduce: torch.Tensor
+    factor: float
+    doublings: int
+
+
+# More doublings than this (a ring whose rows pass on nearly all of their sum: sigma above ~1e8) and the
+# recurrences (transforms._tridiagonal_solve_) take over.
+_MAX_DOUBLINGS = 20
+
+
+@functools.lru_cache(maxsize=64)
+def ring_form(n: int, sigma: float, dtype: torch.dtype, device: torch.device) -> _Ring | None:
+    """The block form of the Laplacian smoothing of a ring of ``n`` entries (:class:`_Ring`), or None when
+    ``n`` has no block length (:func:`_block_length`, as for the channel axes) or the sums along the ring
+    would need more than :data:`_MAX_DOUBLINGS` doubling steps."""
+    length = _block_length(n) if n >= 2 and sigma > 0 else None
+    if length is None:
+        return None
+    root = math.sqrt(1.0 + 4.0 * sigma)  # rho and gain as transforms._recurrence_factors, without cancellation
+    rho, gain = 2.0 * sigma / ((1.0 + 2.0 * sigma) + root), 2.0 / ((1.0 + 2.0 * sigma) + root)
+    factor, tolerance = rho**length, torch.finfo(dtype).eps * 1e-3
+    doublings, left = 0, factor
+    while left > tolerance:
+        if doublings == _MAX_DOUBLINGS:
+            return None
+        doublings, left = doublings + 1, left * left
+    i = torch.arange(length, dtype=torch.float64)
+    scale = gain / (1.0 - rho * rho)
+    kernel = rho ** (i[:, None] - i[None, :]).abs()
+    edges = torch.stack([rho ** (i + 1), rho ** (length - i)])
+    weights = (torch.cat([kernel, edges]) * scale).to(device=device, dtype=dtype)
+    reduce = torch.stack([rho ** (length - 1 - i), rho**i], 1).to(device=device, dtype=dtype)
+    return _Ring(length, weights, reduce, factor, doublings)
+
+
+def ring_transform_(v: torch.Tensor, op: _Ring) -> torch.Tensor:
+    """In place: every row of a contiguous ``P x n`` ``v`` (a ring each) smoothed as :func:`ring_form` says;
+    returns the probe: the rows' sums ``s_b, t_b``, non-finite iff ``v`` was (their weights are positive).
+
+    Three passes over memory, all products: the rows' sums (``v`` read), the carries along each ring (a few
+    operations on ``n / length`` entries) and, a cache-sized chunk of rows at a time, the rows stacked beside
+    their carries and multiplied by ``weights`` back into ``v`` (read, then written)."""
+    p, n = v.shape
+    length = op.length
+    nb = n // length
+    rows = v.view(p * nb, length)
+    probe = torch.mm(rows, op.reduce)  # (p nb, 2)
+    sums = probe.view(p, nb, 2)
+    before, after = sums[..., 0], sums[..., 1]
+    shift, factor = 1, op.factor
+    for _ in range(op.doublings):  # F_b = sum_k factor^k s_{b-k} around the ring, 2^j terms after j steps
+        before = before + factor * before.roll(shift, 1)
+        after = after + factor * after.roll(-shift, 1)
+        shift, factor = shift * 2, factor * factor
+    carries = torch.stack([before.roll(1, 1), after.roll(-1, 1)], 2).view(p * nb, 2)
+    step = _chunk(rows, (length + 2) * rows.element_size())
+    stacked = rows.new_empty((step, length + 2))
+    for start in range(0, len(rows), step):
+        chunk = rows[start:start + step]
+        m = len(chunk)
+        torch.cat([chunk, carries[start:start + step]], 1, out=stacked[:m])
+        torch.mm(stacked[:m], op.weights, out=chunk)
     return probe

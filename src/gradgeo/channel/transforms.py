@@ -27,7 +27,14 @@ from typing import Literal
 import torch
 
 from gradgeo.channel._axis import Boundary, _as_3d, _channel_mean
-from gradgeo.channel._blocks import _DENSE_MAX, block_form, block_transform_, dense_operator
+from gradgeo.channel._blocks import (
+    _DENSE_MAX,
+    block_form,
+    block_transform_,
+    dense_operator,
+    ring_form,
+    ring_transform_,
+)
 
 __all__ = [
     "BOUNDARIES",
@@ -359,18 +366,26 @@ def channel_operator(metric: str, c: int, lam: float, boundary: Boundary, dtype:
 # ------------------------------------------------------------------------------- Laplacian smoothing
 
 
-# Up to this length the FFT form of the Laplacian smoothing is faster than the recurrences (per-call
-# overhead); beyond it the O(n) recurrences win (benchmarks/transforms.py). Both are exact.
+# When the block form does not apply: up to this length the FFT form of the Laplacian smoothing is faster
+# than the recurrences (per-call overhead); beyond it the O(n) recurrences win (benchmarks/transforms.py).
+# All three are exact.
 _FFT_MAX = 1 << 17
 
 
 def laplacian_smooth_(x: torch.Tensor, sigma: float, dim: int = 0) -> torch.Tensor:
     """In place ``x <- (I - sigma L)^{-1} x`` along ``dim`` (periodic L); returns a probe.
 
-    :func:`laplacian_smooth` applies it to the flattened tensor, as LS-SGD does.
+    :func:`laplacian_smooth` applies it to the flattened tensor, as LS-SGD does. An axis that is innermost
+    in memory and has a block length (a divisor from 32 down to 8, or at most 32 long) is smoothed in block
+    form (``_blocks.ring_form``); others by a real FFT up to ``_FFT_MAX`` entries, by the recurrences above.
     """
     n = x.shape[dim]
-    if n > _FFT_MAX or n == 1 or sigma == 0.0:
+    if n == 1 or sigma == 0.0:
+        return _tridiagonal_solve_(x, sigma, "periodic", dim)
+    ring = ring_form(n, sigma, x.dtype, x.device)
+    if ring is not None and x.is_contiguous() and math.prod(x.shape[dim + 1:]) == 1:
+        return ring_transform_(x.view(-1, n), ring)
+    if n > _FFT_MAX:
         return _tridiagonal_solve_(x, sigma, "periodic", dim)
     shape = [1] * x.dim()
     shape[dim] = n // 2 + 1
@@ -394,10 +409,11 @@ def laplacian_smooth(grad: torch.Tensor, sigma: float) -> torch.Tensor:
     """Laplacian smoothing gradient (LS-SGD, Osher et al. 2018): ``(I - sigma L)^{-1}`` on the flat tensor.
 
     The tensor is flattened row-major to length n and ``L`` is the periodic 1-D discrete Laplacian: in
-    Fourier space mode k is divided by ``1 + 4 sigma sin^2(pi k / n)``. Computed with a real FFT for
-    small tensors and, above 2^17 elements where it is faster, as the equivalent periodic tridiagonal
-    solve by two exponential recurrences (O(n), real arithmetic).
-    ``sigma = 0`` is the identity.
+    Fourier space mode k is divided by ``1 + 4 sigma sin^2(pi k / n)``. Computed in O(n) real arithmetic as
+    the equivalent kernel ``rho^|d|`` around the ring, in blocks of up to 32 entries (one product per block
+    and a few short sums that carry between blocks) when n has such a block length (any conv weight with a
+    multiple of 8 channels); otherwise with a real FFT up to 2^17 elements and, above, as the periodic
+    tridiagonal solve by two exponential recurrences. ``sigma = 0`` is the identity.
 
     Args:
         grad: gradient tensor (any shape, floating dtype, any device).
