@@ -99,6 +99,6 @@ class Batch:
 def side_by_side(view_shape: tuple[int, ...], dim: int) -> bool:
     """Whether the channel axis comes first (nothing before it) and something comes after it: then any shape
     joins a batch by channel count. A flattened gradient (``view_shape`` of one axis: direction ``"flat"``,
-    ``laplacian``) is stacked as a row instead, so that its axis stays contiguous (an FFT along rows is faster
-    than along columns)."""
+    ``laplacian``) is stacked as a row instead, so that its axis stays contiguous (the block form of
+    ``laplacian`` needs the axis innermost; an FFT, for lengths without a block form, is faster along rows)."""
     return len(view_shape) > 1 and math.prod(view_shape[:dim]) == 1
