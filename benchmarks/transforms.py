@@ -13,7 +13,10 @@ The last lines, ``RATIO ...``, are the figures issue 16 asks for, one per line: 
 (and ``h0``) add to the step on ResNet-18 shapes as a multiple of the memcpy, and the wrapped step over the
 bare step on ResNet-56 shapes for every metric.
 
-Run: ``python benchmarks/transforms.py [--repeats 30] [--threads N] [--channels-last] [--clock cpu]``.
+``--compile`` times every step (bare and wrapped, foreach only) through ``torch.compile(optimizer.step)``, the
+compilation left out of the timing (a warm-up call); the ratios are then to the compiled bare step.
+
+Run: ``python benchmarks/transforms.py [--repeats 30] [--threads N] [--channels-last] [--clock cpu] [--compile]``.
 ``--clock cpu`` times process CPU time instead of wall time: on a machine shared with other work, where a
 preempted call's wall time is mostly waiting, it keeps the ratios meaningful (use it with ``--threads 1``).
 """
@@ -90,7 +93,7 @@ def measure(cases: dict[str, Callable[[], None]], restore: Callable[[], None], r
 
 def bench(label: str, shapes: list[tuple[int, ...]], repeats: int, lams: dict[str, float],
           layout: torch.memory_format = torch.contiguous_format,
-          clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+          clock: Callable[[], float] = time.perf_counter, compiled: bool = False) -> dict[str, float]:
     """Print the table of one shape set; returns the median seconds of every case."""
     torch.manual_seed(0)
     params = [torch.nn.Parameter((torch.randn(s) * 0.01).contiguous(memory_format=layout)) for s in shapes]
@@ -106,13 +109,17 @@ def bench(label: str, shapes: list[tuple[int, ...]], repeats: int, lams: dict[st
     def base() -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=1e-6, momentum=0.9, foreach=True)
 
-    bare = base()
-    cases: dict[str, Callable[[], None]] = {"memcpy": lambda: torch._foreach_copy_(copies, grads), "bare": bare.step}
+    def step(opt: torch.optim.Optimizer) -> Callable[[], None]:
+        return torch.compile(opt.step) if compiled else opt.step
+
+    loops = (True,) if compiled else (True, False)
+    cases: dict[str, Callable[[], None]] = {"memcpy": lambda: torch._foreach_copy_(copies, grads),
+                                            "bare": step(base())}
     for metric in METRICS:
-        for foreach in (True, False):
+        for foreach in loops:
             opt = ChannelDirected(base(), metric=metric, lam=lams.get(metric), sigma=1.0, foreach=foreach)
-            cases[f"{metric}{'' if foreach else ' (loop)'}"] = opt.step
-    original = layout == torch.contiguous_format  # the original LS-SGD flattens a row-major view
+            cases[f"{metric}{'' if foreach else ' (loop)'}"] = step(opt)
+    original = layout == torch.contiguous_format and not compiled  # the original flattens a row-major view
     if original:
         coefficients = ls_sgd_coefficients(grads, 1.0)
         cases["ls-sgd original"] = lambda: original_ls_sgd(grads, coefficients)
@@ -120,11 +127,11 @@ def bench(label: str, shapes: list[tuple[int, ...]], repeats: int, lams: dict[st
 
     numel = sum(math.prod(s) for s in shapes)
     print(f"\n{label}: {len(shapes)} conv weights, {numel / 1e6:.2f} M params, float32, {layout}, "
-          f"{torch.get_num_threads()} threads, median of {repeats}")
+          f"{torch.get_num_threads()} threads, median of {repeats}{', compiled steps' if compiled else ''}")
     print(f"  memcpy {t['memcpy'] * 1e3:8.3f} ms   bare SGD step {t['bare'] * 1e3:8.3f} ms")
     print(f"  {'metric':<18}{'step ms':>9}{'added ms':>10}{'added/memcpy':>14}{'step/bare':>11}")
     for metric in METRICS:
-        for suffix in ("", " (loop)"):
+        for suffix in ("",) if compiled else ("", " (loop)"):
             name = metric + suffix
             added = t[name] - t["bare"]
             print(f"  {name:<18}{t[name] * 1e3:9.3f}{added * 1e3:10.3f}{added / t['memcpy']:14.2f}"
@@ -157,16 +164,20 @@ def main() -> None:
                         help="wall: time.perf_counter (a quiet machine); cpu: process CPU time (a busy one)")
     parser.add_argument("--channels-last", action="store_true",
                         help="weights and gradients in NHWC memory (a model trained with --channels-last)")
+    parser.add_argument("--compile", action="store_true",
+                        help="time torch.compile(optimizer.step) of the bare and the wrapped steps")
     args = parser.parse_args()
+    if args.compile:  # one compiled step per optimizer: more than dynamo's default recompilations of step()
+        torch._dynamo.config.recompile_limit = 64
     if args.threads:
         torch.set_num_threads(args.threads)
     lams = {"h0": 2.0, "sobolev": 0.1, "h1": 0.01}
     layout = torch.channels_last if args.channels_last else torch.contiguous_format
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    small = bench("ResNet-56 (CIFAR)", resnet56_shapes(), args.repeats, lams, layout, clock)
-    large = bench("ResNet-18 (ImageNet)", resnet18_shapes(), args.repeats, lams, layout, clock)
+    small = bench("ResNet-56 (CIFAR)", resnet56_shapes(), args.repeats, lams, layout, clock, args.compile)
+    large = bench("ResNet-18 (ImageNet)", resnet18_shapes(), args.repeats, lams, layout, clock, args.compile)
     print(f"\nissue 16 figures ({args.clock} clock, {torch.get_num_threads()} threads, {layout}, median of "
-          f"{args.repeats}, one run):")
+          f"{args.repeats}, one run{', compiled steps' if args.compile else ''}):")
     print("\n".join(ratio_lines(small, large)))
 
 
