@@ -191,6 +191,13 @@ def block_transform_(x: torch.Tensor, dim: int, op: _Blocks) -> torch.Tensor:
     return probe
 
 
+def _recurrence_factors(a: float) -> tuple[float, float]:
+    """``(rho, gain)`` of ``(I + a D^T D)^{-1}``: the small root ``rho < 1`` of ``rho + 1/rho = (1 + 2a) / a``
+    and ``gain = rho / a``, both computed without cancellation for large ``a``."""
+    root = math.sqrt(1.0 + 4.0 * a)
+    return 2.0 * a / ((1.0 + 2.0 * a) + root), 2.0 / ((1.0 + 2.0 * a) + root)
+
+
 class _Ring(NamedTuple):
     """``(I - sigma L)^{-1}`` (periodic ``L``, DESIGN.md 1c) on a ring cut into rows of ``length`` entries.
 
@@ -224,8 +231,7 @@ def ring_form(n: int, sigma: float, dtype: torch.dtype, device: torch.device) ->
     length = _block_length(n) if n >= 2 and sigma > 0 else None
     if length is None:
         return None
-    root = math.sqrt(1.0 + 4.0 * sigma)  # rho and gain as transforms._recurrence_factors, without cancellation
-    rho, gain = 2.0 * sigma / ((1.0 + 2.0 * sigma) + root), 2.0 / ((1.0 + 2.0 * sigma) + root)
+    rho, gain = _recurrence_factors(sigma)  # (I - sigma L) = (I + sigma D^T D) on the ring
     factor, tolerance = rho**length, torch.finfo(dtype).eps * 1e-3
     doublings, left = 0, factor
     while left > tolerance:

@@ -29,6 +29,7 @@ import torch
 from gradgeo.channel._axis import Boundary, _as_3d, _channel_mean
 from gradgeo.channel._blocks import (
     _DENSE_MAX,
+    _recurrence_factors,
     block_form,
     block_transform_,
     dense_operator,
@@ -270,13 +271,6 @@ def _scan_(v: torch.Tensor, rho: float, reverse: bool = False) -> None:
         boundary = ends[:, 0] if reverse else ends[:, -1]  # P x 1 x Q
         weights = (pw[1 : r + 1].flip(0) if reverse else pw[1 : r + 1]).view(1, r, 1)
         tail.addcmul_(boundary, weights)
-
-
-def _recurrence_factors(a: float) -> tuple[float, float]:
-    """``(rho, gain)`` of ``(I + a D^T D)^{-1}``: the small root ``rho < 1`` of ``rho + 1/rho = (1 + 2a) / a``
-    and ``gain = rho / a``, both computed without cancellation for large ``a``."""
-    root = math.sqrt(1.0 + 4.0 * a)
-    return 2.0 * a / ((1.0 + 2.0 * a) + root), 2.0 / ((1.0 + 2.0 * a) + root)
 
 
 def _tridiagonal_solve_(x: torch.Tensor, a: float, boundary: Boundary, dim: int) -> torch.Tensor:
