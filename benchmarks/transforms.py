@@ -6,6 +6,7 @@ preceded by a restore of the gradients (not timed) and the median taken over int
 * ``memcpy``: ``torch._foreach_copy_`` of all gradients (one read, one write per element);
 * ``bare``: the base optimizer's step (SGD with momentum, foreach);
 * ``wrapped[m]``: ``ChannelDirected(base, metric=m).step()``; ``added[m] = wrapped[m] - bare``;
+* ``sobolev (flat)``, ``h1 (flat)``: the same metrics along each whole flattened gradient (direction ``"flat"``);
 * ``ls-sgd original``: the original LS-SGD smoothing (complex FFT of each flattened gradient, multiply by
   precomputed coefficients, inverse FFT) next to gradgeo's ``laplacian`` transform on the same gradients.
 
@@ -33,6 +34,8 @@ import torch
 
 from gradgeo import ChannelDirected
 from gradgeo.channel.optim import METRICS
+
+FLAT = ("sobolev", "h1")  # also timed with direction "flat"
 
 
 def resnet18_shapes() -> list[tuple[int, ...]]:
@@ -119,6 +122,8 @@ def bench(label: str, shapes: list[tuple[int, ...]], repeats: int, lams: dict[st
         for foreach in loops:
             opt = ChannelDirected(base(), metric=metric, lam=lams.get(metric), sigma=1.0, foreach=foreach)
             cases[f"{metric}{'' if foreach else ' (loop)'}"] = step(opt)
+    for metric in FLAT:  # along the whole flattened tensor (DESIGN.md 1d): the O(C) scans, not the block form
+        cases[f"{metric} (flat)"] = step(ChannelDirected(base(), metric=metric, lam=lams[metric], direction="flat"))
     original = layout == torch.contiguous_format and not compiled  # the original flattens a row-major view
     if original:
         coefficients = ls_sgd_coefficients(grads, 1.0)
@@ -136,6 +141,11 @@ def bench(label: str, shapes: list[tuple[int, ...]], repeats: int, lams: dict[st
             added = t[name] - t["bare"]
             print(f"  {name:<18}{t[name] * 1e3:9.3f}{added * 1e3:10.3f}{added / t['memcpy']:14.2f}"
                   f"{t[name] / t['bare']:11.2f}")
+    for metric in FLAT:
+        name = f"{metric} (flat)"
+        added = t[name] - t["bare"]
+        print(f"  {name:<18}{t[name] * 1e3:9.3f}{added * 1e3:10.3f}{added / t['memcpy']:14.2f}"
+              f"{t[name] / t['bare']:11.2f}")
     ls = t["laplacian"] - t["bare"]
     if original:
         print(f"  laplacian smoothing: original LS-SGD (complex FFT) {t['ls-sgd original'] * 1e3:.3f} ms vs gradgeo "

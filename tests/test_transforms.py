@@ -402,3 +402,26 @@ def test_block_form_in_half_types(c, dtype):
         out, reference = fn(g, 0.05, 0, "periodic"), fn(g.double(), 0.05, 0, "periodic")
         assert out.dtype == dtype
         torch.testing.assert_close(out.double(), reference, rtol=2 * torch.finfo(dtype).eps, atol=1e-3)
+
+
+@pytest.mark.parametrize("c", [2, 33, 100, 4099])  # one chunk; rows of 32 with a ragged tail; recursive chunk ends
+@pytest.mark.parametrize("rho", [0.0, 0.5, 0.999, 1.0])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan_of_single_columns_equals_the_recurrence(c, rho, reverse):
+    """The blocked scan along a ``P x C x 1`` tensor (chunks scanned as rows by one product) against the
+    recurrence ``w_c = x_c + rho w_(c-1)`` written out entry by entry."""
+    x = torch.randn(2, c, 1, dtype=F64)
+    expected = x.clone()
+    order = range(c - 2, -1, -1) if reverse else range(1, c)
+    for i in order:
+        expected[:, i] += rho * expected[:, i + 1 if reverse else i - 1]
+    out = x.clone()
+    T._scan_(out, rho, reverse)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("rho, n", [(0.5, 10), (0.999999, 100_000), (1e-3, 5000), (1.0, 4097)])
+def test_powers_match_pow(rho, n):
+    """Long runs of powers come from an outer product of two short ones: equal to ``pow`` to float64 rounding."""
+    expected = torch.pow(torch.tensor(rho, dtype=F64), torch.arange(n, dtype=F64))
+    torch.testing.assert_close(T._powers(rho, n, expected), expected, rtol=1e-15, atol=0)

@@ -219,10 +219,28 @@ def sobolev(grad: torch.Tensor, lam: float, dim: int = 0, boundary: Boundary = "
 
 
 def _powers(rho: float, n: int, like: torch.Tensor) -> torch.Tensor:
-    """``[rho^0, rho^1, ..., rho^(n-1)]`` computed in float64, cast to ``like``'s dtype and device."""
-    return torch.pow(torch.tensor(rho, dtype=torch.float64), torch.arange(n, dtype=torch.float64)).to(
-        device=like.device, dtype=like.dtype
-    )
+    """``[rho^0, rho^1, ..., rho^(n-1)]`` computed in float64, cast to ``like``'s dtype and device.
+
+    A long run is the outer product of ``rho^(m k)`` and ``rho^j`` (``m ~ sqrt(n)``), each power to within two
+    float64 roundings: ``pow`` of a million exponents costs tens of milliseconds, the product one pass."""
+    base = torch.tensor(rho, dtype=torch.float64)
+    if n <= 4096:
+        powers = torch.pow(base, torch.arange(n, dtype=torch.float64))
+    else:
+        m = math.isqrt(n) + 1
+        low = torch.pow(base, torch.arange(m, dtype=torch.float64))
+        high = torch.pow(base, torch.arange(0, n + m, m, dtype=torch.float64)[: -(-n // m)])
+        powers = torch.outer(high, low).view(-1)[:n]
+    return powers.to(device=like.device, dtype=like.dtype)
+
+
+def _chunk_scan_matrix(rho: float, size: int, reverse: bool, like: torch.Tensor) -> torch.Tensor:
+    """``M`` with ``x @ M`` the scan of a row ``x`` of ``size`` entries: ``M[j, i] = rho^(i - j)`` for ``i >= j``
+    (``reverse``: ``rho^(j - i)`` for ``i <= j``), 0 elsewhere; in ``like``'s dtype and device."""
+    i = torch.arange(size, device=like.device)
+    gap = i.view(1, size) - i.view(size, 1)  # i - j
+    gap = -gap if reverse else gap
+    return torch.where(gap >= 0, _powers(rho, size, like)[gap.clamp(min=0)], torch.zeros((), dtype=like.dtype))
 
 
 def _scan_(v: torch.Tensor, rho: float, reverse: bool = False) -> None:
@@ -246,8 +264,12 @@ def _scan_(v: torch.Tensor, rho: float, reverse: bool = False) -> None:
     tail = v[:, :r] if reverse else v[:, n * size :]
     step = -1 if reverse else 1
     first, last = (size - 1, 0) if reverse else (0, size - 1)
-    for i in range(first + step, last + step, step):
-        main[:, :, i].add_(main[:, :, i - step], alpha=rho)
+    if q == 1 and n > 1:  # chunks are rows of one vector: scan them all by one product with the chunk's matrix
+        rows = main.view(p, n, size)
+        rows.copy_(torch.matmul(rows, _chunk_scan_matrix(rho, size, reverse, v)))
+    else:  # a vector operation per position spans all chunks and columns
+        for i in range(first + step, last + step, step):
+            main[:, :, i].add_(main[:, :, i - step], alpha=rho)
     carry = rho**size
     if n > 64:
         ends = main[:, :, last].contiguous()
