@@ -247,8 +247,9 @@ def _scan_(v: torch.Tensor, rho: float, reverse: bool = False) -> None:
     """In place along axis 1 of a ``P x C x Q`` tensor: ``w_c = v_c + rho w_{c-1}`` (``reverse``: ``w_{c+1}``).
 
     ``rho = 1`` is a cumulative sum. A two-level blocked scan with chunks of ``L ~ sqrt(C)`` rows: first
-    every chunk is scanned at once (L vector operations over all chunks), then the chunk ends are chained
-    (C / L small operations), then each chunk adds ``rho^k`` times the carry of the chunk before it. About
+    every chunk is scanned at once (L vector operations over all chunks; single columns, ``Q = 1``: chunks of
+    32 as rows, one product with the chunk's matrix), then the chunk ends are chained (C / L small operations,
+    or recursively), then each chunk adds ``rho^k`` times the carry of the chunk before it. About
     three passes over memory and ``3 sqrt(C)`` tensor operations, whatever the axis' stride; torch's own
     ``cumsum`` along a non-innermost axis walks memory column by column and is tens of times slower.
     """
