@@ -46,15 +46,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 import torch
 import torch.distributed as dist
 
+from gradgeo.channel._axis import _powers, _scan_
+from gradgeo.channel._blocks import _recurrence_factors
 from gradgeo.channel.transforms import (
     Boundary,
     _check_boundary,
     _check_nonnegative,
     _check_positive,
     _compute_dtype,
-    _powers,
-    _recurrence_factors,
-    _scan_,
     h1_,
     laplacian_smooth_,
     reweighted_h0_,
