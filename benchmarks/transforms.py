@@ -135,14 +135,8 @@ def bench(label: str, shapes: list[tuple[int, ...]], repeats: int, lams: dict[st
           f"{torch.get_num_threads()} threads, median of {repeats}{', compiled steps' if compiled else ''}")
     print(f"  memcpy {t['memcpy'] * 1e3:8.3f} ms   bare SGD step {t['bare'] * 1e3:8.3f} ms")
     print(f"  {'metric':<18}{'step ms':>9}{'added ms':>10}{'added/memcpy':>14}{'step/bare':>11}")
-    for metric in METRICS:
-        for suffix in ("",) if compiled else ("", " (loop)"):
-            name = metric + suffix
-            added = t[name] - t["bare"]
-            print(f"  {name:<18}{t[name] * 1e3:9.3f}{added * 1e3:10.3f}{added / t['memcpy']:14.2f}"
-                  f"{t[name] / t['bare']:11.2f}")
-    for metric in FLAT:
-        name = f"{metric} (flat)"
+    names = [metric + suffix for metric in METRICS for suffix in (("",) if compiled else ("", " (loop)"))]
+    for name in names + [f"{metric} (flat)" for metric in FLAT]:
         added = t[name] - t["bare"]
         print(f"  {name:<18}{t[name] * 1e3:9.3f}{added * 1e3:10.3f}{added / t['memcpy']:14.2f}"
               f"{t[name] / t['bare']:11.2f}")
