@@ -23,10 +23,12 @@ Scan = Callable[[torch.Tensor, float, int, Boundary], torch.Tensor]
 # per (C, lam, boundary, dtype, device) and kept; longer axes (direction "flat", ...) use the O(C) scans.
 # Up to _DENSE_MAX channels the whole axis is one block: one product with the C x C operator. Above it the
 # blocks are _BLOCK_LEN long, or the largest divisor of C down to _BLOCK_MIN; a C without one (a large
-# prime) goes to the scans. Both lengths are chosen by measurement (benchmarks/transforms.py, CPU: blocks of
-# 32 beat 16 and 64 for 64 to 512 channels, by 10-25% on ResNet-18 shapes).
+# prime) goes to the scans. All three lengths are chosen by measurement (benchmarks/transforms.py, CPU, one
+# thread: blocks of 32 beat 16 and 64 for 128 to 512 channels, by 10-25% on ResNet-18 shapes; at 64 channels
+# one product of 2C operations per entry beats the blocks' handful of smaller calls, by about 10% on the
+# ResNet-56 step, whose 19 largest convs have 64 channels).
 _BLOCK_MAX = 1024
-_DENSE_MAX = 32
+_DENSE_MAX = 64
 _BLOCK_LEN = 32
 _BLOCK_MIN = 8
 
@@ -78,8 +80,10 @@ def dense_product(v: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
     return torch.mm(operator, v[0]).unsqueeze(0) if len(v) == 1 else torch.matmul(operator, v)
 
 
-def _block_length(c: int) -> int | None:
-    if c <= _DENSE_MAX:
+def _block_length(c: int, whole: int = _BLOCK_LEN) -> int | None:
+    """Blocks along an axis of ``c``: the whole axis up to ``whole`` entries, else ``_BLOCK_LEN`` or the largest
+    divisor of ``c`` down to ``_BLOCK_MIN`` (None without one)."""
+    if c <= whole:
         return c
     return next((n for n in range(_BLOCK_LEN, _BLOCK_MIN - 1, -1) if c % n == 0), None)
 
@@ -120,7 +124,7 @@ def _block_operator(metric: str, scan: Scan, c: int, lam: float, boundary: Bound
     off-diagonal block and every ``M_aa - M_00`` lie in ``span(Q) x span(Q)``, which the operators' structure
     gives (tests/test_transforms.py checks the identity for both metrics and boundaries).
     """
-    length = _block_length(c) if 2 <= c <= _BLOCK_MAX else None
+    length = _block_length(c, _DENSE_MAX) if 2 <= c <= _BLOCK_MAX else None
     if length is None:
         return None
     if length == c:
@@ -171,7 +175,7 @@ def block_transform_(x: torch.Tensor, dim: int, op: _Blocks) -> torch.Tensor:
     if op.reduce is None or op.couple is None:
         product = dense_product(v, op.diagonal)
         v.copy_(product[:, :c])
-        probe = product[:, c:]
+        probe = product[:, c:].clone()  # not a view: it would keep the product alive until the step's check
     else:
         length, r = op.length, op.reduce.shape[0]
         nb = c // length

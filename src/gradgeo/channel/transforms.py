@@ -291,12 +291,18 @@ def h1(grad: torch.Tensor, lam: float, dim: int = 0, boundary: Boundary = "neuma
     return _pure(h1_, grad, _check_positive("lam", lam), dim, boundary)
 
 
+_H0_DENSE_MAX = 32
+
+
 def channel_operator(metric: str, c: int, lam: float, boundary: Boundary, dtype: torch.dtype,
                      device: torch.device) -> torch.Tensor | None:
-    """``[M; 1/C]``, the ``(C + 1) x C`` matrix of ``metric``'s transform along ``c <= 32`` channels with the
-    channel mean as its last row (``_blocks.dense_operator``), or None for longer axes. Built once per
-    arguments; one product with it transforms many gradients laid side by side (``ChannelDirected.step``)."""
-    if not 2 <= c <= _DENSE_MAX:
+    """``[M; 1/C]``, the ``(C + 1) x C`` matrix of ``metric``'s transform along ``c`` channels with the channel
+    mean as its last row (``_blocks.dense_operator``), or None for longer axes: up to 64 channels for
+    ``sobolev`` and ``h1`` (as their own block form), up to 32 for ``h0``, whose own kernel (two passes, a few
+    operations per entry) beats a product of 2C operations per entry beyond that (ResNet-56 shapes,
+    benchmarks/transforms.py). Built once per arguments; one product with it transforms many gradients laid
+    side by side (``ChannelDirected.step``)."""
+    if not 2 <= c <= (_H0_DENSE_MAX if metric == "h0" else _DENSE_MAX):
         return None
     scan = {"h0": _reweighted_h0_scan_, "sobolev": _sobolev_scan_, "h1": _h1_scan_}[metric]
     return dense_operator(scan, c, lam, boundary, dtype, device)
