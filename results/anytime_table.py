@@ -1,23 +1,24 @@
-"""Per-exit table of full-anytime-branched from the committed runs (result.json), paired by seed against
-`sum`, with the early-exit test accuracy at three FLOPs budgets: python results/full-anytime-branched/table.py"""
+"""Per-exit table of a full-scale anytime stage from its committed runs (result.json), paired by seed against
+`sum`, with the early-exit test accuracy at three FLOPs budgets:
+python results/anytime_table.py results/full-anytime-branched (or results/full-anytime-nested)"""
 
+import argparse
 import json
 from pathlib import Path
 
 from gradgeo.experiments.stats import mean_ci, paired_test
 
-ROOT = Path(__file__).resolve().parent / "runs"
 SPECS = {"sum": "sum", "osgd": "osgd", "osgd_granularity=tensor": "osgd:granularity=tensor"}
 PICKS = [2, 4, 6]  # early-exit budgets shown (indices into result.json's early_exit)
 
 
-def load() -> tuple[dict[str, dict[int, dict]], list[float], list[float]]:
+def load(root: Path) -> tuple[dict[str, dict[int, dict]], list[float], list[float]]:
     """{label: {seed: {"exits", "train", "early"}}}, the exit FLOPs and the early-exit budgets."""
     runs: dict[str, dict[int, dict]] = {}
     flops: list[float] = []
     budgets: list[float] = []
     for directory, label in SPECS.items():
-        for path in sorted((ROOT / directory).glob("seed-*/result.json")):
+        for path in sorted((root / directory).glob("seed-*/result.json")):
             result = json.loads(path.read_text())
             last = result["history"][-1]
             runs.setdefault(label, {})[int(path.parent.name.split("-")[1])] = {
@@ -39,7 +40,12 @@ def cell(runs: dict[int, dict], baseline: dict[int, dict] | None, key: str, inde
 
 
 def main() -> None:
-    runs, flops, budgets = load()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("stage", type=Path, help="a stage directory with runs/<method>/seed-<n>/result.json")
+    stage = parser.parse_args().stage
+    if not (stage / "runs").is_dir():
+        parser.error(f"{stage} has no runs/ directory; pass a stage such as results/full-anytime-branched")
+    runs, flops, budgets = load(stage / "runs")
     header = [f"exit {e + 1} ({f / 1e6:.1f} MFLOPs)" for e, f in enumerate(flops)]
     header += [f"early exit, {budgets[i] / 1e6:.1f} MFLOPs" for i in PICKS]
     print("| method | seeds | " + " | ".join(header) + f" | train acc, exit {len(flops)} |")
