@@ -388,12 +388,13 @@ def test_gradients_batched_by_channel_count_match_the_transform_of_each(metric):
 @pytest.mark.parametrize("boundary", ["neumann", "periodic"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_batches_keep_matching_the_transform_of_each_over_steps_and_layout_changes(metric, boundary, dtype):
-    """Batches by channel count, up to 32 channels as one product with [M; 1/C] (channels 2, 5, 32, below and at
-    the limit), planned once and kept over steps; a gradient that disappears or changes layout re-plans."""
+    """Batches by channel count, as one product with [M; 1/C] up to 64 channels for sobolev and h1 and 32 for h0
+    (channels 2, 5, 32, 64: below and at both limits), planned once and kept over steps; a gradient that
+    disappears or changes layout re-plans."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 5, 3), nn.Conv2d(5, 5, 3), nn.Conv2d(5, 5, 1), nn.Conv2d(5, 2, 1),
-                          nn.Conv2d(2, 2, 1), nn.Conv2d(2, 32, 1), nn.Conv2d(32, 32, 3), nn.Conv2d(32, 32, 1)
-                          ).to(dtype)
+                          nn.Conv2d(2, 2, 1), nn.Conv2d(2, 32, 1), nn.Conv2d(32, 32, 3), nn.Conv2d(32, 32, 1),
+                          nn.Conv2d(32, 64, 1), nn.Conv2d(64, 64, 1)).to(dtype)
     options = {**METRIC_OPTIONS[metric], "boundary": boundary}
     opt = channel_directed(model, torch.optim.SGD, lr=1.0, metric=metric, **options)
     transform = {"h0": lambda g: T.reweighted_h0(g, 2.0, 0),

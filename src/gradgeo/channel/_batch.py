@@ -5,8 +5,8 @@ plans its batches once (they are kept while the gradients keep their parameters,
 each batch then costs a handful of calls whatever its size. Gradients whose channel axis comes first
 (direction ``"out"``) batch by channel count, their columns side by side in a workspace kept between steps
 (a fresh buffer every step costs its page faults on CPU, more than the copy itself); others by shape,
-stacked. Up to 32 channels the side-by-side batch is one product with the metric's ``[M; 1/C]``
-(:func:`~gradgeo.channel.transforms.channel_operator`), whose last row is the probe.
+stacked. Up to 64 channels (32 for ``h0``) the side-by-side batch is one product with the metric's
+``[M; 1/C]`` (:func:`~gradgeo.channel.transforms.channel_operator`), whose last row is the probe.
 """
 
 from __future__ import annotations

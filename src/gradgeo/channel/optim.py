@@ -55,8 +55,9 @@ def _alone_on_cpu(group: Mapping[str, Any], kernel: Callable[..., torch.Tensor],
                   dim: int, grad: torch.Tensor) -> bool:
     """Whether a small CPU gradient is transformed on its own rather than in a batch (measured on ResNet-56
     shapes, benchmarks/transforms.py): a batch pays as one product with ``[M; 1/C]`` (channel axis first, up
-    to 32 channels, any metric but ``laplacian``) and for ``laplacian``; ``h0``'s other batches and the block
-    form of longer channel axes cost more in copies into and out of the batch than they save in calls."""
+    to 64 channels for ``sobolev`` and ``h1``, 32 for ``h0``: ``channel_operator``) and for ``laplacian``;
+    ``h0``'s other batches and the block form of longer channel axes cost more in copies into and out of the
+    batch than they save in calls."""
     if kernel is laplacian_smooth_:
         return False
     if side_by_side(view_shape, dim):
