@@ -9,6 +9,7 @@ from torch import nn
 
 import gradgeo
 from gradgeo import transforms as T
+from gradgeo.channel._batch import Batch
 from gradgeo.channel.optim import ChannelDirected, channel_directed, layer_kinds
 
 OPTIMIZERS = {
@@ -431,3 +432,22 @@ def test_the_finite_check_is_not_fooled_by_a_norm_that_overflows():
     model.bias.grad[1] = float("inf")
     opt.step()
     assert opt.skipped_steps == 1
+
+
+@pytest.mark.parametrize("metric, kernel, args, shape", [
+    ("laplacian", T.laplacian_smooth_, (1.0,), (1009,)),  # a prime length: the FFT path, whose probe views its input
+    ("laplacian", T.laplacian_smooth_, (1.0,), (1024,)),  # the block form
+    ("sobolev", T.sobolev_, (0.1,), (40, 7)),  # stacked along dim 1 (not the first axis)
+])
+def test_a_stacked_batch_probe_holds_no_stacked_copy(metric, kernel, args, shape):
+    """The probe of a stacked batch is kept until the step's one check: it must not view the batch's stacked copy
+    of the gradients (which it would keep alive), and it still says which member is non-finite."""
+    params = [nn.Parameter(torch.zeros(shape)) for _ in range(3)]
+    for p in params:
+        p.grad = torch.randn(shape)
+    dim = 0 if len(shape) == 1 else 1
+    batch = Batch([(p, i) for i, p in enumerate(params)], shape, dim, side_by_side=False)
+    params[1].grad.view(-1)[-1] = float("nan")
+    probe = batch.transform_([p.grad for p in params], metric, kernel, args, "neumann")
+    assert probe.untyped_storage().nbytes() <= sum(p.grad.nbytes for p in params) // 4
+    assert [bool(part.isfinite().all()) for part in batch.split(probe)] == [True, False, True]

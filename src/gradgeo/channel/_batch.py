@@ -57,9 +57,12 @@ class Batch:
         if self.columns is None:
             stacked = torch.stack([g.reshape(self.view_shape) for g in grads])
             work = stacked.float() if half else stacked
-            probe = kernel(work, *args, self.dim + 1, *extra)
+            probe = kernel(work, *args, self.dim + 1, *extra).reshape(len(grads), -1)
             torch._foreach_copy_(grads, [w.view(g.shape) for w, g in zip(work.unbind(0), grads)])
-            return probe.reshape(len(grads), -1)
+            # a probe that views the stacked copy (the FFT path's first entries) would keep that copy alive until
+            # the step's check, and the next batch would get fresh pages: keep only the probe
+            shares = probe.untyped_storage().data_ptr() == work.untyped_storage().data_ptr()
+            return probe.clone() if shares else probe
         c = self.view_shape[self.dim]
         dtype = torch.float32 if half else first.dtype
         operator = channel_operator(metric, c, args[0], boundary, dtype, first.device) if metric != "laplacian" \
