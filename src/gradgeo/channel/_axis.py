@@ -32,6 +32,14 @@ def _as_3d(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, bool]:
     return work.view(math.prod(shape[:k]), shape[k], math.prod(shape[k + 1 :])), copied
 
 
+def _probe_apart(probe: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """``probe``, copied when it views ``scratch`` (a transform's temporary copy of the gradients): a caller keeps
+    the probe until the step's one finiteness check, and a view would keep the whole copy alive until then (the
+    next transform then gets fresh pages from the allocator, costly on CPU)."""
+    shares = probe.untyped_storage().data_ptr() == scratch.untyped_storage().data_ptr()
+    return probe.clone() if shares else probe
+
+
 def _channel_mean(v: torch.Tensor) -> torch.Tensor:
     """Mean over the middle axis of a ``P x C x Q`` tensor, keepdim, as a matrix product with a ``1 x C``
     row of ``1/C``: one streaming read (BLAS gemv), about half the time of ``v.mean(1)`` on CPU."""

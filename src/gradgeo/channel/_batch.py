@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from gradgeo.channel._axis import Boundary
+from gradgeo.channel._axis import Boundary, _probe_apart
 from gradgeo.channel.transforms import channel_operator
 
 Kernel = Callable[..., torch.Tensor]
@@ -59,10 +59,7 @@ class Batch:
             work = stacked.float() if half else stacked
             probe = kernel(work, *args, self.dim + 1, *extra).reshape(len(grads), -1)
             torch._foreach_copy_(grads, [w.view(g.shape) for w, g in zip(work.unbind(0), grads)])
-            # a probe that views the stacked copy (the FFT path's first entries) would keep that copy alive until
-            # the step's check, and the next batch would get fresh pages: keep only the probe
-            shares = probe.untyped_storage().data_ptr() == work.untyped_storage().data_ptr()
-            return probe.clone() if shares else probe
+            return _probe_apart(probe, work)  # the FFT path's probe views the stacked copy
         c = self.view_shape[self.dim]
         dtype = torch.float32 if half else first.dtype
         operator = channel_operator(metric, c, args[0], boundary, dtype, first.device) if metric != "laplacian" \

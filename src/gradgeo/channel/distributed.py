@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 import torch
 import torch.distributed as dist
 
-from gradgeo.channel._axis import _powers, _scan_
+from gradgeo.channel._axis import _powers, _probe_apart, _scan_
 from gradgeo.channel._blocks import _recurrence_factors
 from gradgeo.channel.transforms import (
     Boundary,
@@ -320,6 +320,7 @@ def _job_exchange(job: ShardedJob) -> tuple[Any, Exchange]:
                 probe = torch.where(flags.bool().all(), 0.0, math.nan).to(v.dtype)
         if work.data_ptr() != local.data_ptr():
             local.copy_(work.view(local.shape))
+            probe = _probe_apart(probe, work)
         return probe
 
     return layout.group, exchange()
