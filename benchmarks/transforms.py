@@ -17,9 +17,11 @@ bare step on ResNet-56 shapes for every metric.
 ``--compile`` times every step (bare and wrapped, foreach only) through ``torch.compile(optimizer.step)``, the
 compilation left out of the timing (a warm-up call); the ratios are then to the compiled bare step.
 
-Run: ``python benchmarks/transforms.py [--repeats 30] [--threads N] [--channels-last] [--clock cpu] [--compile]``.
-``--clock cpu`` times process CPU time instead of wall time: on a machine shared with other work, where a
-preempted call's wall time is mostly waiting, it keeps the ratios meaningful (use it with ``--threads 1``).
+Run: ``python benchmarks/transforms.py [--repeats 30] [--threads N] [--channels-last] [--clock cpu] [--compile]
+[--device cuda]``. ``--clock cpu`` times process CPU time instead of wall time: on a machine shared with other
+work, where a preempted call's wall time is mostly waiting, it keeps the ratios meaningful (use it with
+``--threads 1``). ``--device cuda`` times on the GPU, wall clock with the device synchronized before and after
+every timed call (so each figure includes the launches and the one host sync of the wrapped step).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from gradgeo import ChannelDirected
 from gradgeo.channel.optim import METRICS
 
 FLAT = ("sobolev", "h1")  # also timed with direction "flat"
+CPU = torch.device("cpu")
 
 
 def resnet18_shapes() -> list[tuple[int, ...]]:
@@ -79,8 +82,10 @@ def ls_sgd_coefficients(grads: list[torch.Tensor], sigma: float) -> list[torch.T
 
 
 def measure(cases: dict[str, Callable[[], None]], restore: Callable[[], None], repeats: int,
-            clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """Median seconds per call of each case; cases interleave so that machine noise hits all alike."""
+            clock: Callable[[], float] = time.perf_counter,
+            sync: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """Median seconds per call of each case; cases interleave so that machine noise hits all alike. ``sync``
+    waits for the device (``torch.cuda.synchronize``) before the clock starts and before it stops."""
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for fn in cases.values():  # warm-up
         restore()
@@ -88,19 +93,23 @@ def measure(cases: dict[str, Callable[[], None]], restore: Callable[[], None], r
     for _ in range(repeats):
         for name, fn in cases.items():
             restore()
+            sync()
             start = clock()
             fn()
+            sync()
             samples[name].append(clock() - start)
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
 def bench(label: str, shapes: list[tuple[int, ...]], repeats: int, lams: dict[str, float],
           layout: torch.memory_format = torch.contiguous_format,
-          clock: Callable[[], float] = time.perf_counter, compiled: bool = False) -> dict[str, float]:
+          clock: Callable[[], float] = time.perf_counter, compiled: bool = False,
+          device: torch.device = CPU) -> dict[str, float]:
     """Print the table of one shape set; returns the median seconds of every case."""
     torch.manual_seed(0)
-    params = [torch.nn.Parameter((torch.randn(s) * 0.01).contiguous(memory_format=layout)) for s in shapes]
-    saved = [torch.randn(s).contiguous(memory_format=layout) for s in shapes]
+    params = [torch.nn.Parameter((torch.randn(s, device=device) * 0.01).contiguous(memory_format=layout))
+              for s in shapes]
+    saved = [torch.randn(s, device=device).contiguous(memory_format=layout) for s in shapes]
     copies = [torch.empty_like(g) for g in saved]
     for p in params:
         p.grad = torch.empty_like(p)
@@ -128,11 +137,13 @@ def bench(label: str, shapes: list[tuple[int, ...]], repeats: int, lams: dict[st
     if original:
         coefficients = ls_sgd_coefficients(grads, 1.0)
         cases["ls-sgd original"] = lambda: original_ls_sgd(grads, coefficients)
-    t = measure(cases, restore, repeats, clock)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    t = measure(cases, restore, repeats, clock, sync)
 
     numel = sum(math.prod(s) for s in shapes)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"\n{label}: {len(shapes)} conv weights, {numel / 1e6:.2f} M params, float32, {layout}, "
-          f"{torch.get_num_threads()} threads, median of {repeats}{', compiled steps' if compiled else ''}")
+          f"{where}, median of {repeats}{', compiled steps' if compiled else ''}")
     print(f"  memcpy {t['memcpy'] * 1e3:8.3f} ms   bare SGD step {t['bare'] * 1e3:8.3f} ms")
     print(f"  {'metric':<18}{'step ms':>9}{'added ms':>10}{'added/memcpy':>14}{'step/bare':>11}")
     names = [metric + suffix for metric in METRICS for suffix in (("",) if compiled else ("", " (loop)"))]
@@ -170,7 +181,19 @@ def main() -> None:
                         help="weights and gradients in NHWC memory (a model trained with --channels-last)")
     parser.add_argument("--compile", action="store_true",
                         help="time torch.compile(optimizer.step) of the bare and the wrapped steps")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     args = parser.parse_args()
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"--device {args.device}: expected cpu or cuda[:N]")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device here (torch.cuda.is_available() is False); "
+                     "run on a GPU machine or drop --device")
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--device {args.device}: expected cpu or cuda[:N]")
+    if device.type == "cuda" and args.clock == "cpu":
+        parser.error("--clock cpu times host CPU time, not the GPU's: use the default wall clock with --device cuda")
     if args.compile:  # one compiled step per optimizer: more than dynamo's default recompilations of step()
         torch._dynamo.config.recompile_limit = 64
     if args.threads:
@@ -178,9 +201,10 @@ def main() -> None:
     lams = {"h0": 2.0, "sobolev": 0.1, "h1": 0.01}
     layout = torch.channels_last if args.channels_last else torch.contiguous_format
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    small = bench("ResNet-56 (CIFAR)", resnet56_shapes(), args.repeats, lams, layout, clock, args.compile)
-    large = bench("ResNet-18 (ImageNet)", resnet18_shapes(), args.repeats, lams, layout, clock, args.compile)
-    print(f"\nissue 16 figures ({args.clock} clock, {torch.get_num_threads()} threads, {layout}, median of "
+    small = bench("ResNet-56 (CIFAR)", resnet56_shapes(), args.repeats, lams, layout, clock, args.compile, device)
+    large = bench("ResNet-18 (ImageNet)", resnet18_shapes(), args.repeats, lams, layout, clock, args.compile, device)
+    where = device if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"\nissue 16 figures ({args.clock} clock, {where}, {layout}, median of "
           f"{args.repeats}, one run{', compiled steps' if args.compile else ''}):")
     print("\n".join(ratio_lines(small, large)))
 
