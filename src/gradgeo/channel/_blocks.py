@@ -23,10 +23,10 @@ Scan = Callable[[torch.Tensor, float, int, Boundary], torch.Tensor]
 # per (C, lam, boundary, dtype, device) and kept; longer axes (direction "flat", ...) use the O(C) scans.
 # Up to _DENSE_MAX channels the whole axis is one block: one product with the C x C operator. Above it the
 # blocks are _BLOCK_LEN long, or the largest divisor of C down to _BLOCK_MIN; a C without one (a large
-# prime) goes to the scans. All three lengths are chosen by measurement (benchmarks/transforms.py, CPU, one
-# thread: blocks of 32 beat 16 and 64 for 128 to 512 channels, by 10-25% on ResNet-18 shapes; at 64 channels
-# one product of 2C operations per entry beats the blocks' handful of smaller calls, by about 10% on the
-# ResNet-56 step, whose 19 largest convs have 64 channels).
+# prime) goes to the scans. _BLOCK_LEN and _DENSE_MAX are chosen by measurement (benchmarks/transforms.py, CPU,
+# one thread: blocks of 32 beat 16 and 64 for 128 to 512 channels, by 10-25% on ResNet-18 shapes; at 64
+# channels one product of 2C operations per entry beats the blocks' handful of smaller calls on the ResNet-56
+# step, whose 19 largest convs have 64 channels: results/REPORT.md, "Speed", fourth round).
 _BLOCK_MAX = 1024
 _DENSE_MAX = 64
 _BLOCK_LEN = 32
