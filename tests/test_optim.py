@@ -390,8 +390,8 @@ def test_gradients_batched_by_channel_count_match_the_transform_of_each(metric):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_batches_keep_matching_the_transform_of_each_over_steps_and_layout_changes(metric, boundary, dtype):
     """Batches by channel count, as one product with [M; 1/C] up to 64 channels for sobolev and h1 and 32 for h0
-    (channels 2, 5, 32, 64: below and at both limits), planned once and kept over steps; a gradient that
-    disappears or changes layout re-plans."""
+    (channels 2, 5, 32, 64: at and above h0's limit, at the others'), planned once and kept over steps; a gradient
+    that disappears or changes layout re-plans."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 5, 3), nn.Conv2d(5, 5, 3), nn.Conv2d(5, 5, 1), nn.Conv2d(5, 2, 1),
                           nn.Conv2d(2, 2, 1), nn.Conv2d(2, 32, 1), nn.Conv2d(32, 32, 3), nn.Conv2d(32, 32, 1),
