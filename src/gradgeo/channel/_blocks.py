@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-from gradgeo.channel._axis import Boundary, _as_3d
+from gradgeo.channel._axis import Boundary, _as_3d, _probe_apart
 
 Scan = Callable[[torch.Tensor, float, int, Boundary], torch.Tensor]
 
@@ -175,7 +175,7 @@ def block_transform_(x: torch.Tensor, dim: int, op: _Blocks) -> torch.Tensor:
     if op.reduce is None or op.couple is None:
         product = dense_product(v, op.diagonal)
         v.copy_(product[:, :c])
-        probe = product[:, c:].clone()  # not a view: it would keep the product alive until the step's check
+        probe = _probe_apart(product[:, c:], product)
     else:
         length, r = op.length, op.reduce.shape[0]
         nb = c // length
