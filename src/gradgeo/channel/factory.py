@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradgeo.channel.muon import MUON_DEFAULTS, MuonWithAux
 from gradgeo.channel.optim import APPLY_TO, DEFAULT_LAM, METRICS, ChannelDirected, _validate_options, layer_kinds
 from gradgeo.channel.transforms import BOUNDARIES, DIRECTIONS
 
@@ -33,6 +34,7 @@ BASES: dict[str, type[torch.optim.Optimizer]] = {
     "adamw": torch.optim.AdamW,
     "rmsprop": torch.optim.RMSprop,
     "adagrad": torch.optim.Adagrad,
+    "muon": MuonWithAux,  # torch.optim.Muon on the hidden weights, "aux" (sgd or adamw) on the rest
 }
 # options each base understands, from the spec string or the keyword defaults
 _BASE_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -41,7 +43,17 @@ _BASE_OPTIONS: dict[str, tuple[str, ...]] = {
     "adamw": ("lr", "betas", "eps", "weight_decay", "amsgrad"),
     "rmsprop": ("lr", "alpha", "eps", "weight_decay", "momentum", "centered"),
     "adagrad": ("lr", "lr_decay", "weight_decay", "eps"),
+    "muon": ("lr", "momentum", "nesterov", "weight_decay", "ns_steps", "adjust_lr", "aux", "aux_lr", "edges"),
 }
+# the options a muon spec writes mean Muon's own (its lr, momentum ...); the keyword defaults of create_optimizer
+# (a run's --lr, --momentum, --weight-decay ...) go to the aux optimizer, and --lr also to Muon unless the spec
+# sets lr. adjust_lr is torch.optim.Muon's adjust_lr_fn; edges: whether the first layer and the head go to the
+# aux optimizer (the usual split) or to Muon
+_MUON_SPEC_DEFAULTS: dict[str, Any] = {"lr": None, **{k: v for k, v in MUON_DEFAULTS.items() if k != "adjust_lr_fn"},
+                                       "adjust_lr": MUON_DEFAULTS["adjust_lr_fn"], "aux": "sgd", "aux_lr": None,
+                                       "edges": "aux"}
+_CHOICES: dict[str, tuple[str, ...]] = {"adjust_lr": ("original", "match_rms_adamw"), "aux": ("sgd", "adamw"),
+                                        "edges": ("aux", "muon")}
 _METRIC_OPTIONS = ("lam", "direction", "boundary", "sigma", "apply_to")
 # the options each metric reads; a spec may give the others too, they change nothing (lam is the strength of the
 # metrics, sigma that of the Laplacian baseline, which smooths the flattened tensor on a ring: no direction, no
@@ -64,7 +76,8 @@ METRIC_SUMMARIES: dict[str, str] = {
 # what each base option must be: a finite number with a bound, a boolean, or Adam's pair of betas
 _OPTION_RULES: dict[str, str] = {"lr": "> 0", "momentum": ">= 0", "weight_decay": ">= 0", "dampening": ">= 0",
                                  "eps": ">= 0", "alpha": ">= 0", "lr_decay": ">= 0", "nesterov": "bool",
-                                 "amsgrad": "bool", "centered": "bool", "betas": "betas"}
+                                 "amsgrad": "bool", "centered": "bool", "betas": "betas", "ns_steps": "int 1..99",
+                                 "aux_lr": "> 0", "adjust_lr": "choice", "aux": "choice", "edges": "choice"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,10 +124,14 @@ def base_options(base: str) -> tuple[SpecOption, ...]:
     torch_defaults = inspect.signature(BASES[base]).parameters
     options = []
     for key in _BASE_OPTIONS[base]:
-        default = ours[key].default if key in ours else torch_defaults[key].default
+        if base == "muon":
+            default = _MUON_SPEC_DEFAULTS[key]
+        else:
+            default = ours[key].default if key in ours else torch_defaults[key].default
         rule = _OPTION_RULES[key]
-        kind = {"bool": "bool", "betas": "pair"}.get(rule, "number")
-        options.append(SpecOption(key, kind, default, {"bool": "", "betas": "in [0, 1)"}.get(rule, rule)))
+        kind = {"bool": "bool", "betas": "pair", "choice": "choice"}.get(rule, "number")
+        options.append(SpecOption(key, kind, default, {"bool": "", "betas": "in [0, 1)", "choice": ""}.get(rule, rule),
+                                  _CHOICES.get(key, ())))
     return tuple(options)
 
 
@@ -152,6 +169,11 @@ def _option_problem(key: str, value: Any) -> str | None:
     if rule == "betas":
         ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(number(v) and 0 <= v < 1 for v in value)
         return None if ok else f"{key} must be two numbers in [0, 1) written B1/B2, got {value!r}"
+    if rule == "choice":
+        return None if value in _CHOICES[key] else f"{key} must be one of {', '.join(_CHOICES[key])}, got {value!r}"
+    if rule == "int 1..99":
+        ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 99
+        return None if ok else f"{key} must be an integer in 1..99, got {value!r}"
     if not number(value) or value < 0 or (rule == "> 0" and value == 0):
         return f"{key} must be a finite number {rule}, got {value!r}"
     return None
@@ -290,16 +312,74 @@ def _named_parameters(model_or_params: nn.Module | Iterable[torch.Tensor]) -> li
     return [(name, p) for name, p in named if p.requires_grad]
 
 
-def _decay_groups(named: list[tuple[str | None, torch.Tensor]], weight_decay: float,
-                  skip: set[str]) -> list[dict[str, Any]]:
-    """Weight decay on weights only: biases and norm parameters (all 1-D tensors) and the parameters named
-    in ``skip`` (a model's ``no_weight_decay()``, as in timm) get none."""
-    decay: list[torch.Tensor] = []
-    no_decay: list[torch.Tensor] = []
+def _param_groups(named: list[tuple[str | None, torch.Tensor]], weight_decay: float, skip: set[str] | None,
+                  lr: float, scales: dict[str, float]) -> list[dict[str, Any]]:
+    """Param groups by weight decay and learning rate. Weight decay on weights only, unless ``skip`` is None
+    (then on all): biases and norm parameters (all 1-D tensors) and the parameters named in ``skip`` (a model's
+    ``no_weight_decay()``, as in timm) get none. A parameter named in ``scales`` (a model's
+    ``param_lr_scales()``) trains at ``lr`` times its scale (its group holds that ``lr``)."""
+    groups: dict[tuple[bool, float], list[torch.Tensor]] = {}
     for name, p in named:
-        (no_decay if p.dim() <= 1 or name in skip else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+        decays = skip is None or not (p.dim() <= 1 or name in skip)
+        groups.setdefault((decays, scales.get(name or "", 1.0)), []).append(p)
+    ordered = sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1] != 1.0, item[0][1]))
+    return [{"params": params, "weight_decay": weight_decay if decays else 0.0, **({"lr": lr * scale} if scale != 1.0
+                                                                                      else {})}
+            for (decays, scale), params in ordered]
+
+
+def _lr_scales(model: nn.Module | Iterable[torch.Tensor]) -> dict[str, float]:
+    """A model's ``param_lr_scales()`` (name -> learning-rate multiplier), checked; {} without one."""
+    method = getattr(model, "param_lr_scales", None) if isinstance(model, nn.Module) else None
+    if method is None:
+        return {}
+    scales = dict(method())
+    names = {name for name, _ in model.named_parameters()}  # type: ignore[union-attr]
+    for name, scale in scales.items():
+        if name not in names:
+            raise ValueError(f"{type(model).__name__}.param_lr_scales() names {name!r}, which is not a parameter")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"{type(model).__name__}.param_lr_scales() gives {name!r} the scale {scale!r}; "
+                             "expected a finite number > 0")
+    return {name: float(scale) for name, scale in scales.items()}
+
+
+def _edge_weights(model: nn.Module | Iterable[torch.Tensor], named: list[tuple[str | None, torch.Tensor]]
+                  ) -> set[torch.Tensor]:
+    """The weights of the first layer and of the head: of a model, the first and the last module (in
+    registration order) owning a weight with 2+ dims, trainable or not; of a parameter list, its first and last
+    tensor with 2+ dims."""
+    if isinstance(model, nn.Module):
+        weights = (getattr(m, "weight", None) for m in model.modules())
+        layers = [w for w in weights if isinstance(w, torch.Tensor) and w.dim() >= 2]
+    else:
+        layers = [p for _, p in named if p.dim() >= 2]
+    return {layers[0], layers[-1]} if layers else set()
+
+
+def _muon(model: nn.Module | Iterable[torch.Tensor], named: list[tuple[str | None, torch.Tensor]],
+          spec: OptimizerSpec, lr: float | None, weight_decay: float, skip: set[str] | None,
+          scales: dict[str, float], defaults: dict[str, Any]) -> MuonWithAux:
+    """The optimizer of a ``muon`` spec: torch.optim.Muon on the hidden weights (2+ dims; the first layer and
+    the head too with ``edges=muon``), the ``aux`` optimizer on the rest with the keyword defaults."""
+    options = {**_MUON_SPEC_DEFAULTS, **spec.base_options}
+    muon_lr = options["lr"] if options["lr"] is not None else lr
+    aux_lr = options["aux_lr"] if options["aux_lr"] is not None else lr
+    if muon_lr is None or aux_lr is None:
+        raise ValueError(f"no learning rate for spec {spec.text!r}: pass lr=... (Muon's and the aux optimizer's), "
+                         "or write muon:lr=...,aux_lr=...")
+    edges = _edge_weights(model, named) if options["edges"] == "aux" else set()
+    matrices = [p for _, p in named if p.dim() >= 2 and p not in edges]
+    if not matrices:
+        raise ValueError(f"spec {spec.text!r}: the model has no hidden weight with 2+ dims for Muon to step on")
+    rest = [(name, p) for name, p in named if p.dim() < 2 or p in edges]
+    aux_base = options["aux"]
+    aux_options = {k: v for k, v in defaults.items() if k in _BASE_OPTIONS[aux_base] and v is not None}
+    aux_class: Any = BASES[aux_base]  # SGD or AdamW, both take lr
+    aux = aux_class(_param_groups(rest, weight_decay, skip, aux_lr, scales), lr=aux_lr, **aux_options) if rest else None
+    return MuonWithAux(matrices, aux, lr=muon_lr, momentum=options["momentum"], nesterov=options["nesterov"],
+                       weight_decay=options["weight_decay"], ns_steps=options["ns_steps"],
+                       adjust_lr_fn=options["adjust_lr"])
 
 
 def create_optimizer(
@@ -361,10 +441,13 @@ def create_optimizer(
     if not named:
         raise ValueError("create_optimizer found no parameters that require grad")
     no_weight_decay = getattr(model, "no_weight_decay", None)  # timm's convention, on any model
-    skip = set(no_weight_decay()) if no_weight_decay is not None and exclude_from_decay else set()
-    groups = _decay_groups(named, wd, skip) if exclude_from_decay else [
-        {"params": [p for _, p in named], "weight_decay": wd}]
-    base = BASES[parsed.base](groups, **options)
+    skip = (set(no_weight_decay()) if no_weight_decay is not None else set()) if exclude_from_decay else None
+    scales = _lr_scales(model)
+    base: torch.optim.Optimizer
+    if parsed.base == "muon":
+        base = _muon(model, named, parsed, lr, weight_decay, skip, scales, defaults)
+    else:
+        base = BASES[parsed.base](_param_groups(named, wd, skip, options["lr"], scales), **options)
     if parsed.metric == "none":
         return base
     if not isinstance(model, nn.Module):

@@ -25,12 +25,15 @@ __all__ = ["add_grid_arguments", "add_log_argument", "add_task_arguments", "extr
 _HELP = {
     "dataset": "fashion-mnist, mnist, cifar10 or cifar100 (segment: the source of the items; gan: the images)",
     "data_dir": "folder with the dataset files (default: the standard places, see README)",
-    "model": f"classify: small_cnn, resnet20/32/56, vgg11/16; segment: unet; gan: dcgan; anytime: "
+    "model": f"classify: small_cnn, resnet20/32/56, vgg11/16, airbench; segment: unet; gan: dcgan; anytime: "
              f"{', '.join(ANYTIME_MODELS)}",
     "width": "channel width multiplier",
     "optimizer": "optimizer spec, e.g. sgd, sgd+sobolev:lam=0.1, adam:lr=1e-3+h0:lam=2",
     "batch_size": "images per step; under torchrun the global batch, split evenly over the processes",
-    "schedule": "cosine, step or constant",
+    "schedule": "cosine, step, constant, or triangle (0.2x up to 1x at 23% of the steps, then down to 0.07x)",
+    "crop_padding": "zero padding per side of the random crop (how far it translates)",
+    "tta": "classify: test-time augmentation of every evaluation: none, flip (image and mirror image), or "
+           "flip-translate (also shifted one pixel: 6 passes an image)",
     "augment": "random crop + flip (default: on for CIFAR)",
     "train_size": "classify, gan, anytime: train on a stratified subset of this many images; segment: training "
                   "scenes",

@@ -22,6 +22,7 @@ from typing import Any
 
 from torch import nn
 
+from gradgeo.models.airbench import AirbenchNet
 from gradgeo.models.anytime import (
     ANYTIME_MODELS,
     AnytimeNetwork,
@@ -36,9 +37,9 @@ from gradgeo.models.small_cnn import SmallCNN
 from gradgeo.models.unet import UNet
 from gradgeo.models.vgg import VGG
 
-__all__ = ["ANYTIME_MODELS", "GAN", "GAN_MODELS", "MODELS", "SEGMENTATION_MODELS", "VGG", "AnytimeNetwork",
-           "AnytimePrediction", "BasicBlock", "CifarResNet", "DCGANDiscriminator", "DCGANGenerator", "GANOutput",
-           "SmallCNN", "UNet", "anytime_predict", "build_anytime_model", "build_gan", "build_model",
+__all__ = ["ANYTIME_MODELS", "GAN", "GAN_MODELS", "MODELS", "SEGMENTATION_MODELS", "VGG", "AirbenchNet",
+           "AnytimeNetwork", "AnytimePrediction", "BasicBlock", "CifarResNet", "DCGANDiscriminator", "DCGANGenerator",
+           "GANOutput", "SmallCNN", "UNet", "anytime_predict", "build_anytime_model", "build_gan", "build_model",
            "build_segmentation_model", "exit_flops"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
@@ -48,6 +49,7 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "vgg11": partial(VGG, 11),
     "vgg16": partial(VGG, 16),
     "small_cnn": SmallCNN,
+    "airbench": AirbenchNet,
 }
 
 MODELS: tuple[str, ...] = tuple(_REGISTRY)

@@ -16,7 +16,7 @@ TEST_ACC = Metric("test_acc", "test acc %")
 
 def _builder(config: TrainConfig, splits: DatasetSplits, log: Callable[[str], None] | None) -> Builder:
     return lambda model_args: (build_model(config.model, width=config.width, **model_args),
-                               CrossEntropy(config.label_smoothing))
+                               CrossEntropy(config.label_smoothing, tta=config.tta))
 
 
 CLASSIFY = Task("classify", TrainConfig, _builder, (TEST_ACC,), MODELS, model_kind="a classifier",

@@ -41,7 +41,7 @@ from gradgeo.data import Augment, DatasetSplits, load_dataset
 from gradgeo.models import build_model
 from gradgeo.training import ddp
 from gradgeo.training.extras import check, require
-from gradgeo.training.objective import CrossEntropy, Objective, evaluate
+from gradgeo.training.objective import TTA_LEVELS, CrossEntropy, Objective, evaluate
 from gradgeo.training.run_folder import (
     CHECKPOINT,
     METRICS,
@@ -52,10 +52,10 @@ from gradgeo.training.run_folder import (
 )
 from gradgeo.training.tensorboard import TENSORBOARD, TensorBoardLog
 
-__all__ = ["PRECISIONS", "SCHEDULES", "CrossEntropy", "Objective", "TrainConfig", "evaluate", "fit", "load_splits",
-           "train"]
+__all__ = ["DATA_INIT_IMAGES", "PRECISIONS", "SCHEDULES", "TTA_LEVELS", "CrossEntropy", "Objective", "TrainConfig",
+           "evaluate", "fit", "load_splits", "train"]
 
-SCHEDULES = ("cosine", "step", "constant")
+SCHEDULES = ("cosine", "step", "constant", "triangle")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -74,9 +74,13 @@ class TrainConfig:
     weight_decay: float = 5e-4
     epochs: int = 10
     batch_size: int = 128
-    schedule: str = "cosine"  # per-iteration cosine to 0, "step" (x0.1 at 50% and 75%), or "constant"
+    # per-iteration cosine to 0, "step" (x0.1 at 50% and 75%), "constant", or "triangle" (linear from 0.2x up to 1x
+    # at 23% of the steps, then linear down to 0.07x: the airbench recipe's)
+    schedule: str = "cosine"
     label_smoothing: float = 0.0
     augment: bool | None = None  # None: crop + flip for CIFAR, none for the 28x28 sets
+    crop_padding: int = 4  # the random crop's zero padding per side (translations of up to this many pixels)
+    tta: str = "none"  # test-time augmentation of every evaluation: "none", "flip" or "flip-translate" (classify)
     train_size: int | None = None  # a stratified subset of the training set, for short runs
     val_size: int = 0  # images carved from the training set for validation (tuning never sees the test set)
     seed: int = 0
@@ -88,12 +92,20 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise a ValueError naming the bad field and the accepted values."""
         parse_spec(self.optimizer)
-        try:  # torch's own checks across options (nesterov needs momentum ...), on a stand-in parameter
-            create_optimizer([torch.zeros(2, 2, 2, requires_grad=True)], self.optimizer, **self.optimizer_defaults())
+        try:  # torch's own checks across options (nesterov needs momentum ...), on stand-in parameters: a first
+            # layer, a hidden layer and a head (muon steps on the hidden one), and a bias
+            stand_ins = [torch.zeros(2, 2, 2, requires_grad=True) for _ in range(3)]
+            stand_ins.append(torch.zeros(2, requires_grad=True))
+            create_optimizer(stand_ins, self.optimizer, **self.optimizer_defaults())
         except ValueError as error:
             raise ValueError(f"optimizer spec {self.optimizer!r}: {error}") from None
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
+        if self.tta not in TTA_LEVELS:
+            raise ValueError(f"unknown tta {self.tta!r}; expected one of {TTA_LEVELS}")
+        padding = self.crop_padding
+        if isinstance(padding, bool) or not isinstance(padding, int) or not 0 <= padding <= 16:
+            raise ValueError(f"crop_padding must be an integer in 0..16 (pixels), got {self.crop_padding!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
         for name in ("epochs", "batch_size"):
@@ -187,6 +199,10 @@ def _lr_lambda(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], flo
     total = config.epochs * steps_per_epoch
     if config.schedule == "cosine":
         return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    if config.schedule == "triangle":
+        peak = max(1, round(0.23 * total))
+        return lambda step: (0.2 + 0.8 * step / peak if step < peak
+                             else 1.0 - 0.93 * min(step - peak, total - peak) / max(1, total - peak))
     if config.schedule == "step":
         return lambda step: 0.1 ** ((step >= total // 2) + (step >= (3 * total) // 4))
     return lambda step: 1.0
@@ -215,6 +231,21 @@ def _slow_bf16_reason() -> str | None:
     if capability == "AVX512" and native:
         return None
     return f"this CPU's vector capability is {capability} without bfloat16 instructions (AVX512-BF16 or AMX)"
+
+
+#: training images a model's ``init_from_data`` sees (the airbench recipe's 5,000)
+DATA_INIT_IMAGES = 5000
+
+
+def _init_from_data(model: nn.Module, splits: DatasetSplits) -> None:
+    """A model with an ``init_from_data(images)`` method (e.g. :class:`~gradgeo.models.AirbenchNet`'s whitening
+    layer) gets the first :data:`DATA_INIT_IMAGES` training images, normalized, unaugmented, on its device."""
+    init = getattr(model, "init_from_data", None)
+    if not callable(init):
+        return
+    count = min(DATA_INIT_IMAGES, len(splits.train_y))
+    images, _ = next(iter(splits.loader("train", count, shuffle=False).epoch(0)))
+    init(images.to(next(model.parameters()).device))
 
 
 def _all_finite(value: Any) -> bool:
@@ -272,7 +303,8 @@ def train(
     """
 
     def build(model_args: dict[str, int]) -> tuple[nn.Module, Objective]:
-        return build_model(config.model, width=config.width, **model_args), CrossEntropy(config.label_smoothing)
+        return (build_model(config.model, width=config.width, **model_args),
+                CrossEntropy(config.label_smoothing, tta=config.tta))
 
     return fit(config, build, out_dir, resume=resume, progress=progress, log=log, splits=splits,
                stop_after=stop_after, on_epoch=on_epoch, tensorboard=tensorboard)
@@ -354,6 +386,7 @@ def fit(
     torch.manual_seed(config.seed)
     model_args = {"num_classes": splits.num_classes, "in_channels": splits.image_shape[0]}
     model, objective = build(model_args)
+    _init_from_data(model, splits)
     model = model.to(  # type: ignore[call-overload]  # Module.to takes memory_format; torch's overloads omit it
         device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
     objective.context = ctx
@@ -362,7 +395,7 @@ def fit(
         optimizer.track_grad_norms = True
     augment = config.augment if config.augment is not None else config.dataset.startswith("cifar")
     loader = splits.loader("train", config.batch_size, shuffle=True, drop_last=True, seed=config.seed,
-                           augment=Augment(padding=4, flip=True) if augment else None, rank=ctx.rank,
+                           augment=Augment(padding=config.crop_padding, flip=True) if augment else None, rank=ctx.rank,
                            world_size=ctx.world_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, len(loader)))
     wrapped = ctx.wrap(model)

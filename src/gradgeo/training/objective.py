@@ -14,7 +14,38 @@ from gradgeo.training import ddp
 
 _Sums = TypeVar("_Sums")
 
-__all__ = ["TABLE_HEADER", "CrossEntropy", "Objective", "eval_batch_size", "evaluate", "format_row"]
+__all__ = ["TABLE_HEADER", "TTA_LEVELS", "CrossEntropy", "Objective", "eval_batch_size", "evaluate", "format_row",
+           "tta_logits"]
+
+#: test-time augmentations: none; the mean of the logits of the image and its mirror image; and that, averaged
+#: half and half with the same pair for the image translated one pixel up-left and one down-right (reflected
+#: borders): 6 forward passes an image (the airbench recipe's)
+TTA_LEVELS = ("none", "flip", "flip-translate")
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """The logits of ``model`` on the batch ``x`` under test-time augmentation ``tta`` (one of
+    :data:`TTA_LEVELS`), as float32.
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> tta_logits(model, torch.zeros(2, 1, 2, 2), "flip-translate").shape
+        torch.Size([2, 3])
+    """
+    if tta not in TTA_LEVELS:
+        raise ValueError(f"unknown tta {tta!r}; expected one of {TTA_LEVELS}")
+
+    def mirrored(images: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (model(images).float() + model(images.flip(-1)).float())
+
+    if tta == "none":
+        return model(x).float()
+    if tta == "flip":
+        return mirrored(x)
+    h, w = x.shape[-2:]
+    padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    shifted = 0.5 * (mirrored(padded[..., :h, :w]) + mirrored(padded[..., 2:, 2:]))
+    return 0.5 * (mirrored(x) + shifted)
 
 
 def eval_batch_size(model: nn.Module) -> int:
@@ -24,18 +55,19 @@ def eval_batch_size(model: nn.Module) -> int:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, splits: DatasetSplits, split: str, batch_size: int | None = None) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of ``model`` on a split (``"train"``, ``"val"``, ``"test"``); ``batch_size``
-    defaults to :func:`eval_batch_size`."""
+def evaluate(model: nn.Module, splits: DatasetSplits, split: str, batch_size: int | None = None,
+             tta: str = "none") -> dict[str, float]:
+    """Mean cross-entropy and accuracy of ``model`` on a split (``"train"``, ``"val"``, ``"test"``) under the
+    test-time augmentation ``tta`` (:func:`tta_logits`); ``batch_size`` defaults to :func:`eval_batch_size`."""
     batch_size = batch_size or eval_batch_size(model)
     was_training = model.training
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
     dtype = next(model.parameters()).dtype
     for x, y in splits.loader(split, batch_size, shuffle=False, dtype=dtype).epoch(0):
-        logits = model(x).float()
+        logits = tta_logits(model, x, tta)
         total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
+        correct += int((logits.argmax(1) == y).sum())
         count += len(y)
     model.train(was_training)
     return {"loss": total_loss / count, "acc": correct / count}
@@ -126,10 +158,14 @@ class Objective(ABC):
 
 
 class CrossEntropy(Objective):
-    """Cross-entropy of a classifier's logits, with optional label smoothing."""
+    """Cross-entropy of a classifier's logits, with optional label smoothing; evaluated under the test-time
+    augmentation ``tta`` (one of :data:`TTA_LEVELS`)."""
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
+    def __init__(self, label_smoothing: float = 0.0, tta: str = "none") -> None:
+        if tta not in TTA_LEVELS:
+            raise ValueError(f"unknown tta {tta!r}; expected one of {TTA_LEVELS}")
         self.label_smoothing = label_smoothing
+        self.tta = tta
         self._sums: tuple[torch.Tensor, torch.Tensor, int] | None = None
 
     def backward(self, output: torch.Tensor, y: torch.Tensor, progress: float) -> None:
@@ -146,6 +182,6 @@ class CrossEntropy(Objective):
         return {"train_loss": loss_sum / seen, "train_acc": correct / seen}
 
     def evaluate(self, model: nn.Module, splits: DatasetSplits) -> dict[str, Any]:
-        test = evaluate(model, splits, "test")
-        return {"val_acc": evaluate(model, splits, "val")["acc"] if splits.val_y is not None else None,
+        test = evaluate(model, splits, "test", tta=self.tta)
+        return {"val_acc": evaluate(model, splits, "val", tta=self.tta)["acc"] if splits.val_y is not None else None,
                 "test_loss": test["loss"], "test_acc": test["acc"]}

@@ -86,6 +86,9 @@ class AnytimeConfig(TrainConfig):
         if isinstance(self.num_exits, bool) or not isinstance(self.num_exits, int) or self.num_exits < 1:
             raise ValueError(f"num_exits must be an integer >= 1, got {self.num_exits!r}")
         make_strategy_from_spec(self.strategy, list(range(1, self.num_exits + 1)))  # its options, on stand-in FLOPs
+        if self.tta != "none":
+            raise ValueError("tta (test-time augmentation) is for the classify task; the anytime task evaluates each "
+                             "exit on the images as they are: leave it at none")
         return self
 
     def canonical(self, name: str, value: Any) -> Any:

@@ -91,6 +91,9 @@ class GANConfig(TrainConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.tta != "none":
+            raise ValueError("tta (test-time augmentation) is for the classify task; the gan task evaluates the "
+                             "images as they are: leave it at none")
         if self.augment:
             raise ValueError("augment is for CIFAR classification; the gan task trains on the images as they are")
         return self

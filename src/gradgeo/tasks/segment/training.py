@@ -73,6 +73,9 @@ class SegmentConfig(TrainConfig):
                              f"got {self.canvas}")
         if not 0 <= self.threshold < 255:
             raise ValueError(f"threshold must be in 0..254, got {self.threshold}")
+        if self.tta != "none":
+            raise ValueError("tta (test-time augmentation) is for the classify task; the segment task evaluates the "
+                             "images as they are: leave it at none")
         if self.augment:
             raise ValueError("augment (crop and flip of the images) would misalign the label maps: leave it off "
                              "for the segment task")
