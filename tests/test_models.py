@@ -16,7 +16,9 @@ def num_params(model: nn.Module) -> int:
 
 
 def conv_widths(model: nn.Module) -> list[int]:
-    return [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    """The output channels of the trained convolutions (a frozen, data-set layer such as airbench's whitening
+    has as many as its input asks for, whatever the width)."""
+    return [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d) and m.weight.requires_grad]
 
 
 def resnet_params(n: int, width: int = 1, in_channels: int = 3, classes: int = 10, option: str = "B") -> int:
@@ -33,7 +35,7 @@ def resnet_params(n: int, width: int = 1, in_channels: int = 3, classes: int = 1
 
 
 def test_registry_names():
-    assert set(MODELS) == {"resnet20", "resnet32", "resnet56", "vgg11", "vgg16", "small_cnn"}
+    assert set(MODELS) == {"resnet20", "resnet32", "resnet56", "vgg11", "vgg16", "small_cnn", "airbench"}
 
 
 @pytest.mark.parametrize("shape", INPUTS.values(), ids=INPUTS.keys())
@@ -102,10 +104,15 @@ def test_bad_arguments(make, message):
 def test_backward_reaches_every_parameter(name):
     torch.manual_seed(0)
     model = build_model(name, num_classes=10, in_channels=3, width=0.25)
-    # 8x8 input keeps this fast; every model reduces it to 1x1 or more before pooling
-    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    # small inputs keep this fast; every model reduces them to 1x1 or more before pooling (airbench's three
+    # pools after a 2x2 whitening conv need 16x16)
+    side = 16 if name == "airbench" else 8
+    x, y = torch.randn(4, 3, side, side), torch.tensor([0, 1, 2, 3])
     nn.functional.cross_entropy(model(x), y).backward()
     for pname, p in model.named_parameters():
+        if not p.requires_grad:  # frozen by design: airbench's whitening weights and BatchNorm scales
+            assert name == "airbench" and (pname == "whiten.weight" or pname.endswith(".weight")), pname
+            continue
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
         assert p.grad.abs().sum() > 0, pname
 
@@ -132,3 +139,36 @@ def test_kaiming_init():
     assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and torch.equal(
         bn.bias, torch.zeros_like(bn.bias)
     )
+
+
+def test_airbench_whitening_decorrelates_the_patches_it_was_set_from():
+    """The whitening filters are the patch covariance's eigenvectors over sqrt(eigenvalue + eps): on the
+    patches they were set from, the first half of the outputs has covariance diag(lambda / (lambda + eps)),
+    with the eigenvalues computed here independently (F.unfold patches, a dense eigvalsh)."""
+    torch.manual_seed(0)
+    mixing = torch.randn(12, 12)  # correlated patches: a random linear mix of white noise
+    images = (torch.randn(64, 12, 8, 8).permute(0, 2, 3, 1) @ mixing).permute(0, 3, 1, 2)[:, :3].contiguous()
+    net = build_model("airbench", width=0.25)
+    net.init_from_data(images, eps=5e-4)
+    patches = nn.functional.unfold(images.double(), 2).transpose(1, 2).reshape(-1, 12)  # rows: C x 2 x 2 patches
+    eigenvalues = torch.linalg.eigvalsh(patches.T @ patches / len(patches))
+    out = nn.functional.conv2d(images.double(), net.whiten.weight.double())[:, :12]
+    out = out.permute(0, 2, 3, 1).reshape(-1, 12)
+    covariance = out.T @ out / len(out)
+    torch.testing.assert_close(covariance, torch.diag(eigenvalues / (eigenvalues + 5e-4)), atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(net.whiten.weight[12:], -net.whiten.weight[:12])  # and their negatives
+
+
+def test_airbench_layout_and_lr_scales():
+    net = build_model("airbench")
+    assert conv_widths(net) == [64, 64, 256, 256, 256, 256]
+    assert net.whiten.out_channels == 24 and not net.whiten.weight.requires_grad
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 6 and not any(m.weight.requires_grad for m in norms)
+    assert net.param_lr_scales() == {f"blocks.{b}.{i}.bias": 64.0 for b in range(3) for i in (2, 5)}
+    conv = net.blocks[1][0]  # 64 -> 256: its first 64 filters pass their input channel through
+    centre = torch.zeros(64, 64, 3, 3)
+    centre[torch.arange(64), torch.arange(64), 1, 1] = 1
+    assert torch.equal(conv.weight[:64], centre)
+    with pytest.raises(ValueError, match="init_from_data needs images N x 3"):
+        net.init_from_data(torch.zeros(2, 1, 32, 32))

@@ -10,7 +10,17 @@ from torch import nn
 import gradgeo
 from gradgeo import transforms as T
 from gradgeo.channel._batch import Batch
+from gradgeo.channel.muon import MuonWithAux
 from gradgeo.channel.optim import ChannelDirected, channel_directed, layer_kinds
+
+def muon_with_sgd(params, foreach=None, lr=0.02):
+    """gradgeo's muon base: torch.optim.Muon on the hidden conv weights, SGD with momentum on the rest (the first
+    conv, the head, BatchNorm)."""
+    params = list(params)
+    matrices = [p for p in params if p.dim() >= 2][1:-1]
+    rest = [p for p in params if not any(p is m for m in matrices)]
+    return MuonWithAux(matrices, torch.optim.SGD(rest, lr=0.1, momentum=0.9, foreach=foreach), lr=lr)
+
 
 OPTIMIZERS = {
     "sgd": (torch.optim.SGD, {"lr": 0.2}),
@@ -19,6 +29,7 @@ OPTIMIZERS = {
     "adamw": (torch.optim.AdamW, {"lr": 3e-3, "weight_decay": 0.05}),
     "rmsprop": (torch.optim.RMSprop, {"lr": 1e-3}),
     "adagrad": (torch.optim.Adagrad, {"lr": 0.03}),
+    "muon": (muon_with_sgd, {"lr": 0.02}),
 }
 METRIC_OPTIONS = {"h0": {"lam": 2.0}, "sobolev": {"lam": 0.1}, "h1": {"lam": 0.01},
                   "laplacian": {"sigma": 1.0}, "none": {}}
