@@ -13,6 +13,7 @@ from gradgeo.channel._batch import Batch
 from gradgeo.channel.muon import MuonWithAux
 from gradgeo.channel.optim import ChannelDirected, channel_directed, layer_kinds
 
+
 def muon_with_sgd(params, foreach=None, lr=0.02):
     """gradgeo's muon base: torch.optim.Muon on the hidden conv weights, SGD with momentum on the rest (the first
     conv, the head, BatchNorm)."""
