@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from gradgeo.experiments.stats import Summary, holm, mean_ci, paired_test
+from gradgeo.experiments.stats import Summary, holm, mean_ci, minimum_detectable_effect, paired_test
 from gradgeo.tasks.base import Metric, Task
 
 __all__ = ["LAYOUTS", "Layout"]
@@ -50,8 +50,14 @@ def _stats(values: Sequence[float]) -> dict[str, Any]:
 
 
 def _paired(values: Sequence[float], baseline: Sequence[float]) -> dict[str, Any]:
+    """The paired test, and the minimum detectable effect: the true difference that this many pairs with this
+    spread of differences would detect with 80% power at the 5% level (``nan`` with one pair)."""
     test = paired_test(values, baseline)
-    return {"difference": dataclasses.asdict(test.difference), "p_value": test.p_value}
+    differences = [a - b for a, b in zip(values, baseline)]
+    n = len(differences)
+    sd = math.sqrt(sum((d - test.difference.mean) ** 2 for d in differences) / (n - 1)) if n > 1 else math.nan
+    return {"difference": dataclasses.asdict(test.difference), "p_value": test.p_value,
+            "mde": minimum_detectable_effect(sd, n)}
 
 
 def _fmt(stats: dict[str, Any], scale: float = 100.0, digits: int = 2) -> str:
@@ -144,20 +150,45 @@ def _table_metrics(summary: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------- classify
 
 
+def _to_target(history: Sequence[dict[str, Any]], target: float) -> tuple[int, float] | None:
+    """The first epoch whose validation accuracy reaches ``target``, and the training time up to its end."""
+    for index, row in enumerate(history):
+        if row["val_acc"] >= target:
+            return index + 1, sum(r["time"] for r in history[:index + 1])
+    return None
+
+
+def _time_to_target(histories: Sequence[Sequence[dict[str, Any]]], target: float) -> dict[str, Any]:
+    """Epochs and seconds to ``target`` per seed (None where a seed never reaches it), and their means over
+    the seeds that do."""
+    reached = [_to_target(h, target) for h in histories]
+    hits = [r for r in reached if r is not None]
+    return {"target": target, "reached": len(hits), "epochs_per_seed": [r[0] if r else None for r in reached],
+            "epochs": sum(r[0] for r in hits) / len(hits) if hits else None,
+            "seconds": sum(r[1] for r in hits) / len(hits) if hits else None}
+
+
 def _build_classify(task: Task, labels: Sequence[str], seeds: Sequence[int], results: Results) -> dict[str, Any]:
-    """``{"baseline", "seeds", "rows"}``; per label the headline metric's final and best value and (with a
-    validation split) the final validation accuracy as mean ± 95% CI, ``final_per_seed`` and, except for the
-    baseline, the paired difference of the final values to the baseline."""
+    """``{"baseline", "seeds", "rows"}``; per label the headline metric's final value and (with a validation
+    split) the final and best validation accuracy as mean ± 95% CI (an epoch is never picked by its test
+    accuracy), ``final_per_seed`` and, except for the baseline, the paired difference of the final values to
+    the baseline with its minimum detectable effect. With a validation split, ``time_to_target``: the epochs
+    and training seconds each label needs to reach the baseline's mean final validation accuracy."""
     key = task.metrics[0].key
     rows: list[dict[str, Any]] = []
+    baseline_histories = [result["history"] for result in results[labels[0]]]
+    has_val = baseline_histories[0][-1].get("val_acc") is not None
+    target = sum(h[-1]["val_acc"] for h in baseline_histories) / len(baseline_histories) if has_val else None
     for label in labels:
         histories = [result["history"] for result in results[label]]
         final = [h[-1][key] for h in histories]
-        best = [max(r[key] for r in h) for h in histories]
         row: dict[str, Any] = {task.label_name: label, "n": len(final), f"final_{key}": _stats(final),
-                               f"best_{key}": _stats(best), "final_per_seed": final}
-        if histories[0][-1].get("val_acc") is not None:
+                               "final_per_seed": final}
+        if target is not None:
             row["final_val_acc"] = _stats([h[-1]["val_acc"] for h in histories])
+            row["best_val_acc"] = _stats([max(r["val_acc"] for r in h) for h in histories])
+            if all("time" in r for h in histories for r in h):
+                row["time_to_target"] = _time_to_target(histories, target)
         if histories[0][-1].get("train_acc") is not None:
             row["final_train_acc"] = _stats([h[-1]["train_acc"] for h in histories])
         if label != labels[0]:
@@ -170,36 +201,58 @@ def _build_classify(task: Task, labels: Sequence[str], seeds: Sequence[int], res
 
 
 def _csv_classify(summary: dict[str, Any]) -> list[list[Any]]:
-    lines: list[list[Any]] = [["spec", "n", "final_test_acc_mean", "final_test_acc_ci95", "best_test_acc_mean",
-                               "best_test_acc_ci95", "diff_vs_baseline", "diff_ci95", "p_value", "p_holm"]]
+    lines: list[list[Any]] = [["spec", "n", "final_test_acc_mean", "final_test_acc_ci95", "best_val_acc_mean",
+                               "best_val_acc_ci95", "diff_vs_baseline", "diff_ci95", "p_value", "p_holm", "mde",
+                               "epochs_to_target", "seconds_to_target", "seeds_reaching_target"]]
     for r in summary["rows"]:
         vs = r.get("vs_baseline", {"difference": {"mean": 0.0, "half_width": 0.0}, "p_value": ""})
+        best = r.get("best_val_acc", {"mean": "", "half_width": ""})
+        to_target = r.get("time_to_target", {"epochs": "", "seconds": "", "reached": ""})
         lines.append([r["spec"], r["n"], r["final_test_acc"]["mean"], r["final_test_acc"]["half_width"],
-                      r["best_test_acc"]["mean"], r["best_test_acc"]["half_width"], vs["difference"]["mean"],
-                      vs["difference"]["half_width"], vs["p_value"], vs.get("p_holm", "")])
+                      best["mean"], best["half_width"], vs["difference"]["mean"], vs["difference"]["half_width"],
+                      vs["p_value"], vs.get("p_holm", ""), vs.get("mde", ""),
+                      *("" if v is None else v for v in (to_target["epochs"], to_target["seconds"],
+                                                         to_target["reached"]))])
     return lines
 
 
 def _table_classify(summary: dict[str, Any]) -> str:
     """Accuracies in %, ± the 95% CI half-width, and the paired difference to the baseline."""
     has_val = any("final_val_acc" in r for r in summary["rows"])
+    has_best = any("best_val_acc" in r for r in summary["rows"])  # older summaries: best_test_acc, not shown
     width = max(28, *(len(r["spec"]) for r in summary["rows"]))
-    header = f"{'optimizer':<{width}} {'n':>2} {'final test acc':>15} {'best test acc':>15}"
+    header = f"{'optimizer':<{width}} {'n':>2} {'final test acc':>15}"
+    header += f" {'best val acc':>15}" if has_best else ""
     header += f" {'final val acc':>15}" if has_val else ""
     header += f" {'diff vs ' + summary['baseline']:>20} {'p':>7}"
     has_holm = sum("vs_baseline" in r for r in summary["rows"]) > 1  # older summaries have no p_holm: shown as -
     header += f" {'p Holm':>7}" if has_holm else ""
+    has_mde = any("mde" in r.get("vs_baseline", {}) for r in summary["rows"])
+    header += f" {'MDE':>6}" if has_mde else ""
     lines = [header, "-" * len(header)]
     for r in summary["rows"]:
-        line = f"{r['spec']:<{width}} {r['n']:>2} {_fmt(r['final_test_acc']):>15} {_fmt(r['best_test_acc']):>15}"
+        line = f"{r['spec']:<{width}} {r['n']:>2} {_fmt(r['final_test_acc']):>15}"
+        line += f" {_fmt(r['best_val_acc']):>15}" if has_best else ""
         line += f" {_fmt(r['final_val_acc']):>15}" if has_val else ""
         if "vs_baseline" in r:
             d = r["vs_baseline"]
             line += f" {_fmt(d['difference']):>20} {d['p_value']:>7.3f}"
             line += f" {d.get('p_holm', math.nan):>7.3f}" if has_holm else ""
+            line += f" {d.get('mde', math.nan) * 100:>6.2f}" if has_mde else ""
         else:
             line += f" {'(baseline)':>20} {'':>7}" + (f" {'':>7}" if has_holm else "")
+            line += f" {'':>6}" if has_mde else ""
         lines.append(line)
+    if has_mde:
+        lines.append("MDE: the difference (points) these seeds would detect with 80% power at p < 0.05, from the "
+                     "measured spread of the paired differences")
+    timed = [r for r in summary["rows"] if "time_to_target" in r]
+    if timed:
+        target = timed[0]["time_to_target"]["target"]
+        parts = [f"{r['spec']} " + (f"{t['epochs']:.1f} epochs, {t['seconds'] / 60:.1f} min" if t["epochs"] is not None
+                                    else "never") + f" ({t['reached']}/{r['n']} seeds)"
+                 for r in timed for t in (r["time_to_target"],)]
+        lines.append(f"time to the baseline's final val acc ({target * 100:.2f}%): " + "; ".join(parts))
     trained = [r for r in summary["rows"] if "final_train_acc" in r]  # how far each spec fits its training set
     if trained:
         lines.append("final train acc: " + ", ".join(f"{r['spec']} {_fmt(r['final_train_acc'])}" for r in trained))

@@ -471,6 +471,7 @@ def fit(
     if out is not None and ctx.is_main and len(history) == config.epochs:
         _atomic_save({"config": dataclasses.asdict(config), "history": history,
                       "final_test_acc": history[-1]["test_acc"],
-                      "best_test_acc": max(r["test_acc"] for r in history),
+                      **({"best_val_acc": max(r["val_acc"] for r in history)}
+                         if history[-1].get("val_acc") is not None else {}),
                       **objective.result_fields(model, splits)}, out / RESULT)
     return history
