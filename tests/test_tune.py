@@ -319,3 +319,13 @@ def test_importing_gradgeo_and_its_cli_does_not_import_optuna():
             "print('optuna' in sys.modules, 'sqlalchemy' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.split() == ["False", "False"]
+
+
+def test_a_best_value_on_the_edge_of_its_range_is_flagged_with_a_range_to_try():
+    from gradgeo.experiments.tune import edges
+
+    space = [["lr", 0.01, 1.0], ["lam", 1.0, 100.0]]  # two decades each: the edge is the outer 0.2 decades
+    assert edges({"lr": 0.1, "lam": 10.0}, space) == {}
+    found = edges({"lr": 0.011, "lam": 70.0}, space)
+    assert found["lr"] == {"edge": "low", "value": 0.011, "range": [0.01, 1.0], "suggested": [0.0011, 0.11]}
+    assert found["lam"]["edge"] == "high" and found["lam"]["suggested"] == [7.0, 700.0]

@@ -313,6 +313,33 @@ def _record(trial: FrozenTrial, counted: bool) -> dict[str, Any]:
             "dir": trial.user_attrs.get("dir")}
 
 
+#: the outer fraction of a log-scale range (each side) where a best value counts as on the range's edge
+EDGE_FRACTION = 0.1
+
+
+def edges(best_params: dict[str, float], search_space: Sequence[Sequence[Any]]) -> dict[str, dict[str, Any]]:
+    """The searched numbers whose best value lies in the outer :data:`EDGE_FRACTION` of its log-scale range:
+    ``{name: {"edge": "low" | "high", "value", "range", "suggested"}}``, ``suggested`` being the same-sized
+    range centred on the best value (where to tune again, unless the edge is a hard limit).
+
+    Example:
+        >>> edges({"lr": 0.9, "lam": 3.0}, [["lr", 0.01, 1.0], ["lam", 1.0, 100.0]])["lr"]["edge"]
+        'high'
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for name, low, high in search_space:
+        value = best_params.get(name)
+        if value is None:
+            continue
+        position = math.log(value / low) / math.log(high / low)
+        if EDGE_FRACTION < position < 1 - EDGE_FRACTION:
+            continue
+        half = math.sqrt(high / low)
+        found[name] = {"edge": "low" if position <= EDGE_FRACTION else "high", "value": value,
+                       "range": [low, high], "suggested": [float(f"{value / half:.3g}"), float(f"{value * half:.3g}")]}
+    return found
+
+
 def summarize_tuning(studies: Sequence[optuna.Study], spaces: Sequence[SearchSpace], metric: Metric,
                      budget: int | None, out: Path) -> dict[str, Any]:
     """The summary of each spec's study (see :func:`tune`); writes ``OUT/<spec>/trials.json`` and ``.csv``,
@@ -331,6 +358,8 @@ def summarize_tuning(studies: Sequence[optuna.Study], spaces: Sequence[SearchSpa
                      "pruned": sum(r["counted"] and r["state"] == "pruned" for r in records),
                      "unfinished": sum(r["counted"] and r["state"] in ("running", "waiting") for r in records),
                      "best": best and {k: best[k] for k in ("number", "value", "spec", "params")},
+                     "edges": edges(best["params"], [[d.name, d.low, d.high] for d in space.dimensions]) if best
+                     else {},
                      "search": space.describe(), "trials": records})
         folder = _spec_dir(out, space.spec)
         folder.mkdir(parents=True, exist_ok=True)
@@ -399,6 +428,13 @@ def format_tune_table(summary: dict[str, Any]) -> str:
         lines.append(f"{row['spec']:<{width}} {row['counted']:>6} {row['complete']:>8} {row['pruned']:>6} "
                      f"{row['decades']:>7g} {_show(metric, best and best['value']):>8}  "
                      f"{best['spec'] if best else '(no complete trial yet)'}")
+    for row in summary["rows"]:
+        for name, edge in row.get("edges", {}).items():
+            low, high = edge["range"]
+            flag = {"lr": "--lr-range", "weight_decay": "--weight-decay-range"}.get(name, "--strength-range")
+            lines.append(f"note: {row['spec']}'s best {name} {edge['value']:.3g} is at the {edge['edge']} edge of "
+                         f"[{low:g}, {high:g}]: its optimum may lie outside; tune it again with {flag} "
+                         f"{edge['suggested'][0]:g} {edge['suggested'][1]:g} (or say why that edge is a hard limit)")
     if len({r["counted"] for r in summary["rows"]}) > 1:
         lines.append("note: the specs have different numbers of trials so far: rerun the same command to finish them")
     if len({r["decades"] for r in summary["rows"]}) > 1:
