@@ -1,50 +1,82 @@
 #!/usr/bin/env bash
-# The accelerator part of the full-scale evidence (issue 11), as ONE call on a lent GPU machine. First, about a
-# minute: issue 16's transform benchmark on the GPU ($OUT/transforms-cuda.txt). Then full Fashion-MNIST
-# (55,000 train / 5,000 validation, small CNN), several runs sharing the GPU per stage:
-#   1. tune lr x lam on the validation split (seed 101, 6 epochs);
-#   2. finals at batch 128: the picked specs (scripts/pick_tuned.py), 5 fresh seeds, 20 epochs;
-#   3. the small-batch claim: the same specs at batch 32 (lr scaled by 32/128), 5 seeds;
-#   4. Adam as a second base optimizer (lr 1e-3) with the picked metrics, 5 seeds.
-# Writes $OUT/transforms-cuda.txt, $OUT/tables.txt and $OUT/device-runs.tar.gz (summaries and per-epoch metrics). The device carries
-# only the working tree, so the data travel in an ignored folder named in `carry` (data/fashion-mnist):
-#   mkdir -p data/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz data/fashion-mnist/
-#   device run: bash scripts/device-evidence.sh        (carry: data/fashion-mnist)
-# On a CPU, TINY=1 PY=.venv/bin/python OUT=/tmp/dev bash scripts/device-evidence.sh checks the script end to end.
+# Issue 26's whole airbench-class campaign as ONE call on a lent GPU machine (the CPU campaign runs the same
+# stages over days: results/air-*/run.sh). CIFAR-10 (JPEG q75), 45,000 train / 5,000 validation, the airbench
+# net at full width (64/256/256), batch 1024, 10 epochs, the published recipe (triangle schedule, label
+# smoothing 0.2, 2-pixel crops + flips, flip+translate test-time augmentation); bf16 autocast on the GPU.
+#   0. issue 16's transform benchmark on the GPU, briefly ($OUT/transforms-cuda.txt);
+#   1. the positive control: SGD vs Muon at the published settings, 10 seeds;
+#   2. tuning on the validation split, the same budget per method: sgd (lr), muon (lr), sgd+h0 and sgd+h1
+#      (lam x lr), sgd+laplacian (sigma x lr), sgd+sobolev (lam x lr); a method whose best value sits on the
+#      edge of its range is tuned again on the range centred on it (up to two more rounds);
+#   3. finals: each method's tuned spec, 10 paired seeds (the table has the paired differences, Holm's p,
+#      the minimum detectable effects and the time to the baseline's final validation accuracy).
+# Writes $OUT/tables.txt, $OUT/transforms-cuda.txt and $OUT/device-runs.tar.gz (summaries and per-epoch metrics).
+# The device carries only the working tree, so the data travel in an ignored folder named in `carry`:
+#   mkdir -p data/cifar10 && cp -r ../shared/data/cifar10-jpeg75/cifar-10-batches-py data/cifar10/
+#   device run: bash scripts/device-evidence.sh        (carry: data/cifar10)
+# On a CPU, TINY=1 PY=.venv/bin/python OUT=/tmp/dev DATA=../shared/data/cifar10-jpeg75 bash scripts/device-evidence.sh
+# checks the script end to end in minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 OUT=${OUT:?set OUT to the folder for the tables}
-DATA=${DATA:-data/fashion-mnist}
+DATA=${DATA:-data/cifar10}
 RUNS=${RUNS:-runs/device}
+mkdir -p "$OUT"
 if [ -n "${TINY:-}" ]; then
-  size=(--train-size 1000 --val-size 500); tune_epochs=1; epochs=1; seeds=(1 2); jobs=2
-  speed=(--device cpu --repeats 1)
+  size=(--train-size 2048 --val-size 1000 --width 0.25); epochs=1; trials=2; seeds=(1 2); jobs=2; device=cpu
+  speed=(--device cpu --repeats 1); precision=fp32
 else
-  size=(--val-size 5000); tune_epochs=6; epochs=20; seeds=(1 2 3 4 5); jobs=${JOBS:-15}
-  speed=(--device cuda --repeats 30)
+  size=(--val-size 5000 --width 1); epochs=10; trials=8; seeds=(1 2 3 4 5 6 7 8 9 10); jobs=${JOBS:-8}; device=cuda
+  speed=(--device cuda --repeats 10); precision=bf16
 fi
-common=(--dataset fashion-mnist --data-dir "$DATA" --model small_cnn "${size[@]}" --weight-decay 5e-4 --quiet)
+recipe=(--dataset cifar10 --data-dir "$DATA" --model airbench "${size[@]}" --augment --crop-padding 2
+        --batch-size 1024 --lr 1.5 --momentum 0.85 --nesterov --weight-decay 1.33e-3 --label-smoothing 0.2
+        --schedule triangle --tta flip-translate --epochs "$epochs" --channels-last --precision "$precision"
+        --device "$device" --quiet)
 gg() { PYTHONPATH=src "$PY" -m gradgeo.cli "$@"; }
-stage() {  # name, then compare's arguments; the table goes to $OUT/tables.txt
-  echo "== $1 ($(date -u +%FT%TZ))" | tee -a "$OUT/tables.txt"
-  local name=$1; shift
-  gg compare "$@" "${common[@]}" --jobs "$jobs" --out "$RUNS/$name" | tee -a "$OUT/tables.txt"
-}
+log() { echo "== $1 ($(date -u +%FT%TZ))" | tee -a "$OUT/tables.txt"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/tables.txt" || true
-PYTHONPATH=src "$PY" benchmarks/transforms.py "${speed[@]}" | tee "$OUT/transforms-cuda.txt"
-stage tune sgd:lr=0.05 sgd:lr=0.1 sgd:lr=0.2 sgd:lr=0.1+h0:lam=1.5 sgd:lr=0.2+h0:lam=1.5 sgd:lr=0.4+h0:lam=1.5 \
-  sgd:lr=0.1+h1:lam=0.001 sgd:lr=0.2+h1:lam=0.001 sgd:lr=0.05+sobolev:lam=0.03 sgd:lr=0.1+sobolev:lam=0.03 \
-  --batch-size 128 --epochs "$tune_epochs" --seed-list 101
-read -r -a picked <<< "$(PYTHONPATH=src "$PY" scripts/pick_tuned.py "$RUNS/tune/summary.json")"
-stage final-b128 "${picked[@]}" --batch-size 128 --epochs "$epochs" --seed-list "${seeds[@]}"
-scaled=()  # linear scaling: a quarter of the batch, a quarter of the learning rate
-for spec in "${picked[@]}"; do
-  lr=${spec#*lr=}; lr=${lr%%[+,]*}
-  scaled+=("${spec/lr=$lr/lr=$("$PY" -c "print($lr / 4)")}")
-done
-stage final-b32 "${scaled[@]}" --batch-size 32 --epochs "$epochs" --seed-list "${seeds[@]}"
-stage adam adam:lr=1e-3 "adam:lr=1e-3+${picked[1]#*+}" "adam:lr=1e-3+${picked[2]#*+}" \
-  --batch-size 128 --epochs "$epochs" --seed-list "${seeds[@]}"
+PYTHONPATH=src "$PY" benchmarks/transforms.py "${speed[@]}" > "$OUT/transforms-cuda.txt" 2>&1 || true
+
+log control
+gg compare sgd muon:lr=0.1,momentum=0.6 "${recipe[@]}" --seed-list "${seeds[@]}" --jobs "$jobs" \
+  --out "$RUNS/control" | tee -a "$OUT/tables.txt"
+
+# tune one spec, then again on the suggested range while its best value sits on an edge (two more rounds at most)
+tune_spec() {  # name spec [tune options...]
+  local name=$1 spec=$2; shift 2
+  local round=1 options=("$@")
+  while :; do
+    log "tune $name round $round"
+    gg tune "$spec" "${recipe[@]}" --trials "$trials" --seed 101 --startup-trials 4 "${options[@]}" \
+      --out "$RUNS/tune-$name-$round" | tail -n 4 | tee -a "$OUT/tables.txt"
+    read -r -a options <<< "$("$PY" - "$RUNS/tune-$name-$round/summary.json" <<'EOF'
+import json, sys
+row = json.load(open(sys.argv[1]))["rows"][0]
+flags = {"lr": "--lr-range", "weight_decay": "--weight-decay-range"}
+print(" ".join(f"{flags.get(name, '--strength-range')} {edge['suggested'][0]:g} {edge['suggested'][1]:g}"
+               for name, edge in row.get("edges", {}).items()))
+EOF
+)"
+    [ ${#options[@]} -gt 0 ] && [ "$round" -lt 3 ] || break
+    round=$((round + 1))
+  done
+  "$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["rows"][0]["best"]["spec"])' \
+    "$RUNS/tune-$name-$round/summary.json" >> "$RUNS/picked.txt"
+}
+rm -f "$RUNS/picked.txt"
+mkdir -p "$RUNS"
+tune_spec sgd sgd --lr-range 0.3 6
+tune_spec muon muon --lr-range 0.01 0.5
+tune_spec h0 sgd+h0 --lr-range 0.3 6
+tune_spec h1 sgd+h1 --lr-range 0.3 6
+tune_spec laplacian sgd+laplacian --lr-range 0.3 6
+tune_spec sobolev sgd+sobolev --lr-range 0.3 6
+mapfile -t picked < "$RUNS/picked.txt"
+
+log finals
+gg compare "${picked[@]}" "${recipe[@]}" --seed-list "${seeds[@]}" --jobs "$jobs" --out "$RUNS/finals" |
+  tee -a "$OUT/tables.txt"
 tar -czf "$OUT/device-runs.tar.gz" --exclude=checkpoint.pt "$RUNS"
-echo "== done ($(date -u +%FT%TZ))" | tee -a "$OUT/tables.txt"
+log done
