@@ -132,6 +132,12 @@ def test_cli_compare_writes_summary_and_resumes(tmp_path, capsys, fashion):
     # the folder belongs to that configuration: another one is refused, naming what differs
     assert main([*args, "--lr", "0.5"]) != 0
     assert "differs in lr" in capsys.readouterr().err
+    # plan.json is safe to delete: the finished runs' own records still refuse another configuration
+    (out / "plan.json").unlink()
+    assert main([*args, "--lr", "0.5"]) != 0
+    err = capsys.readouterr().err
+    assert "seed-0/result.json was trained with another configuration (lr: 0.05 in" in err and "0.5 now" in err
+    assert not (out / "plan.json").exists() or "0.5" not in (out / "plan.json").read_text()
 
 
 def test_cli_demo_tiny(tmp_path, capsys, fashion):

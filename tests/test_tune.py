@@ -329,3 +329,21 @@ def test_a_best_value_on_the_edge_of_its_range_is_flagged_with_a_range_to_try():
     found = edges({"lr": 0.011, "lam": 70.0}, space)
     assert found["lr"] == {"edge": "low", "value": 0.011, "range": [0.01, 1.0], "suggested": [0.0011, 0.11]}
     assert found["lam"]["edge"] == "high" and found["lam"]["suggested"] == [7.0, 700.0]
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg://user:S3cretPW@127.0.0.1:abc/db",  # a port that is not a number: does not parse
+    "postgresql+psycopg://user:S3cret@PW@127.0.0.1/db",  # a raw @ in the password
+    "postgresql+psycopg://user:S3cretPW@127.0.0.1:1/db",  # nothing listening
+    "mysql://user:S3cretPW@127.0.0.1/db",  # a backend whose driver is not installed
+    "oracle+nodriver://user:S3cretPW@127.0.0.1/db",  # an unknown dialect
+    "postgresql+psycopg://user:S3cret%40PW@127.0.0.1:1/db",  # percent-encoded
+])
+def test_no_message_shows_the_password_of_a_bad_storage_url(url, tmp_path, capsys):
+    code = main(["tune", "sgd", "--dataset", "fashion-mnist", "--val-size", "100", "--trials", "1", "--storage", url,
+                 "--out", str(tmp_path / "t")])
+    captured = capsys.readouterr()
+    assert code != 0 and "cannot open the study storage" in captured.err or "percent-encoded" in captured.err
+    for secret in ("S3cret", "PW@", "%40PW"):
+        assert secret not in captured.out + captured.err, captured.err
+    assert "Traceback" not in captured.err and "***" in captured.err

@@ -127,8 +127,17 @@ def run_grid(
             raise ValueError(f"{out} holds a comparison with another configuration (it differs in {changed}); "
                              "pick a new --out folder")
     for label, seed in ((label, seed) for seed in seeds for label in labels):
-        if (run_dir(out, label, seed) / RESULT).exists():
-            read_json(run_dir(out, label, seed) / RESULT)  # a corrupt result is named before anything changes
+        path = run_dir(out, label, seed) / RESULT
+        if path.exists():  # a corrupt result, or one of another configuration, is named before anything changes
+            recorded = read_json(path)
+            if not isinstance(recorded, dict) or not isinstance(recorded.get("config"), dict):
+                raise ValueError(f"{path} is not the result.json of a finished run; delete it and run the same "
+                                 "command again (a run without result.json is resumed or trained again)")
+            changed = make_config(label, seed).describe_changes(recorded["config"], str(path))
+            if changed:
+                raise ValueError(f"{path} was trained with another configuration ({changed}); it would be "
+                                 "reported as this one: pick a new --out folder, or run the command it was "
+                                 "trained with")
     if context.is_main:
         _atomic_save(plan, plan_path)  # atomic: the other ranks may be reading it
 

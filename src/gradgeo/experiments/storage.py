@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import json
 import time
+import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -68,12 +69,33 @@ def quiet_optuna() -> contextlib.AbstractContextManager[None]:
     return scope()
 
 
+def _password(url: str) -> str | None:
+    """The password of a URL ``scheme://user:password@host/...``, found without parsing the URL (which may be
+    malformed): the user info runs to the last ``@`` (a password may hold ``@`` and ``:``), the password from
+    its first ``:``."""
+    _, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return None
+    user_info = rest.rpartition("@")[0]
+    _, colon, password = user_info.partition(":")
+    return password if colon and password else None
+
+
+def redact(text: str, url: str) -> str:
+    """``text`` with the password of ``url`` (and its URL-encoded form) replaced by ``***``."""
+    password = _password(url)
+    if not password:
+        return text
+    for form in {password, urllib.parse.quote(password, safe=""), urllib.parse.unquote(password)}:
+        if form:
+            text = text.replace(form, "***")
+    return text
+
+
 def shown_url(url: str) -> str:
-    """The URL with its password hidden, for messages."""
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL at all: show it as given
-        return url
+    """The URL with its password hidden, for messages; masked as text before any parsing, so a URL that does not
+    parse never shows it either."""
+    return redact(url, url)
 
 
 def open_storage(url: str | None, out: Path | None = None, heartbeat: int = 30) -> optuna.storages.RDBStorage:
@@ -89,6 +111,10 @@ def open_storage(url: str | None, out: Path | None = None, heartbeat: int = 30) 
             raise ValueError("open_storage needs a database URL or an output folder for the embedded storage")
         out.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{(out / EMBEDDED).resolve()}"
+    password = _password(url)
+    if password is not None and "@" in password:  # a raw @ splits the URL elsewhere than meant
+        raise ValueError(f"the password in the study storage URL {shown_url(url)} holds '@': write it percent-encoded "
+                         "(%40), or leave it out of the URL and give it in PGPASSWORD or ~/.pgpass")
     sqlite = url.startswith("sqlite")
     # SQLite: wait for another worker's write instead of failing; a server: test pooled connections before use
     engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
@@ -99,16 +125,17 @@ def open_storage(url: str | None, out: Path | None = None, heartbeat: int = 30) 
                     url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                         max_retry=_MAX_RETRY, inherit_intermediate_values=True))
-        except ModuleNotFoundError as error:  # the URL's database driver
-            raise ValueError(f"cannot open the study storage {shown_url(url)}: its database driver {error.name!r} "
-                             "is not installed (PostgreSQL: pip install 'gradgeo[tune]' and write the URL as "
+        except ImportError as error:  # the URL's database driver (Optuna raises a plain ImportError for some)
+            missing = f" {error.name!r}" if error.name else ""
+            raise ValueError(f"cannot open the study storage {shown_url(url)}: its database driver{missing} is not "
+                             "installed (PostgreSQL: pip install 'gradgeo[tune]' and write the URL as "
                              "postgresql+psycopg://...)") from None
         except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
             reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
             if attempt < 4 and any(text in reason.lower() for text in _CREATION_RACE):
                 time.sleep(0.5 + attempt)
                 continue
-            raise ValueError(f"cannot open the study storage {shown_url(url)}: {reason}") from None
+            raise ValueError(f"cannot open the study storage {shown_url(url)}: {redact(reason, url)}") from None
     raise AssertionError("unreachable")
 
 
