@@ -75,7 +75,9 @@ def test_some_sections_only(listed):
 
 def _model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 4 * 4, 3))
+    # a hidden conv between the first layer and the head: muon steps on it
+    return nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Conv2d(6, 6, 1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(6 * 4 * 4, 3))
 
 
 def _stepped(spec: str, steps: int = 2) -> list[torch.Tensor]:
@@ -102,11 +104,13 @@ def test_every_listed_base_default_is_the_factory_default(listed):
     """A spec that writes out every listed default builds an optimizer that steps exactly as the bare spec."""
     for entry in listed["optimizers"]:
         base = entry["name"]
-        assert [o["name"] for o in entry["options"] if o["written"] is None] == ["lr"]  # the only one without
-        explicit = f"{base}:" + ",".join(["lr=0.1", *_written(entry)])
+        without = [o["name"] for o in entry["options"] if o["written"] is None]  # lr (and muon's aux lr): the run's
+        assert without == (["lr", "aux_lr"] if base == "muon" else ["lr"])
+        rates = "lr=0.1,aux_lr=0.1" if base == "muon" else "lr=0.1"
+        explicit = f"{base}:" + ",".join([rates, *_written(entry)])
         after = _stepped(explicit)
         assert not _same(after, [p.detach() for p in _model().parameters()]), explicit  # it stepped
-        assert _same(after, _stepped(f"{base}:lr=0.1")), explicit
+        assert _same(after, _stepped(f"{base}:{rates}")), explicit
 
 
 def test_the_weight_decay_default_is_create_optimizers_not_torchs(listed):
@@ -128,9 +132,22 @@ def test_every_listed_metric_default_is_the_real_one_and_only_listed_options_mat
     assert _same(_stepped(explicit), bare), explicit
     used = {o["name"] for o in entry["options"]}
     assert used <= set(_METRIC_OPTIONS)
-    for option in _METRIC_OPTIONS:  # a listed option changes the step, an unlisted one changes nothing
-        changed = _stepped(f"sgd:lr=0.5+{metric}:{option}={_OTHER[option]}")
-        assert _same(changed, bare) is (option not in used), (metric, option)
+    for option in _METRIC_OPTIONS:  # a listed option changes the step, an unlisted one is refused everywhere
+        spec = f"sgd:lr=0.5+{metric}:{option}={_OTHER[option]}"
+        if option in used:
+            assert not _same(_stepped(spec), bare), (metric, option)
+            continue
+        with pytest.raises(ValueError, match=f"unknown option '{option}' for metric '{metric}'"):
+            _stepped(spec)
+        value = tuple(_OTHER[option].split("/")) if option == "apply_to" else _OTHER[option]
+        with pytest.raises(ValueError, match=f"metric '{metric}' does not use option '{option}'"):
+            gradgeo.ChannelDirected(torch.optim.SGD([torch.zeros(2, 2, requires_grad=True)], lr=0.1), metric,
+                                    **{option: value})
+        if metric != "none":
+            opt = gradgeo.ChannelDirected(torch.optim.SGD([torch.zeros(2, 2, requires_grad=True)], lr=0.1), metric)
+            with pytest.raises(ValueError, match=f"metric '{metric}' does not use option '{option}'"):
+                opt.add_param_group({"params": [torch.zeros(2, 2, requires_grad=True)], option: value})
+            assert len(opt.param_groups) == 1
 
 
 def test_every_listed_choice_is_accepted(listed):

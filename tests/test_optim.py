@@ -2,6 +2,7 @@
 
 import copy
 import itertools
+import re
 
 import pytest
 import torch
@@ -463,3 +464,16 @@ def test_a_stacked_batch_probe_holds_no_stacked_copy(metric, kernel, args, shape
     probe = batch.transform_([p.grad for p in params], metric, kernel, args, "neumann")
     assert probe.untyped_storage().nbytes() <= sum(p.grad.nbytes for p in params) // 4
     assert [bool(part.isfinite().all()) for part in batch.split(probe)] == [True, False, True]
+
+
+@pytest.mark.parametrize("metric,outside,edge", [("h1", 1e36, 1e12), ("sobolev", 1e-40, 1e-12), ("h0", 1e-39, 1e-12)])
+def test_lam_outside_the_finite_range_is_refused_and_the_edge_steps_finite(metric, outside, edge):
+    """Where a transform would overflow float32 (h1's recurrences at huge lam, 1/lam at tiny lam) the lam is
+    refused up front, naming the range; at the range's edge a step on a large real-sized gradient stays finite."""
+    conv = nn.Conv2d(16, 512, 3)
+    with pytest.raises(ValueError, match=re.escape(f"lam {outside:g} is outside the range where metric '{metric}'")):
+        ChannelDirected(torch.optim.SGD(conv.parameters(), lr=1e-30), metric=metric, lam=outside, nonfinite="raise")
+    opt = ChannelDirected(torch.optim.SGD(conv.parameters(), lr=1e-30), metric=metric, lam=edge, nonfinite="raise")
+    conv.weight.grad, conv.bias.grad = torch.randn(512, 16, 3, 3) * 1e3, torch.zeros(512)
+    opt.step()
+    assert torch.isfinite(conv.weight).all() and opt.skipped_steps == 0

@@ -19,7 +19,16 @@ import torch
 from torch import nn
 
 from gradgeo.channel.muon import MUON_DEFAULTS, MuonWithAux
-from gradgeo.channel.optim import APPLY_TO, DEFAULT_LAM, METRICS, ChannelDirected, _validate_options, layer_kinds
+from gradgeo.channel.optim import (
+    APPLY_TO,
+    DEFAULT_LAM,
+    METRIC_OPTIONS,
+    METRICS,
+    OPTION_DEFAULTS,
+    ChannelDirected,
+    _validate_options,
+    layer_kinds,
+)
 from gradgeo.channel.transforms import BOUNDARIES, DIRECTIONS
 
 __all__ = ["BASES", "METRIC_SUMMARIES", "SPEC_GRAMMAR", "OptimizerSpec", "SpecOption", "base_options",
@@ -55,16 +64,6 @@ _MUON_SPEC_DEFAULTS: dict[str, Any] = {"lr": None, **{k: v for k, v in MUON_DEFA
 _CHOICES: dict[str, tuple[str, ...]] = {"adjust_lr": ("original", "match_rms_adamw"), "aux": ("sgd", "adamw"),
                                         "edges": ("aux", "muon")}
 _METRIC_OPTIONS = ("lam", "direction", "boundary", "sigma", "apply_to")
-# the options each metric reads; a spec may give the others too, they change nothing (lam is the strength of the
-# metrics, sigma that of the Laplacian baseline, which smooths the flattened tensor on a ring: no direction, no
-# boundary; only the chain metrics sobolev and h1 have a boundary)
-_METRIC_USES: dict[str, tuple[str, ...]] = {
-    "h0": ("lam", "direction", "apply_to"),
-    "sobolev": ("lam", "direction", "boundary", "apply_to"),
-    "h1": ("lam", "direction", "boundary", "apply_to"),
-    "laplacian": ("sigma", "apply_to"),
-    "none": (),
-}
 #: one line on each metric, for listings (``gradgeo list``)
 METRIC_SUMMARIES: dict[str, str] = {
     "h0": "re-weighted H0: mean(G) + (G - mean(G)) / lam across the channels",
@@ -137,8 +136,8 @@ def base_options(base: str) -> tuple[SpecOption, ...]:
 
 def metric_options(metric: str) -> tuple[SpecOption, ...]:
     """The options metric ``metric`` (one of :data:`~gradgeo.channel.optim.METRICS`) reads, with the defaults
-    of :class:`~gradgeo.channel.optim.ChannelDirected` (``lam``: ``DEFAULT_LAM[metric]``). A spec may also give
-    the other metric options; they change nothing for this metric.
+    of :class:`~gradgeo.channel.optim.ChannelDirected` (``lam``: ``DEFAULT_LAM[metric]``). A spec that gives
+    another metric option is refused: it would change nothing for this metric.
 
     Example:
         >>> [o.written for o in metric_options("sobolev")]
@@ -146,7 +145,7 @@ def metric_options(metric: str) -> tuple[SpecOption, ...]:
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
-    defaults = {name: p.default for name, p in inspect.signature(ChannelDirected).parameters.items()}
+    defaults = OPTION_DEFAULTS
     described = {
         "lam": SpecOption("lam", "number", DEFAULT_LAM.get(metric), "> 0"),
         "sigma": SpecOption("sigma", "number", defaults["sigma"], ">= 0"),
@@ -154,7 +153,7 @@ def metric_options(metric: str) -> tuple[SpecOption, ...]:
         "boundary": SpecOption("boundary", "choice", defaults["boundary"], choices=BOUNDARIES),
         "apply_to": SpecOption("apply_to", "choices", tuple(defaults["apply_to"]), choices=APPLY_TO),
     }
-    return tuple(described[key] for key in _METRIC_USES[metric])
+    return tuple(described[key] for key in METRIC_OPTIONS[metric])
 
 
 def _option_problem(key: str, value: Any) -> str | None:
@@ -266,15 +265,14 @@ def parse_spec(spec: str) -> OptimizerSpec:
         metric_name = parts[1].partition(":")[0].strip().lower()
         if metric_name not in METRICS:
             raise ValueError(f"unknown metric {metric_name!r} in spec {spec!r}; expected one of {METRICS}")
-        metric, metric_options = parse_options(parts[1], _METRIC_OPTIONS, "metric", spec)
+        metric, metric_options = parse_options(parts[1], METRIC_OPTIONS[metric_name], "metric", spec)
     if "apply_to" in metric_options and isinstance(metric_options["apply_to"], str):
         metric_options["apply_to"] = (metric_options["apply_to"],)
     for key, value in base_options.items():
         if (problem := _option_problem(key, value)) is not None:
             raise ValueError(f"{problem} in optimizer spec {spec!r}")
     if metric != "none":  # ChannelDirected's own checks, with its defaults for the options the spec leaves out
-        defaults = {name: p.default for name, p in inspect.signature(ChannelDirected).parameters.items()
-                    if name in _METRIC_OPTIONS}
+        defaults = OPTION_DEFAULTS
         try:
             _validate_options({**defaults, "lam": DEFAULT_LAM.get(metric, 1.0), "metric": metric, **metric_options})
         except ValueError as error:

@@ -34,7 +34,8 @@ from gradgeo.channel.transforms import (
 if TYPE_CHECKING:
     from torch.distributed.tensor import DTensor
 
-__all__ = ["APPLY_TO", "DEFAULT_LAM", "METRICS", "NONFINITE", "ChannelDirected", "channel_directed",
+__all__ = ["APPLY_TO", "DEFAULT_LAM", "LAM_RANGES", "METRICS", "METRIC_OPTIONS", "OPTION_DEFAULTS",
+           "check_options_used", "NONFINITE", "ChannelDirected", "channel_directed",
            "layer_kinds"]
 
 METRICS: tuple[str, ...] = ("h0", "sobolev", "h1", "laplacian", "none")
@@ -67,6 +68,37 @@ def _alone_on_cpu(group: Mapping[str, Any], kernel: Callable[..., torch.Tensor],
     return kernel is reweighted_h0_
 
 
+#: the options each metric reads; giving it another is an error (it would change nothing). lam is the strength of
+#: the channel metrics, sigma that of the Laplacian baseline, which smooths the flattened tensor on a ring (no
+#: direction, no boundary); only the chain metrics sobolev and h1 have a boundary
+METRIC_OPTIONS: dict[str, tuple[str, ...]] = {
+    "h0": ("lam", "direction", "apply_to"),
+    "sobolev": ("lam", "direction", "boundary", "apply_to"),
+    "h1": ("lam", "direction", "boundary", "apply_to"),
+    "laplacian": ("sigma", "apply_to"),
+    "none": (),
+}
+#: the value of each option a metric reads when it is not given (lam: :data:`DEFAULT_LAM` of the metric)
+OPTION_DEFAULTS: dict[str, Any] = {"direction": "out", "boundary": "neumann", "sigma": 1.0, "apply_to": ("conv",)}
+
+
+def check_options_used(metric: str, given: Iterable[str]) -> None:
+    """Raise a ValueError for an option that ``metric`` does not read (it would be accepted and change nothing),
+    naming the metric's own options."""
+    unused = [key for key in given if key not in METRIC_OPTIONS.get(metric, ())]
+    if unused:
+        own = ", ".join(METRIC_OPTIONS[metric]) or "none"
+        raise ValueError(f"metric {metric!r} does not use option {unused[0]!r} (it would change nothing); its "
+                         f"options: {own}")
+
+
+#: the lam each metric accepts: where its transform of any gradient with entries below 1e26 stays finite in
+#: float32 (h0 and sobolev scale what varies across the channels by up to 1/lam; h1's recurrences overflow
+#: near lam C^2 = 1e30)
+LAM_RANGES: dict[str, tuple[float, float]] = {"h0": (1e-12, math.inf), "sobolev": (1e-12, math.inf),
+                                              "h1": (0.0, 1e12)}
+
+
 def _validate_options(group: Mapping[str, Any]) -> None:
     """Raise a ValueError naming the bad value and the accepted ones."""
     metric = group["metric"]
@@ -76,6 +108,14 @@ def _validate_options(group: Mapping[str, Any]) -> None:
     if metric in DEFAULT_LAM and (isinstance(lam, bool) or not isinstance(lam, (int, float))
                                   or not math.isfinite(lam) or lam <= 0):
         raise ValueError(f"lam must be a finite number > 0 for metric {metric!r}, got {lam!r}")
+    if metric in DEFAULT_LAM and not LAM_RANGES[metric][0] <= lam <= LAM_RANGES[metric][1]:
+        low, high = LAM_RANGES[metric]
+        raise ValueError(f"lam {lam!r} is outside the range where metric {metric!r} stays finite in float32, "
+                         f"[{low:g}, {high:g}]: " + (
+                             "below it the transform amplifies the channel differences by 1/lam, so that a "
+                             "gradient's entries overflow" if lam < low else
+                             "above it every mode but the channel mean is damped below float32's precision and "
+                             "the recurrences overflow (use metric 'h0' for the channel mean)"))
     sigma = group["sigma"]
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
         raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
@@ -200,10 +240,10 @@ class ChannelDirected(Optimizer):
         base: Optimizer,
         metric: str = "sobolev",
         lam: float | None = None,
-        direction: str = "out",
-        boundary: str = "neumann",
-        sigma: float = 1.0,
-        apply_to: Iterable[str] = ("conv",),
+        direction: str | None = None,
+        boundary: str | None = None,
+        sigma: float | None = None,
+        apply_to: Iterable[str] | None = None,
         *,
         nonfinite: str = "raise",
         foreach: bool | None = None,
@@ -221,13 +261,16 @@ class ChannelDirected(Optimizer):
             raise ValueError(f"unknown nonfinite policy {nonfinite!r}; expected one of {NONFINITE}")
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+        given = {"lam": lam, "direction": direction, "boundary": boundary, "sigma": sigma, "apply_to": apply_to}
+        check_options_used(metric, [key for key, value in given.items() if value is not None])
+        applied: Any = OPTION_DEFAULTS["apply_to"] if apply_to is None else apply_to
         options = {
             "metric": metric,
             "lam": DEFAULT_LAM.get(metric, 1.0) if lam is None else lam,
-            "direction": direction,
-            "boundary": boundary,
-            "sigma": sigma,
-            "apply_to": tuple(apply_to) if not isinstance(apply_to, str) else apply_to,
+            "direction": OPTION_DEFAULTS["direction"] if direction is None else direction,
+            "boundary": OPTION_DEFAULTS["boundary"] if boundary is None else boundary,
+            "sigma": OPTION_DEFAULTS["sigma"] if sigma is None else sigma,
+            "apply_to": applied if isinstance(applied, str) else tuple(applied),
         }
         _validate_options(options)
         clash = sorted(set(options) & set(base.defaults))
@@ -259,6 +302,8 @@ class ChannelDirected(Optimizer):
         if not self._linked:  # called by Optimizer.__init__ on base's own groups
             super().add_param_group(param_group)
             return
+        check_options_used(param_group.get("metric", self._options["metric"]),
+                           [key for key in param_group if key in self._options and key != "metric"])
         for key, value in self._options.items():  # validate first: a rejected group must not stay registered
             param_group.setdefault(key, value)
         _validate_options(param_group)
@@ -470,10 +515,10 @@ def channel_directed(
     *,
     metric: str = "sobolev",
     lam: float | None = None,
-    direction: str = "out",
-    boundary: str = "neumann",
-    sigma: float = 1.0,
-    apply_to: Iterable[str] = ("conv",),
+    direction: str | None = None,
+    boundary: str | None = None,
+    sigma: float | None = None,
+    apply_to: Iterable[str] | None = None,
     nonfinite: str = "raise",
     foreach: bool | None = None,
     **optimizer_kwargs: Any,
