@@ -48,6 +48,16 @@ print(f"check-wheel: gradgeo {gradgeo.__version__} imports from {gradgeo.__file_
 EOF
 
 GRADGEO="$WORK/venv/bin/gradgeo"
+"$VPY" - <<'EOF'
+from importlib.metadata import distribution
+
+dist = distribution("gradgeo")
+assert dist.metadata["License-Expression"] == "MIT", dist.metadata["License-Expression"]
+assert any(f.name == "LICENSE" for f in dist.files), [str(f) for f in dist.files if "dist-info" in str(f)]
+print("check-wheel: the metadata names the license (License-Expression: MIT) and the wheel carries LICENSE")
+EOF
+[ "$("$GRADGEO" --version)" = "gradgeo $("$VPY" -c 'import gradgeo; print(gradgeo.__version__)')" ] \
+  || { echo "check-wheel: gradgeo --version is not the package's version"; exit 1; }
 "$GRADGEO" --help >help.txt
 grep -q "pip install 'gradgeo\[harness\]'" help.txt || { cat help.txt; echo "check-wheel: --help names no missing extra"; exit 1; }
 echo "check-wheel: gradgeo --help runs and names the missing extras:"

@@ -175,3 +175,43 @@ def test_checkpoints_land_in_out_dir_only(tmp_path, fashion):
     train(config, tmp_path / "run", log=None, splits=fashion.subset(300, seed=0))
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.pt", "metrics.jsonl", "result.json"]
     assert not list(Path(tmp_path).glob("*.tmp"))
+
+
+def _commands(parser, path=()):
+    """Every command path of the parser tree: (), ("train",), ("anytime", "compare") ..."""
+    import argparse
+
+    yield path
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _commands(child, (*path, name))
+
+
+def test_every_help_renders_with_one_default_per_option(capsys):
+    import re
+
+    from gradgeo.cli.main import build_parser
+
+    for path in _commands(build_parser()):
+        with pytest.raises(SystemExit) as exit_:
+            main([*path, "--help"])
+        assert exit_.value.code == 0, path
+        text = " ".join(capsys.readouterr().out.split())
+        assert "%%" not in text and "(default: None)" not in text, path
+        assert not re.search(r"\(default:[^()]*(\([^()]*\))?[^()]*\) \(default:", text), path
+
+
+def test_version_quiet_train_and_a_closed_pipe(tmp_path, tiny_fashion):
+    import subprocess
+    import sys
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    gradgeo = [sys.executable, "-m", "gradgeo.cli"]
+    done = subprocess.run(f"{' '.join(gradgeo)} list | head -n 1", shell=True, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == "" and done.stdout.count("\n") == 1
+    quiet = subprocess.run([*gradgeo, "train", "--data-dir", str(tiny_fashion), "--train-size", "200",
+                            "--batch-size", "100", "--epochs", "1", "--quiet", "--out", str(tmp_path / "q")],
+                           capture_output=True, text=True)
+    assert quiet.returncode == 0 and quiet.stdout == "", quiet.stdout + quiet.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +38,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     task, config = task_config(args)
     task.train(config, args.out, resume=args.resume, progress=False if args.quiet else None,
                log=None if args.quiet else print, tensorboard=args.log == "tensorboard")
-    if _is_main():
+    if _is_main() and not args.quiet:
         print(f"{task.outputs} in {args.out}")
 
 
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog="gradgeo list: the metrics, optimizers, models, datasets, tasks and "
                                             "strategies to choose from, with their options\n\n" + extras_epilog(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"gradgeo {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     _add_train(sub, "train", "runs/train", help="train one run (--task classify, segment, gan or anytime)",
@@ -120,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub, "compare", "runs/compare", "optimizer specs (--task anytime: multi-exit strategies, e.g. sum "
                  "sdn adaloss pcgrad osgd osgd:granularity=tensor); the first is the baseline",
                  help="optimizer specs (or multi-exit methods) x seeds, with a table and a plot",
-                 description="Run every spec with every seed (resumable), then a table of mean ± 95%% CI "
+                 description="Run every spec with every seed (resumable), then a table of mean ± 95% CI "
                              "and a paired test against the first spec. --task segment reports test mean IoU "
                              "and pixel accuracy, --task gan the Frechet distance (lower is better) and the "
                              "classifier score of gradgeo's own Fashion-MNIST classifier (not Inception), "
@@ -160,10 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
                  "osgd:granularity=tensor; the first is the baseline", anytime,
                  help="methods x seeds: per-exit accuracy, FLOPs, early exit, plot",
                  description="Run every method with every seed (resumable), then per-exit test accuracy "
-                             "(mean ± 95%% CI, paired tests against the first method), per-exit FLOPs, "
+                             "(mean ± 95% CI, paired tests against the first method), per-exit FLOPs, "
                              "early exit under FLOP budgets (thresholds chosen on the validation split) "
                              "and an accuracy-vs-FLOPs plot.")
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gradgeo")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
@@ -180,7 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.run(args)
+        sys.stdout.flush()  # here, so that a reader that went away (gradgeo list | head) is met below
         ddp.shutdown()  # under torchrun: leave the process group that the command joined, all ranks together
+    except BrokenPipeError:  # the reader of stdout closed it: stop quietly, as head and grep expect
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     # a bad value, a corrupt file, a diverged run; ModuleNotFoundError: an optional extra, named in the message
     except (ValueError, FloatingPointError, ModuleNotFoundError, MissingExtraError) as error:
         print(f"gradgeo {args.command}: error: {error}", file=sys.stderr)

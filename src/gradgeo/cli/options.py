@@ -30,13 +30,13 @@ _HELP = {
     "width": "channel width multiplier",
     "optimizer": "optimizer spec, e.g. sgd, sgd+sobolev:lam=0.1, adam:lr=1e-3+h0:lam=2",
     "batch_size": "images per step; under torchrun the global batch, split evenly over the processes",
-    "schedule": "cosine, step, constant, or triangle (0.2x up to 1x at 23% of the steps, then down to 0.07x)",
+    "schedule": "cosine, step, constant, or triangle (0.2x up to 1x at 23%% of the steps, then down to 0.07x)",
     "crop_padding": "zero padding per side of the random crop (how far it translates)",
     "tta": "classify: test-time augmentation of every evaluation: none, flip (image and mirror image), or "
            "flip-translate (also shifted one pixel: 6 passes an image)",
     "augment": "random crop + flip (default: on for CIFAR)",
-    "train_size": "classify, gan, anytime: train on a stratified subset of this many images; segment: training "
-                  "scenes",
+    "train_size": "classify, gan, anytime: train on a stratified subset of this many images (default: all of "
+                  "them); segment: training scenes (default: 2000)",
     "val_size": "classify, gan: carve this many training images out as a validation set; anytime: the same, and "
                 "the early-exit thresholds are chosen on them (0: no budgeted evaluation); segment: validation "
                 "scenes (their items held out of the training images)",
@@ -95,7 +95,9 @@ def add_task_arguments(parser: argparse.ArgumentParser, only: Task | None = None
             where = f"{only_in}default: {defaults[0][1]}"
         else:
             where = "default: " + ", ".join(f"{task} {default}" for task, default in defaults)
-        add_field(parser, name, hints[name], argparse.SUPPRESS, f"{_HELP.get(name, '')} ({where})")
+        text = _HELP.get(name, "")
+        # a help text that says its own default keeps it; the others get the task's default
+        add_field(parser, name, hints[name], argparse.SUPPRESS, text if "(default:" in text else f"{text} ({where})")
     parser.set_defaults(config_fields=tuple(fields))
 
 
