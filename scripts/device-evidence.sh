@@ -33,14 +33,14 @@ fi
 recipe=(--dataset cifar10 --data-dir "$DATA" --model airbench "${size[@]}" --augment --crop-padding 2
         --batch-size 1024 --lr 1.5 --momentum 0.85 --nesterov --weight-decay 1.33e-3 --label-smoothing 0.2
         --schedule triangle --tta flip-translate --epochs "$epochs" --channels-last --precision "$precision"
-        --device "$device" --quiet)
+        --device "$device")
 gg() { PYTHONPATH=src "$PY" -m gradgeo.cli "$@"; }
 log() { echo "== $1 ($(date -u +%FT%TZ))" | tee -a "$OUT/tables.txt"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/tables.txt" || true
 [ -n "${TINY:-}" ] || PYTHONPATH=src "$PY" benchmarks/transforms.py "${speed[@]}" > "$OUT/transforms-cuda.txt" 2>&1 || true
 
 log control
-gg compare sgd muon:lr=0.1,momentum=0.6 "${recipe[@]}" --seed-list "${seeds[@]}" --jobs "$jobs" \
+gg compare sgd muon:lr=0.1,momentum=0.6 "${recipe[@]}" --quiet --seed-list "${seeds[@]}" --jobs "$jobs" \
   --out "$RUNS/control" | tee -a "$OUT/tables.txt"
 
 # tune one spec, then again on the suggested range while its best value sits on an edge (two more rounds at most)
@@ -76,7 +76,7 @@ tune_spec sobolev sgd+sobolev --lr-range 0.3 6
 mapfile -t picked < "$RUNS/picked.txt"
 
 log finals
-gg compare "${picked[@]}" "${recipe[@]}" --seed-list "${seeds[@]}" --jobs "$jobs" --out "$RUNS/finals" |
+gg compare "${picked[@]}" "${recipe[@]}" --quiet --seed-list "${seeds[@]}" --jobs "$jobs" --out "$RUNS/finals" |
   tee -a "$OUT/tables.txt"
 tar -czf "$OUT/device-runs.tar.gz" --exclude=checkpoint.pt "$RUNS"
 log done
