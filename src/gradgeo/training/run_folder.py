@@ -68,8 +68,8 @@ def _run_folder_problem(out: Path, resume: bool) -> str | None:
         return None
     found = [name for name in (CHECKPOINT, METRICS, RESULT) if (out / name).exists()]
     if found and not resume:
-        return (f"{out} already holds a run ({', '.join(found)}); continue it with --resume (in Python: resume=True), or "
-                "pick another --out folder (or delete this one) to start over")
+        return (f"{out} already holds a run ({', '.join(found)}); continue it with --resume (in Python: "
+                "resume=True), or pick another --out folder (or delete this one) to start over")
     if resume and RESULT in found and CHECKPOINT not in found:
         return (f"{out} holds a finished run (result.json) whose {CHECKPOINT} was deleted: there is nothing to "
                 "resume and its results stay in result.json; pick another --out folder to train again")
