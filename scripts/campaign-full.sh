@@ -12,7 +12,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 # the commit the campaign runs at: daabfd5 ran the stages up to full-cifar-final@1,2,3,4,5 (2026-12-02); the
-# Laplacian stages at 57dfade (2026-12-03); the nested network's stage runs at this one (2026-12-03)
+# Laplacian stages at 57dfade (2026-12-03); the nested network's stage runs at this one (2026-12-03). Issue 26's
+# airbench stages run at their own commits, named in results/REPORT.md (COMMIT=... STAGES="air-...")
 COMMIT=${COMMIT:-673e236da5ef5bd342650cb4b534a1ecd27db328}
 CLONE=${1:-/root/gradgeo-campaign-${COMMIT:0:7}}
 DEST=${DEST:-$here}
@@ -34,14 +35,22 @@ land() {  # copy a stage's outputs next to its run.sh in $DEST: tables, plots, e
   mkdir -p "$DEST/results/$1"
   find "runs/$1" -maxdepth 1 -type f \( -name '*.txt' -o -name '*.json' -o -name '*.csv' -o -name '*.png' \) \
     -exec cp {} "$DEST/results/$1/" \;
+  if [ -f "runs/$1/study.db" ]; then  # a tuning stage's study, copied consistently while workers write to it
+    python3 -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))' \
+      "runs/$1/study.db" "$DEST/results/$1/study.db"
+  fi
   for run in "runs/$1"/runs/*/seed-*; do
     [ -f "$run/result.json" ] || continue
     mkdir -p "$DEST/results/$1/${run#runs/$1/}"
     cp "$run/result.json" "$run/metrics.jsonl" "$DEST/results/$1/${run#runs/$1/}/"
   done
 }
-seed() {  # runs finished in an earlier session (committed by land) count as finished here too
+seed() {  # runs finished in an earlier session (committed by land) count as finished here too, and so do the
+  # trials of a tuning stage's committed study (a trial that was running is taken for dead and trained again)
   if [ -d "$DEST/results/$1/runs" ]; then mkdir -p "runs/$1" && cp -rn "$DEST/results/$1/runs" "runs/$1/"; fi
+  if [ -f "$DEST/results/$1/study.db" ] && [ ! -f "runs/$1/study.db" ]; then
+    mkdir -p "runs/$1" && cp "$DEST/results/$1/study.db" "runs/$1/study.db"
+  fi
 }
 # STAGE@SEEDS (comma-separated) runs a stage with those seeds: the committed runs of the others are reused, so
 # full-cifar-final@1,2,3,4,5 adds seeds 4 and 5 to the 3-seed finals and lands the 5-seed table

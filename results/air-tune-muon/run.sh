@@ -1,0 +1,17 @@
+#!/bin/bash
+# Tuning on the airbench-class workload (issue 26), on the validation split, 8 trials per spec (4 random, then TPE;
+# median pruning from epoch 3), 5-epoch trials (the triangle schedule compressed to 5 epochs; the finals run 10):
+# muon (lr: torch.optim.Muon on the hidden convs, momentum 0.6, with the recipe's SGD on the rest). The recipe of
+# results/air-control/run.sh otherwise. Two workers share the study (OUT/study.db). A spec whose best value sits
+# on the edge of its range is tuned again on the range centred on it (the table says which and where).
+set -euo pipefail
+source .venv/bin/activate  # from the repository root
+out=${OUT:-runs/air-tune-muon}
+args=(muon:momentum=0.6 --lr-range 0.01 0.5
+      --dataset cifar10 --data-dir "${CIFAR_DIR:-../shared/data/cifar10-jpeg75}" --model airbench --width 0.5
+      --val-size 5000 --augment --crop-padding 2 --batch-size 1024 --lr 1.5 --momentum 0.85 --nesterov
+      --weight-decay 1.33e-3 --label-smoothing 0.2 --schedule triangle --tta flip --epochs 5 --channels-last
+      --seed 101 --trials 8 --startup-trials 4 --prune-after 3 --out "$out")
+OMP_NUM_THREADS=1 gradgeo tune "${args[@]}" > "$out.worker2.log" 2>&1 &
+OMP_NUM_THREADS=1 gradgeo tune "${args[@]}"
+wait
