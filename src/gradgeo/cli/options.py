@@ -25,9 +25,13 @@ __all__ = ["add_grid_arguments", "add_log_argument", "add_task_arguments", "extr
 _HELP = {
     "dataset": "fashion-mnist, mnist, cifar10 or cifar100 (segment: the source of the items; gan: the images)",
     "data_dir": "folder with the dataset files (default: the standard places, see README)",
-    "model": f"classify: small_cnn, resnet20/32/56, vgg11/16, airbench; segment: unet; gan: dcgan; anytime: "
+    "model": f"classify and anytime: a model of your own as package.module:callable (called with num_classes, "
+             f"in_channels and the --model-option values), or classify: small_cnn, resnet20/32/56, vgg11/16, "
+             f"airbench; segment: unet; gan: dcgan; anytime: "
              f"{', '.join(ANYTIME_MODELS)}",
-    "width": "channel width multiplier",
+    "width": "channel width multiplier (built-in models)",
+    "model_options": "a keyword argument of the model's constructor or factory (repeatable), e.g. depth=3 "
+                     "(default: none)",
     "optimizer": "optimizer spec, e.g. sgd, sgd+sobolev:lam=0.1, adam:lr=1e-3+h0:lam=2",
     "batch_size": "images per step; under torchrun the global batch, split evenly over the processes",
     "schedule": "cosine, step, constant, or triangle (0.2x up to 1x at 23%% of the steps, then down to 0.07x)",
@@ -64,6 +68,10 @@ _HELP = {
 
 def add_field(parser: argparse.ArgumentParser, name: str, kind: Any, default: Any, help_text: str) -> None:
     """The option of one config field, typed from its annotation."""
+    if name == "model_options":  # repeatable: --model-option depth=3 --model-option act=gelu
+        parser.add_argument("--model-option", dest=name, action="append", default=default, metavar="KEY=VALUE",
+                            help=help_text)
+        return
     flag = "--" + name.replace("_", "-")
     options = [a for a in typing.get_args(kind) if a is not type(None)] if isinstance(kind, types.UnionType) else [kind]
     if options[0] is bool:
@@ -104,7 +112,10 @@ def add_task_arguments(parser: argparse.ArgumentParser, only: Task | None = None
 def task_config(args: argparse.Namespace) -> tuple[Task, TrainConfig]:
     """The task ``--task`` names and its validated config from the options given."""
     task = get_task(args.task)
-    return task, make_config(task, **{name: getattr(args, name) for name in args.config_fields if hasattr(args, name)})
+    fields = {name: getattr(args, name) for name in args.config_fields if hasattr(args, name)}
+    if isinstance(fields.get("model_options"), list):  # each --model-option KEY=VALUE
+        fields["model_options"] = ",".join(fields["model_options"])
+    return task, make_config(task, **fields)
 
 
 def add_grid_arguments(parser: argparse.ArgumentParser, out: Path) -> None:

@@ -32,6 +32,7 @@ from gradgeo.models.anytime import (
     exit_flops,
 )
 from gradgeo.models.dcgan import GAN, DCGANDiscriminator, DCGANGenerator, GANOutput
+from gradgeo.models.imported import build_imported, is_import_path, parse_model_options
 from gradgeo.models.resnet import BasicBlock, CifarResNet
 from gradgeo.models.small_cnn import SmallCNN
 from gradgeo.models.unet import UNet
@@ -40,7 +41,7 @@ from gradgeo.models.vgg import VGG
 __all__ = ["ANYTIME_MODELS", "GAN", "GAN_MODELS", "MODELS", "SEGMENTATION_MODELS", "VGG", "AirbenchNet",
            "AnytimeNetwork", "AnytimePrediction", "BasicBlock", "CifarResNet", "DCGANDiscriminator", "DCGANGenerator",
            "GANOutput", "SmallCNN", "UNet", "anytime_predict", "build_anytime_model", "build_gan", "build_model",
-           "build_segmentation_model", "exit_flops"]
+           "build_segmentation_model", "exit_flops", "is_import_path", "parse_model_options"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "resnet20": partial(CifarResNet, 20),
@@ -74,10 +75,13 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs
 
     Args:
         name: one of :data:`MODELS`: ``"resnet20"``, ``"resnet32"``, ``"resnet56"``, ``"vgg11"``,
-            ``"vgg16"``, ``"small_cnn"``.
+            ``"vgg16"``, ``"small_cnn"``, ``"airbench"``; or a model of your own by import path,
+            ``"package.module:callable"``: a factory called with ``num_classes``, ``in_channels`` and
+            ``**kwargs`` that returns an ``nn.Module`` (:mod:`gradgeo.models.imported`).
         num_classes: number of output logits.
         in_channels: input image channels (1 for (Fashion-)MNIST, 3 for CIFAR).
-        **kwargs: passed to the model's constructor; all accept ``width`` (channel multiplier, default 1).
+        **kwargs: passed to the model's constructor; all built-in models accept ``width`` (channel multiplier,
+            default 1).
 
     Returns:
         The model, in training mode, on the CPU (seed ``torch.manual_seed`` first for a reproducible init).
@@ -90,8 +94,11 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs
         >>> build_model("small_cnn", in_channels=1)(torch.zeros(1, 1, 28, 28)).shape
         torch.Size([1, 10])
     """
+    if is_import_path(name):
+        return build_imported(name, num_classes, in_channels, **kwargs)
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}{_other_registry(name)}; known models: {', '.join(MODELS)}")
+        raise ValueError(f"unknown model {name!r}{_other_registry(name)}; known models: {', '.join(MODELS)}, or "
+                         "package.module:callable for a model of your own")
     return _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from gradgeo.models import is_import_path
 from gradgeo.tasks.anytime.training import ANYTIME
 from gradgeo.tasks.base import Metric, Task
 from gradgeo.tasks.classify import CLASSIFY
@@ -49,7 +50,7 @@ def make_config(task: str | Task, **fields: Any) -> TrainConfig:
         raise ValueError("; ".join(f"--{name.replace('_', '-')} is an option of --task {' and '.join(owners[name])}"
                                    f", not of --task {task.name}" for name in foreign))
     config = task.config_class(**fields).validate()
-    if config.model not in task.models:
+    if config.model not in task.models and not (is_import_path(config.model) and task.imports_models):
         owner = next((t for t in TASKS.values() if config.model in t.models), None)
         hint = f" ({owner.model_kind}: --task {owner.name})" if owner is not None else ""
         raise ValueError(f"unknown model {config.model!r} for the {task.name} task{hint}; it takes: "

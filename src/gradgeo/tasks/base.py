@@ -74,6 +74,8 @@ class Task:
             it needs (and may load things, logging to ``log``), then returns what builds the model and objective.
         metrics: the final metrics of a comparison, headline first.
         models: the model names the task accepts.
+        imports_models: whether the task also takes a model of the user's by import path
+            (``package.module:callable``, :mod:`gradgeo.models.imported`).
         model_kind: what its models are, for the hint when another task is given one (``"a GAN"``).
         load: ``config -> splits``, the data of a run (shared by sequential runs of a comparison).
         compared: the config field a comparison's labels set (``"optimizer"``: specs; ``"strategy"``: methods).
@@ -100,6 +102,7 @@ class Task:
     metrics: tuple[Metric, ...]
     models: tuple[str, ...]
     model_kind: str = "a model"
+    imports_models: bool = False  # whether --model takes package.module:callable, a model of the user's
     load: Callable[[Any], DatasetSplits] = load_splits
     compared: str = "optimizer"
     label_name: str = "spec"

@@ -15,9 +15,9 @@ TEST_ACC = Metric("test_acc", "test acc %")
 
 
 def _builder(config: TrainConfig, splits: DatasetSplits, log: Callable[[str], None] | None) -> Builder:
-    return lambda model_args: (build_model(config.model, width=config.width, **model_args),
+    return lambda model_args: (build_model(config.model, **model_args, **config.model_kwargs()),
                                CrossEntropy(config.label_smoothing, tta=config.tta))
 
 
-CLASSIFY = Task("classify", TrainConfig, _builder, (TEST_ACC,), MODELS, model_kind="a classifier",
+CLASSIFY = Task("classify", TrainConfig, _builder, (TEST_ACC,), MODELS, model_kind="a classifier", imports_models=True,
                 summary="classify")

@@ -38,7 +38,8 @@ from torch.utils import _pytree
 from gradgeo.channel.factory import canonical_spec, create_optimizer, parse_spec
 from gradgeo.channel.optim import ChannelDirected
 from gradgeo.data import Augment, DatasetSplits, load_dataset
-from gradgeo.models import build_model
+from gradgeo.models import build_model, is_import_path, parse_model_options
+from gradgeo.models.imported import import_factory
 from gradgeo.training import ddp
 from gradgeo.training.extras import check, require
 from gradgeo.training.objective import TTA_LEVELS, CrossEntropy, Objective, evaluate
@@ -65,7 +66,8 @@ class TrainConfig:
 
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
-    model: str = "small_cnn"
+    model: str = "small_cnn"  # a built-in name, or package.module:callable (a factory of your own)
+    model_options: str = ""  # "key=value,...": keyword arguments of the model's constructor or factory
     width: float = 1.0
     optimizer: str = "sgd"  # a spec: "sgd", "sgd+sobolev:lam=0.1", "adam:lr=1e-3+h0:lam=2", ...
     lr: float = 0.05
@@ -92,6 +94,12 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise a ValueError naming the bad field and the accepted values."""
         parse_spec(self.optimizer)
+        parse_model_options(self.model_options)
+        if is_import_path(self.model):
+            import_factory(self.model)  # the module imports and the name is callable, before any run starts
+            if self.width != 1.0:
+                raise ValueError(f"width scales the built-in models; model {self.model!r} is your own: give its "
+                                 "factory an option instead (--model-option width=...)")
         try:  # torch's own checks across options (nesterov needs momentum ...), on stand-in parameters: a first
             # layer, a hidden layer and a head (muon steps on the hidden one), and a bias
             stand_ins = [torch.zeros(2, 2, 2, requires_grad=True) for _ in range(3)]
@@ -156,6 +164,12 @@ class TrainConfig:
         if name == "device" and value == "auto":
             return str(self.resolved_device())
         return value
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the model's constructor or factory beyond ``num_classes`` and
+        ``in_channels``: the model options, and ``width`` for a built-in model."""
+        built_in = {} if is_import_path(self.model) else {"width": self.width}
+        return {**built_in, **parse_model_options(self.model_options)}
 
     def optimizer_defaults(self) -> dict[str, Any]:
         """The keyword defaults :func:`fit` gives :func:`~gradgeo.channel.factory.create_optimizer` (options in the
@@ -248,6 +262,32 @@ def _init_from_data(model: nn.Module, splits: DatasetSplits) -> None:
     init(images.to(next(model.parameters()).device))
 
 
+@torch.no_grad()
+def _probe(model: nn.Module, objective: Objective, splits: DatasetSplits, name: str) -> None:
+    """Run the model on two training images (evaluation mode: no statistics change) and let the objective check
+    what comes out, so that a model that does not fit the task fails before its first step, named. Only for an
+    objective that checks outputs (:meth:`Objective.output_problem`)."""
+    if type(objective).output_problem is Objective.output_problem:
+        return
+    images, _ = next(iter(splits.loader("train", 2, shuffle=False).epoch(0)))
+    parameter = next(model.parameters(), None)
+    if parameter is not None:
+        images = images.to(device=parameter.device, dtype=parameter.dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        output = model(images)
+    except Exception as error:  # the user's model, on the data's images: say whose and what
+        raise ValueError(f"model {name!r} fails on a batch of 2 images of shape {tuple(images.shape[1:])}: "
+                         f"{type(error).__name__}: {error}") from None
+    finally:
+        model.train(was_training)
+    problem = objective.output_problem(output, splits.num_classes)
+    if problem is not None:
+        raise ValueError(f"model {name!r} does not fit this task: for a batch of 2 images of shape "
+                         f"{tuple(images.shape[1:])} it returned {problem}")
+
+
 def _all_finite(value: Any) -> bool:
     """False when a number in ``value`` (a number, None, or a list/dict of them) is NaN or infinite."""
     if isinstance(value, float):
@@ -303,7 +343,7 @@ def train(
     """
 
     def build(model_args: dict[str, int]) -> tuple[nn.Module, Objective]:
-        return (build_model(config.model, width=config.width, **model_args),
+        return (build_model(config.model, **model_args, **config.model_kwargs()),
                 CrossEntropy(config.label_smoothing, tta=config.tta))
 
     return fit(config, build, out_dir, resume=resume, progress=progress, log=log, splits=splits,
@@ -390,6 +430,7 @@ def fit(
     model = model.to(  # type: ignore[call-overload]  # Module.to takes memory_format; torch's overloads omit it
         device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
     objective.context = ctx
+    _probe(model, objective, splits, config.model)
     optimizer = create_optimizer(model, config.optimizer, **config.optimizer_defaults())
     if tensorboard and ctx.is_main and isinstance(optimizer, ChannelDirected):
         optimizer.track_grad_norms = True

@@ -133,6 +133,11 @@ class Objective(ABC):
         """The evaluation fields of an epoch's row: ``val_acc`` (None without a validation split),
         ``test_loss``, ``test_acc`` and any others."""
 
+    def output_problem(self, output: Any, num_classes: int) -> str | None:
+        """What is wrong with the model's ``output`` for a batch of 2 images (checked before a run's first step),
+        or None; by default nothing is checked."""
+        return None
+
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         """Update the parameters from the gradient :meth:`backward` wrote: ``optimizer.step()``. A two-player
         objective (:class:`gradgeo.gan.GANObjective`) overrides it to update one player, then compute and apply
@@ -167,6 +172,13 @@ class CrossEntropy(Objective):
         self.label_smoothing = label_smoothing
         self.tta = tta
         self._sums: tuple[torch.Tensor, torch.Tensor, int] | None = None
+
+    def output_problem(self, output: Any, num_classes: int) -> str | None:
+        if not isinstance(output, torch.Tensor):
+            return f"a {type(output).__name__}; a classifier returns one logits tensor, 2 x {num_classes}"
+        if tuple(output.shape) != (2, num_classes):
+            return f"shape {tuple(output.shape)}; expected 2 x {num_classes} logits (one per class)"
+        return None
 
     def backward(self, output: torch.Tensor, y: torch.Tensor, progress: float) -> None:
         loss = nn.functional.cross_entropy(output, y, label_smoothing=self.label_smoothing)

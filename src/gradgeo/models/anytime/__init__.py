@@ -37,6 +37,7 @@ from gradgeo.models.anytime.base import AnytimeNetwork, ExitHead
 from gradgeo.models.anytime.branched import BranchedResNet
 from gradgeo.models.anytime.inference import AnytimePrediction, anytime_predict, exit_flops
 from gradgeo.models.anytime.nested import NestedDepthNet, NestedWidthNet
+from gradgeo.models.imported import build_imported, is_import_path
 
 __all__ = [
     "ANYTIME_MODELS",
@@ -69,7 +70,8 @@ def build_anytime_model(
 
     Args:
         name: one of :data:`ANYTIME_MODELS`: ``"branched_resnet10"``, ``"branched_resnet26"``,
-            ``"nested_depth"``, ``"nested_width"``.
+            ``"nested_depth"``, ``"nested_width"``; or ``"package.module:callable"``, a factory of your own
+            called with ``num_classes``, ``in_channels`` and ``**kwargs`` that returns an :class:`AnytimeNetwork`.
         num_classes: logits per exit.
         in_channels: input image channels.
         **kwargs: passed to the constructor; all accept ``width`` and ``num_exits`` (default 4).
@@ -82,6 +84,13 @@ def build_anytime_model(
         >>> model.num_exits
         3
     """
+    if is_import_path(name):  # a factory of the user's: it must build an AnytimeNetwork (stages and exits)
+        model = build_imported(name, num_classes, in_channels, **kwargs)
+        if not isinstance(model, AnytimeNetwork):
+            raise ValueError(f"model {name!r} returned a {type(model).__name__}; an anytime model must be a "
+                             "gradgeo.models.AnytimeNetwork (its stages, each ending in an exit)")
+        return model
     if name not in _REGISTRY:
-        raise ValueError(f"unknown anytime model {name!r}; known anytime models: {', '.join(ANYTIME_MODELS)}")
+        raise ValueError(f"unknown anytime model {name!r}; known anytime models: {', '.join(ANYTIME_MODELS)}, or "
+                         "package.module:callable for one of your own")
     return _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, **kwargs)

@@ -20,6 +20,7 @@ from torch import nn
 from gradgeo.channel.factory import parse_options
 from gradgeo.data import DatasetSplits
 from gradgeo.models.anytime import ANYTIME_MODELS, AnytimeNetwork, build_anytime_model, exit_flops
+from gradgeo.models.imported import is_import_path
 from gradgeo.multiexit.strategies import STRATEGIES, MultiExitStrategy, make_strategy, strategy_options
 from gradgeo.tasks.anytime.budget import ExitScores, budgeted_evaluation
 from gradgeo.tasks.anytime.report import write_accuracy_vs_flops
@@ -81,7 +82,7 @@ class AnytimeConfig(TrainConfig):
     def validate(self) -> AnytimeConfig:
         """Raise a ValueError naming the bad field and the accepted values."""
         super().validate()
-        if self.model not in ANYTIME_MODELS:
+        if self.model not in ANYTIME_MODELS and not is_import_path(self.model):
             raise ValueError(f"unknown anytime model {self.model!r}; known anytime models: {', '.join(ANYTIME_MODELS)}")
         if isinstance(self.num_exits, bool) or not isinstance(self.num_exits, int) or self.num_exits < 1:
             raise ValueError(f"num_exits must be an integer >= 1, got {self.num_exits!r}")
@@ -258,7 +259,7 @@ def _builder(config: AnytimeConfig, splits: DatasetSplits, log: Callable[[str], 
     image_size = splits.image_shape[1:]
 
     def build(model_args: dict[str, int]) -> tuple[nn.Module, Objective]:
-        model = build_anytime_model(config.model, width=config.width, num_exits=config.num_exits, **model_args)
+        model = build_anytime_model(config.model, num_exits=config.num_exits, **model_args, **config.model_kwargs())
         flops = exit_flops(model, (model_args["in_channels"], *image_size))
         strategy = make_strategy_from_spec(config.strategy, flops)
         return model, MultiExitObjective(model, strategy, flops, config.label_smoothing)
@@ -268,7 +269,7 @@ def _builder(config: AnytimeConfig, splits: DatasetSplits, log: Callable[[str], 
 
 #: the ``anytime`` task: a comparison varies the multi-exit strategy (``gradgeo compare --task anytime sum osgd``)
 ANYTIME = Task("anytime", AnytimeConfig, _builder, (EXIT_TEST_ACC,), ANYTIME_MODELS,
-               model_kind="an anytime model", compared="strategy",
+               model_kind="an anytime model", imports_models=True, compared="strategy",
                label_name="method", summary="exits", curves=(TEST_ACC,), artefacts=write_accuracy_vs_flops,
                artefact_names=("accuracy_vs_flops.png",),
                outputs="metrics, checkpoint and result.json (exit FLOPs, early exit)")
