@@ -84,5 +84,5 @@ def test_the_python_api_takes_the_same_path(user_module, tiny_fashion):
     assert len(history) == 1 and 0 <= history[0]["test_acc"] <= 1
     from gradgeo.tasks import make_config
 
-    with pytest.raises(ValueError, match="unknown model 'user_nets:tiny' for the segment task"):
+    with pytest.raises(ValueError, match="model 'user_nets:tiny' is not a segmentation model"):
         make_config("segment", model="user_nets:tiny")  # segmentation and GAN models are their own kind
