@@ -86,3 +86,64 @@ def test_the_python_api_takes_the_same_path(user_module, tiny_fashion):
 
     with pytest.raises(ValueError, match="model 'user_nets:tiny' is not a segmentation model"):
         make_config("segment", model="user_nets:tiny")  # segmentation and GAN models are their own kind
+
+
+@pytest.fixture()
+def fashion_npz(tmp_path, tiny_fashion):
+    """The tiny real Fashion-MNIST as a user's npz file: N x H x W x C uint8 images, int labels, class names."""
+    numpy = pytest.importorskip("numpy")
+    from gradgeo.data import load_dataset
+
+    splits = load_dataset("fashion-mnist", str(tiny_fashion))
+    path = tmp_path / "fashion.npz"
+    numpy.savez(path, x_train=splits.train_x.permute(0, 2, 3, 1).numpy(), y_train=splits.train_y.numpy(),
+                x_test=splits.test_x.permute(0, 2, 3, 1).numpy(), y_test=splits.test_y.numpy().astype("int32"),
+                classes=numpy.array(splits.classes))
+    return path, splits
+
+
+def test_an_npz_dataset_loads_as_the_same_images_and_trains(fashion_npz, user_module, tmp_path, capsys):
+    import torch
+
+    from gradgeo.data import load_dataset
+
+    path, original = fashion_npz
+    loaded = load_dataset(f"npz:{path}")
+    assert torch.equal(loaded.train_x, original.train_x) and torch.equal(loaded.test_y, original.test_y)
+    assert loaded.classes == original.classes and loaded.mean == original.mean
+    out = tmp_path / "cmp"
+    assert main(["compare", "sgd", "sgd+h0:lam=2", "--dataset", f"npz:{path}", "--model", "user_nets:tiny",
+                 "--val-size", "100", "--batch-size", "50", "--epochs", "2", "--seeds", "2", "--quiet",
+                 "--out", str(out)]) == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"][0]["final_val_acc"]["n"] == 2  # the validation split carved from the npz training set
+
+
+@pytest.mark.parametrize("arrays,message", [
+    ({"x_train": "float"}, "x_train must hold uint8 images (0..255), got dtype torch.float32"),
+    ({"y_train": "short"}, "y_train has shape (100,); expected one label per image, (400,)"),
+    ({"y_test": "negative"}, "y_test holds labels in [-1, 9]; they must lie in [0, 10)"),
+    ({"x_test": "small"}, "training images are (1, 28, 28) (C x H x W) but test images are (1, 14, 14)"),
+    ({"y_train": "float"}, "y_train must hold integer class labels, got dtype torch.float64"),
+    ({"x_train": "5d"}, "x_train has shape (400, 28, 28, 1, 1); expected images"),
+    ({"x_train": None}, "the archive lacks x_train"),
+])
+def test_a_bad_npz_is_named_with_the_file_and_the_value(fashion_npz, tmp_path, arrays, message):
+    numpy = pytest.importorskip("numpy")
+    from gradgeo.data import load_dataset
+
+    path, splits = fashion_npz
+    data = dict(numpy.load(path))
+    changes = {"float": lambda a: a.astype("float32") if a.dtype == numpy.uint8 else a.astype("float64"),
+               "short": lambda a: a[:100], "negative": lambda a: numpy.where(numpy.arange(len(a)) == 0, -1, a),
+               "small": lambda a: a[:, ::2, ::2], "5d": lambda a: a[..., None]}
+    for key, change in arrays.items():
+        if change is None:
+            del data[key]
+        else:
+            data[key] = changes[change](data[key])
+    bad = tmp_path / "bad.npz"
+    numpy.savez(bad, **data)
+    with pytest.raises(ValueError) as error:
+        load_dataset(f"npz:{bad}")
+    assert message in str(error.value) and str(bad) in str(error.value)

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gradgeo.data.arrays import is_user_dataset, load_user_dataset
 from gradgeo.data.formats import _CIFAR10_TRAIN, _idx_path, _load_cifar, _load_idx_dataset, _plain_path
 from gradgeo.data.splits import DatasetSplits
 
@@ -109,8 +110,9 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> D
     tried and how to get the files.
 
     Args:
-        name: one of :data:`DATASETS`: ``"fashion-mnist"``, ``"mnist"``, ``"cifar10"``, ``"cifar100"``.
-        data_dir: where the dataset is; ``None`` searches the defaults.
+        name: one of :data:`DATASETS`: ``"fashion-mnist"``, ``"mnist"``, ``"cifar10"``, ``"cifar100"``; or a
+            dataset of your own: ``"npz:FILE"`` or ``"package.module:callable"`` (:mod:`gradgeo.data.arrays`).
+        data_dir: where the dataset is; ``None`` searches the defaults (not used by your own datasets).
 
     Returns:
         :class:`DatasetSplits` with ``mean``/``std`` computed from the training images.
@@ -125,8 +127,11 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> D
         >>> splits.train_x.shape, splits.train_y.dtype
         (torch.Size([60000, 1, 28, 28]), torch.int64)
     """
+    if is_user_dataset(name):
+        return load_user_dataset(name)
     if name not in _SPECS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}, or npz:FILE, or "
+                         "package.module:callable for one of your own")
     spec = _SPECS[name]
     directory = _find(name, spec, data_dir)
     if name in ("fashion-mnist", "mnist"):
