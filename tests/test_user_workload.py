@@ -147,3 +147,24 @@ def test_a_bad_npz_is_named_with_the_file_and_the_value(fashion_npz, tmp_path, a
     with pytest.raises(ValueError) as error:
         load_dataset(f"npz:{bad}")
     assert message in str(error.value) and str(bad) in str(error.value)
+
+
+def test_a_dataset_from_a_users_function(user_module, tiny_fashion):
+    from gradgeo.data import load_dataset
+
+    (user_module / "user_data.py").write_text(textwrap.dedent(f'''
+        from gradgeo.data import load_dataset
+
+        def fashion():
+            s = load_dataset("fashion-mnist", {str(tiny_fashion)!r})
+            return s.train_x, s.train_y.tolist(), s.test_x[:, 0], s.test_y, s.classes
+
+        def wrong():
+            return [1, 2]
+    '''))
+    splits = load_dataset("user_data:fashion")
+    assert splits.image_shape == (1, 28, 28) and len(splits.test_y) == 300 and splits.classes[0] == "T-shirt/top"
+    with pytest.raises(ValueError, match="returned a list; expected .x_train, y_train, x_test, y_test."):
+        load_dataset("user_data:wrong")
+    with pytest.raises(ValueError, match="module 'user_data' has no callable 'absent'"):
+        load_dataset("user_data:absent")
