@@ -28,6 +28,7 @@ lint: setup
 # the documentation site into site/; --strict: a warning (a broken link, an unresolved reference) fails
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site  # (that variable silences a banner about Material's end of life in 2027)
+	$(PY) scripts/check-site.py site  # every link resolves from disk (the README says: open site/index.html)
 
 bench: setup
 	$(PY) benchmarks/transforms.py

@@ -132,3 +132,41 @@ def test_no_source_file_over_500_lines():
     long = {str(p.relative_to(SRC)): n for p in (SRC / "gradgeo").rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 500}
     assert not long, f"split these files into coherent modules: {long}"
+
+
+def _docstrings():
+    """Every module, class and function docstring under src/gradgeo, with where it is."""
+    import ast
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "src" / "gradgeo").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in [tree, *ast.walk(tree)]:
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                text = ast.get_docstring(node, clean=False)
+                if text:
+                    yield f"{path.name}:{getattr(node, 'name', 'module')}", text
+
+
+def test_docstrings_render_as_the_api_pages_expect():
+    """The API pages render Google-style sections with Markdown: a Returns/Yields entry continued on a line at its
+    own indent becomes a second table row (continue it 4 spaces deeper), and reStructuredText's ``::`` shows
+    literally (end the line with ``:``; an indented block after a blank line is code anyway)."""
+    import re
+
+    problems = []
+    for where, text in _docstrings():
+        lines = text.split("\n")
+        for i, line in enumerate(lines):
+            if line.rstrip().endswith("::") and not line.strip().startswith(">>>"):
+                problems.append(f"{where}: a line ends in '::': {line.strip()!r}")
+            match = re.match(r"^(\s*)(Returns|Yields):\s*$", line)
+            if not match:
+                continue
+            body = []
+            for following in lines[i + 1:]:
+                if not following.strip() or len(following) - len(following.lstrip()) <= len(match.group(1)):
+                    break
+                body.append(len(following) - len(following.lstrip()))
+            if body and any(indent == body[0] for indent in body[1:]):
+                problems.append(f"{where}: {match.group(2)} continues at its first line's indent")
+    assert not problems, "\n".join(problems)

@@ -2,7 +2,7 @@
 
 A comparison trains every label (an optimizer spec; for ``anytime``, a multi-exit strategy) with every seed
 through the resumable grid (:func:`gradgeo.experiments.grid.run_grid`), then summarizes with the same
-statistics for every task (:func:`gradgeo.experiments.summarize`). The comparison folder::
+statistics for every task (:func:`gradgeo.experiments.summarize`). The comparison folder:
 
     OUT/plan.json                       what was asked (task, labels, seeds, the shared configuration)
     OUT/runs/<label>/seed-<k>/...       one training run each (metrics.jsonl, checkpoint.pt, result.json)

@@ -1,6 +1,6 @@
 """The grid of runs behind every comparison: labels x seeds, resumable, in parallel processes or under torchrun.
 
-Layout of a comparison folder::
+Layout of a comparison folder:
 
     OUT/plan.json                       what was asked (the task, labels, seeds, the shared configuration)
     OUT/runs/<label>/seed-<k>/...       one training run each (metrics.jsonl, checkpoint.pt, result.json)

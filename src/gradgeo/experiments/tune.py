@@ -26,7 +26,7 @@ Resumable and shared: the studies live in ``storage`` (default: the SQLite file 
 same call again continues them; a study created with other settings is refused, naming the difference. Any
 number of processes on any number of machines pointed at one storage URL work on the same studies.
 
-Layout of the output folder::
+Layout of the output folder:
 
     OUT/study.db                       the embedded storage (without ``storage=``)
     OUT/<spec>/trial-<k>/...           each trial's training run (metrics.jsonl, checkpoint.pt, result.json)
@@ -159,8 +159,8 @@ def tune(
 
     Returns:
         The summary (also ``OUT/summary.json``): ``metric`` and per spec a row with ``spec``, ``budget``,
-        ``search_space`` (``[name, low, high]`` each), ``decades``, ``counted``, ``complete``, ``pruned``,
-        ``best`` (the best complete trial, or None) and ``trials`` (every trial).
+            ``search_space`` (``[name, low, high]`` each), ``decades``, ``counted``, ``complete``, ``pruned``,
+            ``best`` (the best complete trial, or None) and ``trials`` (every trial).
 
     Example:
         >>> base = TrainConfig(epochs=15, train_size=5000, val_size=5000, batch_size=32)

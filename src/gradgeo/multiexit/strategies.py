@@ -119,7 +119,7 @@ class MultiExitStrategy(ABC):
 
         Returns:
             None; the result is added to ``p.grad`` (as ``loss.backward()`` does), and the autograd graph
-            is freed.
+                is freed.
         """
         who = f"{type(self).__name__}.backward"
         losses = check_losses(losses, who)

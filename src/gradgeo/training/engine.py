@@ -339,7 +339,7 @@ def train(
 
     Returns:
         One dict per epoch: ``epoch``, ``train_loss``, ``train_acc``, ``val_acc``, ``test_loss``,
-        ``test_acc``, ``lr``, ``time`` (and the fields ``tensorboard`` adds).
+            ``test_acc``, ``lr``, ``time`` (and the fields ``tensorboard`` adds).
     """
 
     def build(model_args: dict[str, int]) -> tuple[nn.Module, Objective]:

@@ -30,7 +30,7 @@ def exit_flops(model: AnytimeNetwork, image_shape: Sequence[int]) -> list[int]:
 
     Returns:
         ``[F_1, ..., F_K]``: ``F_k`` is the FLOPs of stages 1..k, i.e. of an anytime pass stopped after
-        exit k (non-decreasing; ``F_K`` equals the FLOPs of ``model(x)``).
+            exit k (non-decreasing; ``F_K`` equals the FLOPs of ``model(x)``).
 
     Example:
         >>> from gradgeo.models.anytime import NestedDepthNet

@@ -133,7 +133,7 @@ def budgeted_evaluation(
 
     Returns:
         One dict per budget: ``budget``, ``threshold``, ``val_acc``, ``val_flops``, ``test_acc``,
-        ``test_flops``.
+            ``test_flops``.
 
     Example:
         >>> rows = budgeted_evaluation(val_scores, test_scores, exit_flops(model, (3, 32, 32)))  # doctest: +SKIP

@@ -242,8 +242,8 @@ def train_anytime(config: AnytimeConfig, out_dir: str | os.PathLike[str] | None 
 
     Returns:
         One dict per epoch, with per-exit lists ``train_exit_loss``, ``train_exit_acc``, ``val_exit_acc``
-        (with a validation split), ``test_exit_loss``, ``test_exit_acc`` besides the fields of a plain run
-        (which hold the last exit's values).
+            (with a validation split), ``test_exit_loss``, ``test_exit_acc`` besides the fields of a plain run
+            (which hold the last exit's values).
 
     Example:
         >>> config = AnytimeConfig(model="branched_resnet10", strategy="osgd", optimizer="sgd+sobolev:lam=0.1",

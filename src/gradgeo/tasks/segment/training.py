@@ -189,7 +189,7 @@ def train_segment(config: SegmentConfig, out_dir: str | os.PathLike[str] | None 
 
     Returns:
         One dict per epoch: ``train_loss``, ``train_acc`` (pixel accuracy), ``val_acc``, ``val_miou``,
-        ``test_loss``, ``test_acc``, ``test_miou``, ``lr``, ``time``.
+            ``test_loss``, ``test_acc``, ``test_miou``, ``lr``, ``time``.
 
     Example:
         >>> config = SegmentConfig(optimizer="sgd+sobolev:lam=0.1", epochs=10, train_size=2000)
