@@ -5,10 +5,11 @@ training images, one epoch).
 """
 
 import dataclasses
-import errno
 import json
 import os
 import pickle
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -278,12 +279,40 @@ def test_cli_user_errors_are_one_line(tiny_fashion, tmp_path, capsys, monkeypatc
     code, err = run_cli(["train", *cli_tiny(tiny_fashion), "--device", "cuda:99", "--out", tmp_path / "d"], capsys)
     assert code == 2 and "'cuda:99'" in err and "Traceback" not in err
 
-    def disk_full(obj, path, *args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(torch, "save", disk_full)
-    code, err = run_cli(["train", *cli_tiny(tiny_fashion), "--out", tmp_path / "full"], capsys)
-    assert code == 2 and "No space left on device" in err and "--resume" in err and "Traceback" not in err
+
+@pytest.fixture()
+def full_disk(tmp_path):
+    """A real 512 KiB filesystem (tmpfs, mounted as root) that a run's first checkpoint overflows; where this
+    process cannot mount one, None."""
+    mount = tmp_path / "small-fs"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        yield None
+        return
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line(tiny_fashion, tmp_path, capsys, monkeypatch, full_disk):
+    """On a real full filesystem torch.save raises a RuntimeError of its own ("unexpected pos ..."), not an
+    OSError: the run must still end in one line that says the disk is full and how to go on. Without a
+    filesystem to fill, torch.save is made to raise that same RuntimeError."""
+    if full_disk is None:
+        def disk_full(obj, path, *args, **kwargs):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+        monkeypatch.setattr(torch, "save", disk_full)
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1 << 19, 1 << 19, 0))
+        out = tmp_path / "full"
+    else:
+        out = full_disk / "run"
+    code, err = run_cli(["train", *cli_tiny(tiny_fashion), "--width", "2", "--out", out], capsys)
+    assert code == 2 and "no space left on the device" in err and "--resume" in err and "Traceback" not in err
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # the half-written file is gone
 
 
 def test_cli_bug_still_shows_its_traceback(tiny_fashion, tmp_path, monkeypatch):
@@ -349,3 +378,24 @@ def test_resume_accepts_equal_settings_written_differently(tiny_fashion, tmp_pat
     same = dataclasses.replace(config, optimizer=" SGD + Sobolev:boundary=periodic, lam=1e-1",
                                data_dir=os.path.relpath(tiny_fashion) + "/")
     assert len(train(same, tmp_path / "run", log=None, resume=True)) == 2
+
+
+def test_one_seed_summaries_are_strict_json_and_files_get_the_usual_mode(tiny_fashion, tmp_path, capsys):
+    """A one-seed comparison has no confidence interval: summary.json says null, not the NaN token that is not
+    JSON; every file a run writes has the mode an ordinary write gives (0666 less the umask), not mkstemp's 0600."""
+    previous = os.umask(0o022)
+    try:
+        code, err = run_cli(["compare", "sgd", "sgd+h0:lam=2", *cli_tiny(tiny_fashion), "--train-size", "200",
+                             "--seeds", "1", "--out", tmp_path / "c"], capsys)
+    finally:
+        os.umask(previous)
+    assert code == 0, err
+
+    def no_constants(token):
+        raise AssertionError(f"summary.json holds the non-JSON token {token}")
+
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text(), parse_constant=no_constants)
+    assert summary["rows"][0]["final_test_acc"]["half_width"] is None
+    written = [p for p in (tmp_path / "c").rglob("*") if p.is_file()]
+    assert written and {oct(p.stat().st_mode & 0o777) for p in written} == {"0o644"}, [
+        (p.name, oct(p.stat().st_mode & 0o777)) for p in written]

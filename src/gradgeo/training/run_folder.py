@@ -3,9 +3,12 @@ run is never overwritten or mixed (the README's "What a run folder holds")."""
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,15 +20,42 @@ __all__ = ["CHECKPOINT", "METRICS", "RESULT", "read_checkpoint"]
 CHECKPOINT, METRICS, RESULT = "checkpoint.pt", "metrics.jsonl", "result.json"
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float as None: JSON has no NaN (a one-seed summary's interval)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file. The file
+    gets the mode an ordinary write would (0666 less the umask, not mkstemp's 0600); JSON is strict (NaN is
+    written as null). A full disk is an OSError (ENOSPC) whichever writer hit it (torch.save raises a
+    RuntimeError of its own)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         if path.suffix == ".json":
-            Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")
+            Path(tmp).write_text(json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")
         else:
-            torch.save(obj, tmp)
+            try:
+                torch.save(obj, tmp)
+            except RuntimeError as error:  # the zip writer's own error, also for a full disk
+                free = shutil.disk_usage(path.parent).free
+                reason = "no space left on the device" if free < (64 << 20) else f"torch.save failed ({error})"
+                raise OSError(errno.ENOSPC if free < (64 << 20) else errno.EIO,
+                              f"could not write {path}: {reason}") from None
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
