@@ -399,3 +399,73 @@ def test_one_seed_summaries_are_strict_json_and_files_get_the_usual_mode(tiny_fa
     written = [p for p in (tmp_path / "c").rglob("*") if p.is_file()]
     assert written and {oct(p.stat().st_mode & 0o777) for p in written} == {"0o644"}, [
         (p.name, oct(p.stat().st_mode & 0o777)) for p in written]
+
+
+def _wait_for(predicate, seconds: float = 120.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _gradgeo(*args, **kwargs) -> subprocess.Popen:
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "gradgeo.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_a_run_folder_has_one_writer_and_a_killed_writer_leaves_no_stale_lock(tiny_fashion, tmp_path, capsys):
+    """A real second process: while one `gradgeo train` writes a folder, another on the same --out (with
+    --resume, which would otherwise continue it) is refused; once the first is killed with SIGKILL, the lock is
+    gone with it and the run resumes."""
+    out = tmp_path / "run"
+    first = _gradgeo("train", *cli_tiny(tiny_fashion), "--train-size", "400", "--epochs", "50", "--out", out)
+    try:
+        assert _wait_for(lambda: (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text()), \
+            first.stderr.read() if first.poll() is not None else "no epoch in time"
+        code, err = run_cli(["train", *cli_tiny(tiny_fashion), "--train-size", "400", "--epochs", "50", "--resume",
+                             "--out", out], capsys)
+        assert code == 2 and "is in use: another gradgeo process is writing a run there" in err
+    finally:
+        first.kill()
+        first.wait()
+    code, err = run_cli(["train", *cli_tiny(tiny_fashion), "--train-size", "400", "--epochs", "2", "--resume",
+                         "--out", tmp_path / "other"], capsys)
+    assert code == 0, err
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert all(json.loads(line)["epoch"] == i + 1 for i, line in enumerate(lines))  # one writer: no interleaving
+
+
+def test_a_second_comparison_is_refused_and_workers_end_with_their_parent(tiny_fashion, tmp_path, capsys):
+    import signal
+
+    out = tmp_path / "cmp"
+    parent = _gradgeo("compare", "sgd", "sgd+h0:lam=2", *cli_tiny(tiny_fashion), "--train-size", "400", "--epochs",
+                      "50", "--seeds", "2", "--jobs", "2", "--out", out)
+    try:
+        assert _wait_for(lambda: len(list(out.glob("runs/*/seed-*/metrics.jsonl"))) >= 2), "no runs started"
+        code, err = run_cli(["compare", "sgd", "sgd+h0:lam=2", *cli_tiny(tiny_fashion), "--train-size", "400",
+                             "--epochs", "50", "--seeds", "2", "--out", out], capsys)
+        assert code == 2 and "is in use: another gradgeo process is writing a comparison there" in err
+        children = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split()
+        assert children, "the comparison started no worker processes"
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+
+        def gone(pid: str) -> bool:
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                return True
+            status = Path(f"/proc/{pid}/status")
+            return status.exists() and "zombie" in status.read_text()
+
+        assert _wait_for(lambda: all(gone(pid) for pid in children), 60), "workers outlived their parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()

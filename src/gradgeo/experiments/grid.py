@@ -11,11 +11,15 @@ Running the same grid again skips finished runs and resumes interrupted ones fro
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import ctypes
+import ctypes.util
 import functools
 import json
 import multiprocessing
 import os
 import re
+import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,7 @@ from gradgeo.data import DatasetSplits
 from gradgeo.training import ddp
 from gradgeo.training.engine import RESULT, TrainConfig, _atomic_save, load_splits
 from gradgeo.training.extras import check
+from gradgeo.training.run_folder import hold_folder
 
 __all__ = ["load_histories", "load_results", "read_json", "run_dir", "run_grid"]
 
@@ -47,6 +52,18 @@ def read_json(path: Path) -> Any:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"cannot read {path}: it is cut short or corrupt ({error}); delete it and run the same "
                          "command again (a run without result.json is resumed or trained again)") from None
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker process ends when the comparison that started it does, however it ends (Linux: the kernel
+    sends SIGTERM when the parent dies; elsewhere nothing is set up)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _worker(train_fn: Callable[..., Any], config: TrainConfig, directory: str, threads: int) -> str:
@@ -116,74 +133,79 @@ def run_grid(
         raise ValueError("--jobs > 1 trains runs side by side in separate processes; under torchrun all ranks "
                          "train each run together: use --jobs 1")
     out.mkdir(parents=True, exist_ok=True)
-    plan_path = out / "plan.json"
-    if plan_path.exists():
-        previous = read_json(plan_path)
-        if not isinstance(previous, dict) or not isinstance(previous.get("config"), dict):
-            raise ValueError(f"{plan_path} is not the plan.json of a comparison; pick a new --out folder")
-        base = type(make_config(labels[0], seeds[0]))(**plan["config"])
-        changed = base.describe_changes(previous["config"], "plan.json")
-        if changed and any((out / "runs").glob("*/seed-*")):  # a plan no run was started under may change
-            raise ValueError(f"{out} holds a comparison with another configuration (it differs in {changed}); "
-                             "pick a new --out folder")
-    for label, seed in ((label, seed) for seed in seeds for label in labels):
-        path = run_dir(out, label, seed) / RESULT
-        if path.exists():  # a corrupt result, or one of another configuration, is named before anything changes
-            recorded = read_json(path)
-            if not isinstance(recorded, dict) or not isinstance(recorded.get("config"), dict):
-                raise ValueError(f"{path} is not the result.json of a finished run; delete it and run the same "
-                                 "command again (a run without result.json is resumed or trained again)")
-            changed = make_config(label, seed).describe_changes(recorded["config"], str(path))
-            if changed:
-                raise ValueError(f"{path} was trained with another configuration ({changed}); it would be "
-                                 "reported as this one: pick a new --out folder, or run the command it was "
-                                 "trained with")
-    if context.is_main:
-        _atomic_save(plan, plan_path)  # atomic: the other ranks may be reading it
+    with contextlib.ExitStack() as held:
+        if storage is None and context.is_main:  # one comparison per folder (--storage: many workers, by design)
+            held.enter_context(hold_folder(out, "a comparison"))
+        plan_path = out / "plan.json"
+        if plan_path.exists():
+            previous = read_json(plan_path)
+            if not isinstance(previous, dict) or not isinstance(previous.get("config"), dict):
+                raise ValueError(f"{plan_path} is not the plan.json of a comparison; pick a new --out folder")
+            base = type(make_config(labels[0], seeds[0]))(**plan["config"])
+            changed = base.describe_changes(previous["config"], "plan.json")
+            if changed and any((out / "runs").glob("*/seed-*")):  # a plan no run was started under may change
+                raise ValueError(f"{out} holds a comparison with another configuration (it differs in {changed}); "
+                                 "pick a new --out folder")
+        for label, seed in ((label, seed) for seed in seeds for label in labels):
+            path = run_dir(out, label, seed) / RESULT
+            if path.exists():  # a corrupt result, or one of another configuration, is named before anything changes
+                recorded = read_json(path)
+                if not isinstance(recorded, dict) or not isinstance(recorded.get("config"), dict):
+                    raise ValueError(f"{path} is not the result.json of a finished run; delete it and run the same "
+                                     "command again (a run without result.json is resumed or trained again)")
+                changed = make_config(label, seed).describe_changes(recorded["config"], str(path))
+                if changed:
+                    raise ValueError(f"{path} was trained with another configuration ({changed}); it would be "
+                                     "reported as this one: pick a new --out folder, or run the command it was "
+                                     "trained with")
+        if context.is_main:
+            _atomic_save(plan, plan_path)  # atomic: the other ranks may be reading it
 
-    total = len(labels) * len(seeds)
-    todo = [(label, seed) for seed in seeds for label in labels if not (run_dir(out, label, seed) / RESULT).exists()]
-    todo = context.from_main(todo)  # every rank trains the same runs
-    done = total - len(todo)
-    if context.is_main:  # rank 0 alone logs (and reads the result.json files it writes)
-        log(f"{len(labels)} x {len(seeds)} seeds: {done} runs finished, {len(todo)} to go -> {out}")
-    if storage is not None:  # the grid as queued trials that any number of workers take
-        from gradgeo.experiments.queue import run_queue
+        total = len(labels) * len(seeds)
+        todo = [(label, seed) for seed in seeds for label in labels
+                if not (run_dir(out, label, seed) / RESULT).exists()]
+        todo = context.from_main(todo)  # every rank trains the same runs
+        done = total - len(todo)
+        if context.is_main:  # rank 0 alone logs (and reads the result.json files it writes)
+            log(f"{len(labels)} x {len(seeds)} seeds: {done} runs finished, {len(todo)} to go -> {out}")
+        if storage is not None:  # the grid as queued trials that any number of workers take
+            from gradgeo.experiments.queue import run_queue
 
-        if context.distributed or jobs > 1:
-            raise ValueError("--storage takes runs one at a time per process: start more workers (the same "
-                             "command) instead of --jobs or torchrun")
-        loaded: dict[str, DatasetSplits] = {}
+            if context.distributed or jobs > 1:
+                raise ValueError("--storage takes runs one at a time per process: start more workers (the same "
+                                 "command) instead of --jobs or torchrun")
+            loaded: dict[str, DatasetSplits] = {}
 
-        def run_one(label: str, seed: int) -> str:
-            if "splits" not in loaded:
-                loaded["splits"] = load(make_config(label, seed))
-            train_fn(make_config(label, seed), run_dir(out, label, seed), resume=True, progress=progress, log=None,
-                     splits=loaded["splits"])
-            return describe(load_results(out, label, [seed])[0])
+            def run_one(label: str, seed: int) -> str:
+                if "splits" not in loaded:
+                    loaded["splits"] = load(make_config(label, seed))
+                train_fn(make_config(label, seed), run_dir(out, label, seed), resume=True, progress=progress, log=None,
+                         splits=loaded["splits"])
+                return describe(load_results(out, label, [seed])[0])
 
-        run_queue([(label, seed) for seed in seeds for label in labels], run_one, storage=storage or None, out=out,
-                  study=study or out.resolve().name, settings=plan, heartbeat=heartbeat, log=log)
-        return
-    if jobs > 1 and len(todo) > 1:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        spawn = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=spawn) as pool:
-            futures = {pool.submit(_worker, train_fn, make_config(label, seed), str(run_dir(out, label, seed)),
-                                   threads): (label, seed) for label, seed in todo}
-            for future in concurrent.futures.as_completed(futures):
-                label, seed = futures[future]
-                future.result()
+            run_queue([(label, seed) for seed in seeds for label in labels], run_one, storage=storage or None, out=out,
+                      study=study or out.resolve().name, settings=plan, heartbeat=heartbeat, log=log)
+            return
+        if jobs > 1 and len(todo) > 1:
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            spawn = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=spawn, initializer=_die_with_parent,
+                                                    initargs=(os.getpid(),)) as pool:
+                futures = {pool.submit(_worker, train_fn, make_config(label, seed), str(run_dir(out, label, seed)),
+                                       threads): (label, seed) for label, seed in todo}
+                for future in concurrent.futures.as_completed(futures):
+                    label, seed = futures[future]
+                    future.result()
+                    done += 1
+                    log(f"[{done}/{total}] {label} seed {seed}: {describe(load_results(out, label, [seed])[0])}")
+        else:
+            splits = load(make_config(*todo[0])) if todo else None
+            for label, seed in todo:
+                train_fn(make_config(label, seed), run_dir(out, label, seed), resume=True, progress=progress, log=None,
+                         splits=splits)
                 done += 1
-                log(f"[{done}/{total}] {label} seed {seed}: {describe(load_results(out, label, [seed])[0])}")
-    else:
-        splits = load(make_config(*todo[0])) if todo else None
-        for label, seed in todo:
-            train_fn(make_config(label, seed), run_dir(out, label, seed), resume=True, progress=progress, log=None,
-                     splits=splits)
-            done += 1
-            if context.is_main:
-                log(f"[{done}/{total}] {label} seed {seed}: {describe(load_results(out, label, [seed])[0])}")
+                if context.is_main:
+                    log(f"[{done}/{total}] {label} seed {seed}: {describe(load_results(out, label, [seed])[0])}")
 
 
 def load_results(out: Path, label: str, seeds: Sequence[int]) -> list[dict[str, Any]]:

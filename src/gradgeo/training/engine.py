@@ -49,6 +49,7 @@ from gradgeo.training.run_folder import (
     RESULT,
     _atomic_save,
     _run_folder_problem,
+    hold_folder,
     read_checkpoint,
 )
 from gradgeo.training.tensorboard import TENSORBOARD, TensorBoardLog
@@ -416,13 +417,26 @@ def fit(
         raise ValueError(f"batch_size {config.batch_size} is larger than the {len(splits.train_y)} training images: "
                          "lower --batch-size (or raise --train-size)")
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        # rank 0 looks before any rank writes; every rank gets its verdict
-        problem = ctx.from_main(_run_folder_problem(out, resume) if ctx.is_main else None)
-        if problem:
-            raise ValueError(problem)
-        out.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as held:
+        if out is not None:
+            # rank 0 looks before any rank writes; every rank gets its verdict
+            problem = ctx.from_main(_run_folder_problem(out, resume) if ctx.is_main else None)
+            if problem:
+                raise ValueError(problem)
+            out.mkdir(parents=True, exist_ok=True)
+            if ctx.is_main:  # one writer per run folder; looked at again under the lock (another may have written)
+                held.enter_context(hold_folder(out))
+                if (problem := _run_folder_problem(out, resume)) is not None:
+                    raise ValueError(problem)
+        return _run(config, build, out, ctx, splits, progress, log, resume, stop_after, on_epoch, tensorboard)
 
+
+def _run(config: TrainConfig, build: Callable[[dict[str, int]], tuple[nn.Module, Objective]], out: Path | None,
+         ctx: ddp.Context, splits: DatasetSplits, progress: bool, log: Callable[[str], None] | None, resume: bool,
+         stop_after: int | None, on_epoch: Callable[[dict[str, Any]], None] | None, tensorboard: bool
+         ) -> list[dict[str, Any]]:
+    """:func:`fit` once its run folder is checked (and held): build, train, write."""
+    device = ctx.device
     torch.manual_seed(config.seed)
     model_args = {"num_classes": splits.num_classes, "in_channels": splits.image_shape[0]}
     model, objective = build(model_args)

@@ -3,6 +3,7 @@ run is never overwritten or mixed (the README's "What a run folder holds")."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -10,14 +11,40 @@ import os
 import pickle
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["CHECKPOINT", "METRICS", "RESULT", "read_checkpoint"]
+__all__ = ["CHECKPOINT", "LOCK", "METRICS", "RESULT", "hold_folder", "read_checkpoint"]
 
 CHECKPOINT, METRICS, RESULT = "checkpoint.pt", "metrics.jsonl", "result.json"
+#: the empty file a folder's one writer holds an OS lock on (released when the process ends, however it ends)
+LOCK = ".gradgeo.lock"
+
+
+@contextlib.contextmanager
+def hold_folder(folder: Path, what: str = "a run") -> Iterator[None]:
+    """Hold ``folder``'s writer lock (an exclusive ``flock`` on ``folder/.gradgeo.lock``) while the block runs;
+    a ValueError when another process holds it. The kernel drops the lock with the process, so a killed run
+    leaves no stale lock. Where the OS has no ``flock`` (Windows), nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{folder} is in use: another gradgeo process is writing {what} there; wait for it to "
+                             "end (or stop it), or pick another --out folder") from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _json_safe(value: Any) -> Any:
