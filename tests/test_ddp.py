@@ -63,7 +63,9 @@ def _step_cases(rank: int, world: int) -> dict[str, float]:
     part = slice(rank * 8 // world, (rank + 1) * 8 // world)
     results = {}
     for metric in METRICS:
-        options = {"metric": metric, "apply_to": ("conv", "linear", "vector"), **OPTIONS[metric]}
+        # every parameter kind (the identity "none" takes no options at all)
+        options = {"metric": metric, **({"apply_to": ("conv", "linear", "vector")} if metric != "none" else {}),
+                   **OPTIONS[metric]}
         reference, model = tiny_cnn(), tiny_cnn()
         ref_opt = channel_directed(reference, torch.optim.SGD, lr=0.1, momentum=0.9, **options)
         ddp = nn.parallel.DistributedDataParallel(model)

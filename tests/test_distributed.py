@@ -97,7 +97,8 @@ def _fsdp_step_error(rank: int, world: int, mesh, metric: str) -> float:
 
     x = torch.randn(8, 3, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     y = torch.arange(8) % 3
-    options = {"metric": metric, "apply_to": ("conv", "linear", "vector"), **STEP_OPTIONS[metric]}
+    options = {"metric": metric, **({"apply_to": ("conv", "linear", "vector")} if metric != "none" else {}),
+               **STEP_OPTIONS[metric]}
     reference = tiny_cnn().double()
     ref_opt = channel_directed(reference, torch.optim.SGD, lr=0.1, momentum=0.9, **options)
     sharded = fully_shard(tiny_cnn().double(), mesh=mesh)

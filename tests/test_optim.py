@@ -409,7 +409,9 @@ def test_batches_keep_matching_the_transform_of_each_over_steps_and_layout_chang
     model = nn.Sequential(nn.Conv2d(3, 5, 3), nn.Conv2d(5, 5, 3), nn.Conv2d(5, 5, 1), nn.Conv2d(5, 2, 1),
                           nn.Conv2d(2, 2, 1), nn.Conv2d(2, 32, 1), nn.Conv2d(32, 32, 3), nn.Conv2d(32, 32, 1),
                           nn.Conv2d(32, 64, 1), nn.Conv2d(64, 64, 1)).to(dtype)
-    options = {**METRIC_OPTIONS[metric], "boundary": boundary}
+    if metric == "h0" and boundary == "periodic":
+        pytest.skip("h0 has no boundary: its case is the neumann one")
+    options = {**METRIC_OPTIONS[metric], **({"boundary": boundary} if metric != "h0" else {})}
     opt = channel_directed(model, torch.optim.SGD, lr=1.0, metric=metric, **options)
     transform = {"h0": lambda g: T.reweighted_h0(g, 2.0, 0),
                  "sobolev": lambda g: T.sobolev(g, 0.1, 0, boundary), "h1": lambda g: T.h1(g, 0.01, 0, boundary)}

@@ -13,13 +13,14 @@ from torch import nn
 from gradgeo.channel.factory import create_optimizer
 from gradgeo.data import load_dataset
 from gradgeo.models import build_model
-from gradgeo.training.engine import DATA_INIT_IMAGES, TrainConfig, _lr_lambda, fit, train
+from gradgeo.training.engine import DATA_INIT_IMAGES, TrainConfig, fit, train
 from gradgeo.training.objective import CrossEntropy, tta_logits
+from gradgeo.training.schedules import lr_lambda
 
 
 def test_triangle_schedule_by_hand():
     """0.2x at the first step, 1x at 23% of the steps, then linear to 0.07x at the end."""
-    f = _lr_lambda(TrainConfig(epochs=10, schedule="triangle"), steps_per_epoch=10)  # 100 steps, peak at 23
+    f = lr_lambda("triangle", epochs=10, steps_per_epoch=10)  # 100 steps, peak at 23
     assert f(0) == pytest.approx(0.2)
     assert f(23) == pytest.approx(1.0)
     assert f(11) == pytest.approx(0.2 + 0.8 * 11 / 23)

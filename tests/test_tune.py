@@ -322,7 +322,7 @@ def test_importing_gradgeo_and_its_cli_does_not_import_optuna():
 
 
 def test_a_best_value_on_the_edge_of_its_range_is_flagged_with_a_range_to_try():
-    from gradgeo.experiments.tune import edges
+    from gradgeo.experiments.search_space import edges
 
     space = [["lr", 0.01, 1.0], ["lam", 1.0, 100.0]]  # two decades each: the edge is the outer 0.2 decades
     assert edges({"lr": 0.1, "lam": 10.0}, space) == {}

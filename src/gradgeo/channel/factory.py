@@ -26,8 +26,8 @@ from gradgeo.channel.optim import (
     METRICS,
     OPTION_DEFAULTS,
     ChannelDirected,
-    _validate_options,
     layer_kinds,
+    validate_options,
 )
 from gradgeo.channel.transforms import BOUNDARIES, DIRECTIONS
 
@@ -274,7 +274,7 @@ def parse_spec(spec: str) -> OptimizerSpec:
     if metric != "none":  # ChannelDirected's own checks, with its defaults for the options the spec leaves out
         defaults = OPTION_DEFAULTS
         try:
-            _validate_options({**defaults, "lam": DEFAULT_LAM.get(metric, 1.0), "metric": metric, **metric_options})
+            validate_options({**defaults, "lam": DEFAULT_LAM.get(metric, 1.0), "metric": metric, **metric_options})
         except ValueError as error:
             raise ValueError(f"{error} in optimizer spec {spec!r}") from None
     return OptimizerSpec(base, base_options, metric, metric_options, spec.strip())

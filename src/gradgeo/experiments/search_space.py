@@ -7,10 +7,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from gradgeo.channel.factory import parse_spec
 
-__all__ = ["STRENGTH_RANGES", "WEIGHT_DECAY_RANGE", "Dimension", "SearchSpace", "search_space"]
+__all__ = ["EDGE_FRACTION", "STRENGTH_RANGES", "WEIGHT_DECAY_RANGE", "Dimension", "SearchSpace", "edges",
+           "search_space"]
 
 #: the strength option of each metric and its default search range (two decades each)
 STRENGTH_RANGES: dict[str, tuple[str, tuple[float, float]]] = {
@@ -109,3 +111,30 @@ def search_space(spec: str, lr: float, *, lr_range: Sequence[float] | None = Non
         raise ValueError(f"nothing to tune in {spec!r}: the spec fixes {written}; drop them from the spec (or give "
                          "--weight-decay-range) to search them")
     return SearchSpace(parsed.text, tuple(dimensions))
+
+
+#: the outer fraction of a log-scale range (each side) where a best value counts as on the range's edge
+EDGE_FRACTION = 0.1
+
+
+def edges(best_params: dict[str, float], search_space: Sequence[Sequence[Any]]) -> dict[str, dict[str, Any]]:
+    """The searched numbers whose best value lies in the outer :data:`EDGE_FRACTION` of its log-scale range:
+    ``{name: {"edge": "low" | "high", "value", "range", "suggested"}}``, ``suggested`` being the same-sized
+    range centred on the best value (where to tune again, unless the edge is a hard limit).
+
+    Example:
+        >>> edges({"lr": 0.9, "lam": 3.0}, [["lr", 0.01, 1.0], ["lam", 1.0, 100.0]])["lr"]["edge"]
+        'high'
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for name, low, high in search_space:
+        value = best_params.get(name)
+        if value is None:
+            continue
+        position = math.log(value / low) / math.log(high / low)
+        if EDGE_FRACTION < position < 1 - EDGE_FRACTION:
+            continue
+        half = math.sqrt(high / low)
+        found[name] = {"edge": "low" if position <= EDGE_FRACTION else "high", "value": value,
+                       "range": [low, high], "suggested": [float(f"{value / half:.3g}"), float(f"{value * half:.3g}")]}
+    return found

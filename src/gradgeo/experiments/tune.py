@@ -57,6 +57,7 @@ from gradgeo.experiments.search_space import (
     WEIGHT_DECAY_RANGE,
     Dimension,
     SearchSpace,
+    edges,
     search_space,
 )
 from gradgeo.experiments.storage import (
@@ -311,33 +312,6 @@ def _record(trial: FrozenTrial, counted: bool) -> dict[str, Any]:
                                                      if "diverged" in trial.user_attrs else None),
             "seconds": (end - start).total_seconds() if start and end else None,
             "dir": trial.user_attrs.get("dir")}
-
-
-#: the outer fraction of a log-scale range (each side) where a best value counts as on the range's edge
-EDGE_FRACTION = 0.1
-
-
-def edges(best_params: dict[str, float], search_space: Sequence[Sequence[Any]]) -> dict[str, dict[str, Any]]:
-    """The searched numbers whose best value lies in the outer :data:`EDGE_FRACTION` of its log-scale range:
-    ``{name: {"edge": "low" | "high", "value", "range", "suggested"}}``, ``suggested`` being the same-sized
-    range centred on the best value (where to tune again, unless the edge is a hard limit).
-
-    Example:
-        >>> edges({"lr": 0.9, "lam": 3.0}, [["lr", 0.01, 1.0], ["lam", 1.0, 100.0]])["lr"]["edge"]
-        'high'
-    """
-    found: dict[str, dict[str, Any]] = {}
-    for name, low, high in search_space:
-        value = best_params.get(name)
-        if value is None:
-            continue
-        position = math.log(value / low) / math.log(high / low)
-        if EDGE_FRACTION < position < 1 - EDGE_FRACTION:
-            continue
-        half = math.sqrt(high / low)
-        found[name] = {"edge": "low" if position <= EDGE_FRACTION else "high", "value": value,
-                       "range": [low, high], "suggested": [float(f"{value / half:.3g}"), float(f"{value * half:.3g}")]}
-    return found
 
 
 def summarize_tuning(studies: Sequence[optuna.Study], spaces: Sequence[SearchSpace], metric: Metric,

@@ -43,6 +43,7 @@ from gradgeo.models.imported import import_factory
 from gradgeo.training import ddp
 from gradgeo.training.extras import check, require
 from gradgeo.training.objective import TTA_LEVELS, CrossEntropy, Objective, evaluate
+from gradgeo.training.prepare import DATA_INIT_IMAGES, init_from_data, probe
 from gradgeo.training.run_folder import (
     CHECKPOINT,
     METRICS,
@@ -52,12 +53,12 @@ from gradgeo.training.run_folder import (
     hold_folder,
     read_checkpoint,
 )
+from gradgeo.training.schedules import SCHEDULES, lr_lambda
 from gradgeo.training.tensorboard import TENSORBOARD, TensorBoardLog
 
 __all__ = ["DATA_INIT_IMAGES", "PRECISIONS", "SCHEDULES", "TTA_LEVELS", "CrossEntropy", "Objective", "TrainConfig",
            "evaluate", "fit", "load_splits", "train"]
 
-SCHEDULES = ("cosine", "step", "constant", "triangle")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -210,19 +211,6 @@ def load_splits(config: TrainConfig) -> DatasetSplits:
     return splits
 
 
-def _lr_lambda(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    total = config.epochs * steps_per_epoch
-    if config.schedule == "cosine":
-        return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-    if config.schedule == "triangle":
-        peak = max(1, round(0.23 * total))
-        return lambda step: (0.2 + 0.8 * step / peak if step < peak
-                             else 1.0 - 0.93 * min(step - peak, total - peak) / max(1, total - peak))
-    if config.schedule == "step":
-        return lambda step: 0.1 ** ((step >= total // 2) + (step >= (3 * total) // 4))
-    return lambda step: 1.0
-
-
 def _bf16_autocast(forward: Callable[[torch.Tensor], Any], device_type: str) -> Callable[[torch.Tensor], Any]:
     """``forward`` under bfloat16 autocast, its floating outputs returned as float32: losses, OSGD's
     projections and a GAN's second player then run in float32, and backward runs outside autocast."""
@@ -246,47 +234,6 @@ def _slow_bf16_reason() -> str | None:
     if capability == "AVX512" and native:
         return None
     return f"this CPU's vector capability is {capability} without bfloat16 instructions (AVX512-BF16 or AMX)"
-
-
-#: training images a model's ``init_from_data`` sees (the airbench recipe's 5,000)
-DATA_INIT_IMAGES = 5000
-
-
-def _init_from_data(model: nn.Module, splits: DatasetSplits) -> None:
-    """A model with an ``init_from_data(images)`` method (e.g. :class:`~gradgeo.models.AirbenchNet`'s whitening
-    layer) gets the first :data:`DATA_INIT_IMAGES` training images, normalized, unaugmented, on its device."""
-    init = getattr(model, "init_from_data", None)
-    if not callable(init):
-        return
-    count = min(DATA_INIT_IMAGES, len(splits.train_y))
-    images, _ = next(iter(splits.loader("train", count, shuffle=False).epoch(0)))
-    init(images.to(next(model.parameters()).device))
-
-
-@torch.no_grad()
-def _probe(model: nn.Module, objective: Objective, splits: DatasetSplits, name: str) -> None:
-    """Run the model on two training images (evaluation mode: no statistics change) and let the objective check
-    what comes out, so that a model that does not fit the task fails before its first step, named. Only for an
-    objective that checks outputs (:meth:`Objective.output_problem`)."""
-    if type(objective).output_problem is Objective.output_problem:
-        return
-    images, _ = next(iter(splits.loader("train", 2, shuffle=False).epoch(0)))
-    parameter = next(model.parameters(), None)
-    if parameter is not None:
-        images = images.to(device=parameter.device, dtype=parameter.dtype)
-    was_training = model.training
-    model.eval()
-    try:
-        output = model(images)
-    except Exception as error:  # the user's model, on the data's images: say whose and what
-        raise ValueError(f"model {name!r} fails on a batch of 2 images of shape {tuple(images.shape[1:])}: "
-                         f"{type(error).__name__}: {error}") from None
-    finally:
-        model.train(was_training)
-    problem = objective.output_problem(output, splits.num_classes)
-    if problem is not None:
-        raise ValueError(f"model {name!r} does not fit this task: for a batch of 2 images of shape "
-                         f"{tuple(images.shape[1:])} it returned {problem}")
 
 
 def _all_finite(value: Any) -> bool:
@@ -440,11 +387,11 @@ def _run(config: TrainConfig, build: Callable[[dict[str, int]], tuple[nn.Module,
     torch.manual_seed(config.seed)
     model_args = {"num_classes": splits.num_classes, "in_channels": splits.image_shape[0]}
     model, objective = build(model_args)
-    _init_from_data(model, splits)
+    init_from_data(model, splits)
     model = model.to(  # type: ignore[call-overload]  # Module.to takes memory_format; torch's overloads omit it
         device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
     objective.context = ctx
-    _probe(model, objective, splits, config.model)
+    probe(model, objective, splits, config.model)
     optimizer = create_optimizer(model, config.optimizer, **config.optimizer_defaults())
     if tensorboard and ctx.is_main and isinstance(optimizer, ChannelDirected):
         optimizer.track_grad_norms = True
@@ -452,7 +399,7 @@ def _run(config: TrainConfig, build: Callable[[dict[str, int]], tuple[nn.Module,
     loader = splits.loader("train", config.batch_size, shuffle=True, drop_last=True, seed=config.seed,
                            augment=Augment(padding=config.crop_padding, flip=True) if augment else None, rank=ctx.rank,
                            world_size=ctx.world_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, len(loader)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.schedule, config.epochs, len(loader)))
     wrapped = ctx.wrap(model)
     forward = torch.compile(wrapped) if config.compile else wrapped
     if config.precision == "bf16":
