@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -203,9 +204,12 @@ def _value(text: str) -> Any:
         return lowered == "true"
     for cast in (int, float):
         try:
-            return cast(text)
+            value = cast(text)
         except ValueError:
-            pass
+            continue
+        if isinstance(value, int) and abs(value) > sys.float_info.max:  # no float holds it: infinite, and refused
+            return math.inf if value > 0 else -math.inf
+        return value
     return text
 
 

@@ -59,8 +59,9 @@ def _option_value(text: str) -> Any:
             value = cast(text)
         except (ValueError, OverflowError):
             continue
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"model option value {text!r} is not a finite number")
+        if (isinstance(value, float) and not math.isfinite(value)) or (isinstance(value, int)
+                                                                       and abs(value) > 1.7976931348623157e308):
+            raise ValueError(f"model option value {text[:40]!r} is not a finite number")
         return value
     return text
 
