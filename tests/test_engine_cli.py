@@ -173,7 +173,9 @@ def test_cli_argparse_errors_exit_nonzero(capsys):
 def test_checkpoints_land_in_out_dir_only(tmp_path, fashion):
     config = TrainConfig(train_size=300, batch_size=50, epochs=1)
     train(config, tmp_path / "run", log=None, splits=fashion.subset(300, seed=0))
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.pt", "metrics.jsonl", "result.json"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".gradgeo.lock", "checkpoint.pt", "metrics.jsonl",
+                                                                     "result.json"]
+    assert (tmp_path / "run" / ".gradgeo.lock").stat().st_size == 0  # the lock is the OS's, not the file's content
     assert not list(Path(tmp_path).glob("*.tmp"))
 
 
