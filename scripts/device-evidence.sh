@@ -27,7 +27,7 @@ if [ -n "${TINY:-}" ]; then
   size=(--train-size 2048 --val-size 1000 --width 0.25); epochs=1; trials=2; seeds=(1 2); jobs=2; device=cpu
   precision=fp32  # and no transform benchmark
 else
-  size=(--val-size 5000 --width 1); epochs=10; trials=8; seeds=(1 2 3 4 5 6 7 8 9 10); jobs=${JOBS:-8}; device=cuda
+  size=(--val-size 5000 --width 1); epochs=10; trials=8; seeds=(1 2 3 4 5 6 7 8 9 10); jobs=${JOBS:-12}; device=cuda
   speed=(--device cuda --repeats 10); precision=bf16
 fi
 recipe=(--dataset cifar10 --data-dir "$DATA" --model airbench "${size[@]}" --augment --crop-padding 2
@@ -51,7 +51,8 @@ tune_spec() {  # name spec [tune options...]
     log "tune $name round $round"
     gg tune "$spec" "${recipe[@]}" --trials "$trials" --seed 101 --startup-trials 4 "${options[@]}" \
       --out "$RUNS/tune-$name-$round" | tail -n 4 | tee -a "$OUT/tables.txt"
-    read -r -a options <<< "$("$PY" - "$RUNS/tune-$name-$round/summary.json" <<'EOF'
+    local extra
+    read -r -a extra <<< "$("$PY" - "$RUNS/tune-$name-$round/summary.json" <<'EOF'
 import json, sys
 row = json.load(open(sys.argv[1]))["rows"][0]
 flags = {"lr": "--lr-range", "weight_decay": "--weight-decay-range"}
@@ -59,21 +60,21 @@ print(" ".join(f"{flags.get(name, '--strength-range')} {edge['suggested'][0]:g} 
                for name, edge in row.get("edges", {}).items()))
 EOF
 )"
-    [ ${#options[@]} -gt 0 ] && [ "$round" -lt 3 ] || break
+    [ ${#extra[@]} -gt 0 ] && [ "$round" -lt 3 ] || break
+    options+=("${extra[@]}")  # a range given again overrides the earlier one (argparse: the last one counts)
     round=$((round + 1))
   done
   "$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["rows"][0]["best"]["spec"])' \
-    "$RUNS/tune-$name-$round/summary.json" >> "$RUNS/picked.txt"
+    "$RUNS/tune-$name-$round/summary.json" > "$RUNS/picked-$name.txt"
 }
-rm -f "$RUNS/picked.txt"
 mkdir -p "$RUNS"
-tune_spec sgd sgd --lr-range 0.3 6
-tune_spec muon muon --lr-range 0.01 0.5
-tune_spec h0 sgd+h0 --lr-range 0.3 6
-tune_spec h1 sgd+h1 --lr-range 0.3 6
-tune_spec laplacian sgd+laplacian --lr-range 0.3 6
-tune_spec sobolev sgd+sobolev --lr-range 0.3 6
-mapfile -t picked < "$RUNS/picked.txt"
+# the six methods tune side by side (the GPU has room for several small runs at once), each with its own budget
+tune_spec sgd sgd --lr-range 0.3 6 & tune_spec muon muon --lr-range 0.01 0.5 &
+tune_spec h0 sgd+h0 --lr-range 0.3 6 & tune_spec h1 sgd+h1 --lr-range 0.3 6 &
+tune_spec laplacian sgd+laplacian --lr-range 0.3 6 & tune_spec sobolev sgd+sobolev --lr-range 0.3 6 &
+wait
+picked=()
+for name in sgd muon h0 h1 laplacian sobolev; do picked+=("$(cat "$RUNS/picked-$name.txt")"); done
 
 log finals
 gg compare "${picked[@]}" "${recipe[@]}" --quiet --seed-list "${seeds[@]}" --jobs "$jobs" --out "$RUNS/finals" |
