@@ -10,7 +10,12 @@
 #                                                 STAGES="..." runs only these results/<stage>/run.sh, in order;
 #                                                 STAGE@1,2,3,4,5 with those seeds)
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
+here=${CAMPAIGN_HERE:-$(cd "$(dirname "$0")/.." && pwd)}
+if [ -z "${CAMPAIGN_HERE:-}" ]; then  # run from a copy: bash reads a script as it goes, so an edit of this file
+  copy=$(mktemp)                      # during a campaign of many hours would otherwise change the running one
+  cp "$0" "$copy"
+  CAMPAIGN_HERE=$here exec bash "$copy" "$@"
+fi
 # the commit the campaign runs at: daabfd5 ran the stages up to full-cifar-final@1,2,3,4,5 (2026-12-02); the
 # Laplacian stages at 57dfade (2026-12-03); the nested network's stage runs at this one (2026-12-03). Issue 26's
 # airbench stages run at their own commits, named in results/REPORT.md (COMMIT=... STAGES="air-...")
@@ -30,7 +35,7 @@ fi
 echo "campaign in $CLONE at ${at:0:7}; data $CIFAR_DIR"
 cd "$CLONE"
 mkdir -p runs
-[ -x .venv/bin/gradgeo ] || EXTRAS=harness bash scripts/setup.sh
+[ -x .venv/bin/gradgeo ] && .venv/bin/python -c "import optuna" 2>/dev/null || EXTRAS=harness,tune bash scripts/setup.sh  # tune: the tuning stages
 land() {  # copy a stage's outputs next to its run.sh in $DEST: tables, plots, each finished run's results
   mkdir -p "$DEST/results/$1"
   find "runs/$1" -maxdepth 1 -type f \( -name '*.txt' -o -name '*.json' -o -name '*.csv' -o -name '*.png' \) \
@@ -77,6 +82,7 @@ for entry in ${STAGES:-full-cifar-tune full-cifar-final full-cifar-analyze full-
   # land each run as it finishes, not only at the stage's end: a session that stops mid-stage keeps them
   (while sleep "${LAND_EVERY:-120}"; do land "$stage" 2>/dev/null || true; done) &
   lander=$!
+  trap 'kill "$lander" 2>/dev/null || true' EXIT  # a stage that fails must not leave its lander behind
   SEEDS=${asked:-${SEEDS:-}} RESULTS="$DEST/results" bash "results/$stage/run.sh" |
     tee "runs/$stage.log"
   kill "$lander" 2>/dev/null || true
