@@ -33,7 +33,7 @@ from gradgeo.channel.optim import (
 from gradgeo.channel.transforms import BOUNDARIES, DIRECTIONS
 
 __all__ = ["BASES", "METRIC_SUMMARIES", "SPEC_GRAMMAR", "OptimizerSpec", "SpecOption", "base_options",
-           "canonical_spec", "create_optimizer", "metric_options", "parse_options", "parse_spec"]
+           "canonical_spec", "create_optimizer", "metric_options", "parse_options", "parse_spec", "spec_value"]
 
 #: how an optimizer spec is written
 SPEC_GRAMMAR = "BASE[:key=value,...][+METRIC[:key=value,...]]"
@@ -195,10 +195,16 @@ class OptimizerSpec:
         return self.text
 
 
-def _value(text: str) -> Any:
-    """Spec values: numbers, booleans, ``a/b`` tuples (``betas=0.9/0.99``, ``apply_to=conv/linear``)."""
+def spec_value(text: str) -> Any:
+    """The value of a ``key=value`` option (spec strings, model options): numbers (an integer beyond any float is
+    infinite), booleans, ``a/b`` tuples (``betas=0.9/0.99``, ``apply_to=conv/linear``), else the text.
+
+    Example:
+        >>> spec_value("0.9/0.99"), spec_value("true"), spec_value("gelu")
+        ((0.9, 0.99), True, 'gelu')
+    """
     if "/" in text:
-        return tuple(_value(part) for part in text.split("/"))
+        return tuple(spec_value(part) for part in text.split("/"))
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
@@ -244,7 +250,7 @@ def parse_options(part: str, allowed: tuple[str, ...], where: str, spec: str) ->
             raise ValueError(f"unknown option {key!r} for {where} {name!r} in spec {spec!r}; accepted: {allowed}")
         if key in options:
             raise ValueError(f"option {key!r} is given twice in {where} spec {spec!r}; write it once")
-        options[key] = _value(value.strip())
+        options[key] = spec_value(value.strip())
     return name, options
 
 

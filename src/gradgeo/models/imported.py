@@ -16,6 +16,8 @@ from typing import Any
 
 from torch import nn
 
+from gradgeo.channel.factory import spec_value
+
 __all__ = ["build_imported", "import_factory", "is_import_path", "parse_model_options"]
 
 
@@ -50,25 +52,9 @@ def import_factory(path: str) -> Callable[..., Any]:
     return target
 
 
-def _option_value(text: str) -> Any:
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for cast in (int, float):
-        try:
-            value = cast(text)
-        except (ValueError, OverflowError):
-            continue
-        if (isinstance(value, float) and not math.isfinite(value)) or (isinstance(value, int)
-                                                                       and abs(value) > 1.7976931348623157e308):
-            raise ValueError(f"model option value {text[:40]!r} is not a finite number")
-        return value
-    return text
-
-
 def parse_model_options(text: str) -> dict[str, Any]:
-    """``"depth=3,act=gelu,bias=true"`` -> ``{"depth": 3, "act": "gelu", "bias": True}`` (numbers, booleans,
-    else strings); ``""`` -> ``{}``.
+    """``"depth=3,act=gelu,bias=true"`` -> ``{"depth": 3, "act": "gelu", "bias": True}`` (values as in optimizer
+    spec strings: numbers, booleans, ``a/b`` tuples, else strings); ``""`` -> ``{}``.
 
     Example:
         >>> parse_model_options("depth=3,act=gelu")
@@ -82,7 +68,10 @@ def parse_model_options(text: str) -> dict[str, Any]:
             raise ValueError(f"bad model option {item!r}: write key=value (a Python name, then a value)")
         if key in options:
             raise ValueError(f"model option {key!r} is given twice")
-        options[key] = _option_value(value.strip())
+        value = spec_value(value.strip())
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"model option {key!r} is not a finite number")
+        options[key] = value
     return options
 
 
