@@ -89,6 +89,24 @@ def test_fit_hands_a_model_its_first_normalized_training_images(tiny_fashion):
     assert abs(float(expected.mean())) < 0.1  # normalized
 
 
+def test_a_resumed_run_takes_its_data_dependent_weights_from_the_checkpoint(tiny_fashion, tmp_path):
+    """init_from_data runs for a fresh model only: a resumed one gets those weights back with its checkpoint,
+    and the resumed run ends where an uninterrupted one does."""
+    config = TrainConfig(dataset="fashion-mnist", data_dir=str(tiny_fashion), model="small_cnn", epochs=2,
+                         batch_size=100)
+    models: list[_Recording] = []
+
+    def build(args):
+        models.append(_Recording(**args))
+        return models[-1], CrossEntropy()
+
+    fit(config, build, tmp_path / "run", log=None, stop_after=1)
+    resumed = fit(config, build, tmp_path / "run", resume=True, log=None)
+    whole = fit(config, build, tmp_path / "whole", log=None)
+    assert [m.seen is not None for m in models] == [True, False, True]
+    assert resumed[-1]["test_acc"] == whole[-1]["test_acc"] and resumed[-1]["train_loss"] == whole[-1]["train_loss"]
+
+
 @pytest.mark.parametrize("task_config", ["segment", "gan", "anytime"])
 def test_tta_is_refused_where_it_would_be_ignored(task_config):
     from gradgeo.tasks import get_task, make_config

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gradgeo.data import DatasetSplits
-from gradgeo.models import MODELS, build_model
+from gradgeo.models import MODELS
 from gradgeo.tasks.base import Builder, Metric, Task
-from gradgeo.training.engine import CrossEntropy, TrainConfig
+from gradgeo.training.engine import TrainConfig, classifier
 
 __all__ = ["CLASSIFY", "TEST_ACC"]
 
@@ -15,8 +15,7 @@ TEST_ACC = Metric("test_acc", "test acc %")
 
 
 def _builder(config: TrainConfig, splits: DatasetSplits, log: Callable[[str], None] | None) -> Builder:
-    return lambda model_args: (build_model(config.model, **model_args, **config.model_kwargs()),
-                               CrossEntropy(config.label_smoothing, tta=config.tta))
+    return classifier(config)
 
 
 CLASSIFY = Task("classify", TrainConfig, _builder, (TEST_ACC,), MODELS, model_kind="a classifier", imports_models=True,

@@ -57,7 +57,7 @@ from gradgeo.training.schedules import SCHEDULES, lr_lambda
 from gradgeo.training.tensorboard import TENSORBOARD, TensorBoardLog
 
 __all__ = ["DATA_INIT_IMAGES", "PRECISIONS", "SCHEDULES", "TTA_LEVELS", "CrossEntropy", "Objective", "TrainConfig",
-           "evaluate", "fit", "load_splits", "train"]
+           "classifier", "evaluate", "fit", "load_splits", "train"]
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -290,12 +290,16 @@ def train(
             ``test_acc``, ``lr``, ``time`` (and the fields ``tensorboard`` adds).
     """
 
-    def build(model_args: dict[str, int]) -> tuple[nn.Module, Objective]:
-        return (build_model(config.model, **model_args, **config.model_kwargs()),
-                CrossEntropy(config.label_smoothing, tta=config.tta))
-
-    return fit(config, build, out_dir, resume=resume, progress=progress, log=log, splits=splits,
+    return fit(config, classifier(config), out_dir, resume=resume, progress=progress, log=log, splits=splits,
                stop_after=stop_after, on_epoch=on_epoch, tensorboard=tensorboard)
+
+
+def classifier(config: TrainConfig) -> Callable[[dict[str, int]], tuple[nn.Module, Objective]]:
+    """The ``build`` of :func:`fit` for a classifier: ``config``'s model with the dataset's ``num_classes`` and
+    ``in_channels`` and its model options, and cross-entropy with its label smoothing and test-time
+    augmentation."""
+    return lambda model_args: (build_model(config.model, **model_args, **config.model_kwargs()),
+                               CrossEntropy(config.label_smoothing, tta=config.tta))
 
 
 def _optimizer_fields(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -387,7 +391,10 @@ def _run(config: TrainConfig, build: Callable[[dict[str, int]], tuple[nn.Module,
     torch.manual_seed(config.seed)
     model_args = {"num_classes": splits.num_classes, "in_channels": splits.image_shape[0]}
     model, objective = build(model_args)
-    init_from_data(model, splits)
+    checkpoint_path = out / CHECKPOINT if out is not None else None
+    resuming = resume and checkpoint_path is not None and checkpoint_path.exists()
+    if not resuming:  # a resumed model's data-dependent weights come back with its checkpoint
+        init_from_data(model, splits)
     model = model.to(  # type: ignore[call-overload]  # Module.to takes memory_format; torch's overloads omit it
         device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
     objective.context = ctx
@@ -409,8 +416,7 @@ def _run(config: TrainConfig, build: Callable[[dict[str, int]], tuple[nn.Module,
                else contextlib.nullcontext)  # ctx.wrap gives a DistributedDataParallel when distributed
 
     history: list[dict[str, Any]] = []
-    checkpoint_path = out / CHECKPOINT if out is not None else None
-    if resume and checkpoint_path is not None and checkpoint_path.exists():
+    if resuming and checkpoint_path is not None:
         state = read_checkpoint(checkpoint_path, map_location=device)
         changed = config.describe_changes(state["config"], "the checkpoint")
         if changed:
