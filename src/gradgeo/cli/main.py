@@ -1,6 +1,6 @@
 """The ``gradgeo`` command line: ``train``, ``compare`` (``--task classify|segment|gan|anytime``), ``analyze``,
-``demo``, ``list`` (what the options accept), and ``anytime train|compare``, short for ``train --task anytime`` and
-``compare --task anytime``."""
+``demo``, ``list`` (what the options accept), ``data fetch`` (download the built-in datasets), and
+``anytime train|compare``, short for ``train --task anytime`` and ``compare --task anytime``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gradgeo.cli.data import add_data_parser
 from gradgeo.cli.listing import add_list_parser
 from gradgeo.cli.options import (
     add_grid_arguments,
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_demo)
 
     add_list_parser(sub)
+    add_data_parser(sub)
 
     group = sub.add_parser("anytime", help="anytime (multi-exit) networks: train, compare (= --task anytime)",
                            description="Short for gradgeo train --task anytime and gradgeo compare --task anytime: "

@@ -1,6 +1,7 @@
 """Image datasets held in memory as uint8 tensors, batched augmentation, and a deterministic batch loader.
 
-Loaders read the standard on-disk releases; nothing is downloaded:
+Loaders read the standard on-disk releases; nothing is downloaded unless you ask (:func:`fetch_dataset`,
+``gradgeo data fetch NAME``: the original files, checked against their published SHA-256 checksums):
 
 * ``"mnist"``, ``"fashion-mnist"``: IDX files, gzipped or not (``train-images-idx3-ubyte[.gz]``,
   ``train-labels-idx1-ubyte[.gz]``, ``t10k-images-idx3-ubyte[.gz]``, ``t10k-labels-idx1-ubyte[.gz]``), as
@@ -23,6 +24,7 @@ Example:
 """
 
 from gradgeo.data.augment import Augment, pad_crop, random_crop, random_flip
+from gradgeo.data.fetch import MIRROR_VAR, ChecksumMismatchError, DownloadError, fetch_dataset
 from gradgeo.data.formats import DatasetFormatError, read_idx
 from gradgeo.data.loader import Loader, normalize
 from gradgeo.data.sources import DATASETS, ENV_VAR, DatasetNotFoundError, load_dataset
@@ -31,12 +33,16 @@ from gradgeo.data.splits import DatasetSplits, channel_stats
 __all__ = [
     "DATASETS",
     "ENV_VAR",
+    "MIRROR_VAR",
     "Augment",
+    "ChecksumMismatchError",
     "DatasetFormatError",
     "DatasetNotFoundError",
     "DatasetSplits",
+    "DownloadError",
     "Loader",
     "channel_stats",
+    "fetch_dataset",
     "load_dataset",
     "normalize",
     "pad_crop",

@@ -49,9 +49,12 @@ class _Spec:
     display_name: str
     subdirs: tuple[str, ...]  # where the dataset sits under a data root, in order of preference
     files: tuple[str, ...]  # what must be in its directory
-    how_to_get: str
+    by_hand: str  # how to get the files without gradgeo data fetch
     gzip_ok: bool = False  # whether each file may also come as <name>.gz (the IDX formats)
     default_roots: tuple[str, ...] = ()  # system-wide roots searched after the common ones
+
+    def how_to_get(self, name: str) -> str:
+        return f"gradgeo data fetch {name} (downloads it into ${ENV_VAR}, else ./data), or {self.by_hand}"
 
     def expected(self) -> list[str]:
         return [f + "[.gz]" if self.gzip_ok else f for f in self.files]
@@ -169,7 +172,7 @@ def dataset_source(name: str) -> DatasetSource:
     spec = _SPECS[name]
     searched = tuple(_candidate_dirs(spec, None))
     found = next((d for d in searched if d.is_dir() and not spec.missing(d)), None)
-    return DatasetSource(name, spec.display_name, tuple(spec.expected()), searched, found, spec.how_to_get)
+    return DatasetSource(name, spec.display_name, tuple(spec.expected()), searched, found, spec.how_to_get(name))
 
 
 def _candidate_dirs(spec: _Spec, data_dir: str | os.PathLike[str] | None) -> list[Path]:
@@ -209,5 +212,5 @@ def _find(name: str, spec: _Spec, data_dir: str | os.PathLike[str] | None) -> Pa
         f"{spec.display_name} ({name!r}) not found in {where}. "
         f"Expected {', '.join(spec.expected())} in one of:\n"
         + "\n".join(tried)
-        + f"\nTo get it: {spec.how_to_get}."
+        + f"\nTo get it: {spec.how_to_get(name)}."
     )
