@@ -1,9 +1,12 @@
-"""Datasets of the user's own, held in memory and split like the built-ins: ``npz:FILE`` and
-``package.module:callable`` (:func:`gradgeo.data.load_dataset` takes both names).
+"""Datasets of the user's own, held in memory and split like the built-ins: ``npz:FILE``, ``folder:DIR`` and
+``package.module:callable`` (:func:`gradgeo.data.load_dataset` takes these names; the prefixes ``npz:`` and
+``folder:`` come first, so a module of yours cannot be called ``npz`` or ``folder``).
 
 * ``npz:FILE``: a NumPy ``.npz`` archive with the arrays ``x_train``, ``y_train``, ``x_test``, ``y_test``
   (uint8 images ``N x H x W x C``, ``N x C x H x W`` or ``N x H x W``; integer labels) and optionally
   ``classes`` (one name per class). Read with NumPy (``gradgeo[harness]``), without pickle.
+* ``folder:DIR``: one subfolder of image files per class under ``DIR/train/`` and ``DIR/test/``, decoded once with
+  Pillow (``gradgeo[images]``) and cached (:mod:`gradgeo.data.images`).
 * ``package.module:callable``: a function of no arguments returning ``(x_train, y_train, x_test, y_test)`` or
   ``(x_train, y_train, x_test, y_test, classes)``, each array a tensor or anything ``torch.as_tensor`` takes.
 
@@ -21,6 +24,7 @@ from typing import Any
 import torch
 
 from gradgeo.data.formats import DatasetFormatError
+from gradgeo.data.images import read_image_folder
 from gradgeo.data.splits import DatasetSplits, channel_stats
 
 __all__ = ["dataset_from_arrays", "is_user_dataset", "load_user_dataset"]
@@ -29,7 +33,7 @@ _CHANNELS = (1, 3, 4)
 
 
 def is_user_dataset(name: str) -> bool:
-    """Whether ``name`` names a dataset of the user's (``npz:FILE`` or ``module:callable``)."""
+    """Whether ``name`` names a dataset of the user's (``npz:FILE``, ``folder:DIR`` or ``module:callable``)."""
     return isinstance(name, str) and ":" in name
 
 
@@ -132,7 +136,10 @@ def _load_callable(name: str) -> DatasetSplits:
 
 
 def load_user_dataset(name: str) -> DatasetSplits:
-    """The dataset ``npz:FILE`` or ``package.module:callable`` names (see the module docstring)."""
+    """The dataset ``npz:FILE``, ``folder:DIR`` or ``package.module:callable`` names (see the module docstring)."""
     if name.startswith("npz:"):
         return _load_npz(name, Path(name[4:]).expanduser())
+    if name.startswith("folder:"):
+        root = Path(name[7:]).expanduser()
+        return dataset_from_arrays(name, str(root), **read_image_folder(root), source=root)
     return _load_callable(name)
