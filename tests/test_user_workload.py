@@ -164,7 +164,99 @@ def test_a_dataset_from_a_users_function(user_module, tiny_fashion):
     '''))
     splits = load_dataset("user_data:fashion")
     assert splits.image_shape == (1, 28, 28) and len(splits.test_y) == 300 and splits.classes[0] == "T-shirt/top"
-    with pytest.raises(ValueError, match="returned a list; expected .x_train, y_train, x_test, y_test."):
+    with pytest.raises(ValueError, match=r"returned a list of 2 \(int, int\); expected \(x_train, y_train, x_test, "
+                                         r"y_test\[, classes\]\) as arrays, or \(train, test\[, classes\]\)"):
         load_dataset("user_data:wrong")
     with pytest.raises(ValueError, match="module 'user_data' has no callable 'absent'"):
         load_dataset("user_data:absent")
+
+
+TORCH_DATASETS = textwrap.dedent('''
+    """A user's torch datasets: map-style, items (image, label)."""
+    import torch
+    from torch.utils.data import Dataset, TensorDataset
+
+    class Pictures(Dataset):
+        """PIL images, gray for class 0 and coloured for class 1, with torchvision's classes attribute."""
+        classes = ["plain", "striped"]
+
+        def __init__(self, count):
+            self.count = count
+
+        def __len__(self):
+            return self.count
+
+        def __getitem__(self, index):
+            from PIL import Image
+            label = index % 2
+            image = Image.new("L", (6, 5), index) if label == 0 else Image.new("RGB", (6, 5), (index, 0, 255))
+            return image, torch.tensor(label)
+
+    def floats():
+        """CHW float tensors in [0, 1] for training, uint8 for test, class names given."""
+        x = torch.linspace(0, 1, 4 * 3 * 5 * 6).view(4, 3, 5, 6)
+        return (TensorDataset(x, torch.tensor([0, 1, 2, 0])),
+                [(torch.full((3, 5, 6), 255, dtype=torch.uint8), 2), (torch.zeros(3, 5, 6, dtype=torch.uint8), 1)],
+                ["a", "b", "c"])
+
+    def pictures():
+        return Pictures(6), Pictures(4)
+
+    def bad(kind):
+        good = (torch.zeros(1, 5, 6), 0)
+        item = {"unscaled": (torch.full((1, 5, 6), 2.0), 1), "float-label": (torch.zeros(1, 5, 6), 1.0),
+                "no-pair": (torch.zeros(1, 5, 6),), "size": (torch.zeros(1, 4, 6), 1),
+                "array": ([[0, 1], [1, 0]], 1), "int-image": (torch.zeros(1, 5, 6, dtype=torch.int64), 1)}[kind]
+        return [good, item], [good, (torch.zeros(1, 5, 6), 1)]
+
+    def unscaled(): return bad("unscaled")
+    def float_label(): return bad("float-label")
+    def no_pair(): return bad("no-pair")
+    def size(): return bad("size")
+    def array(): return bad("array")
+    def int_image(): return bad("int-image")
+    def empty(): return [], [(torch.zeros(1, 5, 6), 0)]
+    def tensors(): return torch.zeros(2, 1, 5, 6), torch.zeros(2, 1, 5, 6)
+''')
+
+
+@pytest.fixture()
+def torch_datasets(user_module):
+    (user_module / "user_torch_data.py").write_text(TORCH_DATASETS)
+
+
+def test_a_users_function_may_return_torch_datasets(torch_datasets):
+    import torch
+
+    from gradgeo.data import load_dataset
+
+    splits = load_dataset("user_torch_data:floats")
+    assert splits.classes == ("a", "b", "c") and splits.image_shape == (3, 5, 6)
+    assert splits.train_x.dtype == torch.uint8 and splits.train_x.flatten()[[0, -1]].tolist() == [0, 255]
+    assert splits.train_y.tolist() == [0, 1, 2, 0] and splits.test_y.tolist() == [2, 1]
+    assert splits.test_x[0].unique().tolist() == [255]
+    pictures = load_dataset("user_torch_data:pictures")  # PIL images; gray ones widened to RGB beside coloured ones
+    assert pictures.classes == ("plain", "striped") and pictures.image_shape == (3, 5, 6)
+    assert pictures.train_y.tolist() == [0, 1] * 3
+    assert pictures.train_x[:3, :, 0, 0].tolist() == [[0, 0, 0], [1, 0, 255], [2, 2, 2]]
+
+
+@pytest.mark.parametrize("function,message", [
+    ("unscaled", "dataset 'user_torch_data:unscaled': train item 1 holds values in [2, 2]; a float image must lie "
+                 "in [0, 1]"),
+    ("float_label", "train item 1 has the label 1.0; expected an integer class index"),
+    ("no_pair", "train item 1 is a tuple of 1; expected (image, label)"),
+    ("size", "train item 1 is 6 x 4 pixels (width x height) but dataset 'user_torch_data:size': train item 0 is "
+             "6 x 5; all images must have one size"),
+    ("array", "train item 1 has a list image; expected a tensor C x H x W (uint8, or float in [0, 1]) or a PIL image"),
+    ("int_image", "train item 1 is an image of dtype torch.int64; expected uint8, or float in [0, 1]"),
+    ("empty", "dataset 'user_torch_data:empty': the train dataset is empty"),
+    ("tensors", "returned a tuple of 2 (Tensor, Tensor); expected (x_train, y_train, x_test, y_test[, classes]) as "
+                "arrays"),
+])
+def test_a_bad_torch_dataset_is_named_with_the_item_and_the_value(torch_datasets, function, message):
+    from gradgeo.data import load_dataset
+
+    with pytest.raises(ValueError) as error:
+        load_dataset(f"user_torch_data:{function}")
+    assert message in str(error.value)

@@ -127,7 +127,9 @@ _HEADERS = {
     "optimizers": "base optimizers: the BASE of an optimizer spec (lr has no default here: write it in the spec or "
                   "give --lr; gradgeo train and compare pass each task's optimizer defaults, see tasks)",
     "models": "models: --model NAME, or the Python builder named",
-    "datasets": f"datasets: --dataset NAME; searched in order (--data-dir DIR instead; ${ENV_VAR} adds a root)",
+    "datasets": f"datasets: --dataset NAME; searched in order (--data-dir DIR instead; ${ENV_VAR} adds a root); "
+                "your own: --dataset npz:FILE, folder:DIR (DIR/train/CLASS/IMAGE and DIR/test/CLASS/IMAGE) or "
+                "package.module:callable",
     "tasks": "tasks: gradgeo train/compare --task NAME",
     "strategies": "multi-exit strategies: --strategy NAME[:key=value,...] of the anytime task, and the labels of "
                   "gradgeo anytime compare",

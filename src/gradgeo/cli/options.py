@@ -23,7 +23,9 @@ from gradgeo.training.extras import missing
 __all__ = ["add_grid_arguments", "add_log_argument", "add_task_arguments", "extras_epilog", "seeds", "task_config"]
 
 _HELP = {
-    "dataset": "fashion-mnist, mnist, cifar10 or cifar100 (segment: the source of the items; gan: the images)",
+    "dataset": "fashion-mnist, mnist, cifar10, cifar100, or your own: npz:FILE, folder:DIR (DIR/train/CLASS/IMAGE "
+               "and DIR/test/CLASS/IMAGE) or package.module:callable (segment: the source of the items; gan: the "
+               "images)",
     "data_dir": "folder with the dataset files (default: the standard places, see README)",
     "model": f"classify and anytime: a model of your own as package.module:callable (called with num_classes, "
              f"in_channels and the --model-option values), or classify: small_cnn, resnet20/32/56, vgg11/16, "
@@ -136,6 +138,7 @@ LOGS = ("jsonl", "tensorboard")
 #: what each optional extra is for on the command line, for ``gradgeo --help``
 EXTRA_USES = {
     "harness": "compare, demo and anytime compare (statistics, plots), progress bars, train --task gan",
+    "images": "--dataset folder:DIR (Pillow decodes the images)",
     "tune": "tune, compare --storage",
     "tensorboard": "--log tensorboard",
 }

@@ -10,6 +10,9 @@ Loaders read the standard on-disk releases; nothing is downloaded unless you ask
 * ``"cifar10"`` (``cifar-10-batches-py/``) and ``"cifar100"`` (``cifar-100-python/``, fine labels): the
   python-pickle release. The pickles are read by a restricted unpickler that rebuilds the numpy arrays in
   them as torch tensors, so numpy is not needed and a tampered file cannot run code.
+* your own (:mod:`gradgeo.data.arrays`): ``"npz:FILE"`` (a NumPy archive), ``"folder:DIR"`` (one folder of image
+  files per class under ``DIR/train/`` and ``DIR/test/``, decoded once with Pillow and cached:
+  :mod:`gradgeo.data.images`) or ``"package.module:callable"`` (a function returning arrays or torch datasets).
 
 Images come back as ``N x C x H x W`` uint8, labels as int64. Augmentation (:func:`random_crop`,
 :func:`random_flip`) works on whole uint8 batches on any device, and :class:`Loader` yields normalized float

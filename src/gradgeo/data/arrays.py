@@ -1,11 +1,18 @@
-"""Datasets of the user's own, held in memory and split like the built-ins: ``npz:FILE`` and
-``package.module:callable`` (:func:`gradgeo.data.load_dataset` takes both names).
+"""Datasets of the user's own, held in memory and split like the built-ins: ``npz:FILE``, ``folder:DIR`` and
+``package.module:callable`` (:func:`gradgeo.data.load_dataset` takes these names; the prefixes ``npz:`` and
+``folder:`` come first, so a module of yours cannot be called ``npz`` or ``folder``).
 
 * ``npz:FILE``: a NumPy ``.npz`` archive with the arrays ``x_train``, ``y_train``, ``x_test``, ``y_test``
   (uint8 images ``N x H x W x C``, ``N x C x H x W`` or ``N x H x W``; integer labels) and optionally
   ``classes`` (one name per class). Read with NumPy (``gradgeo[harness]``), without pickle.
+* ``folder:DIR``: one subfolder of image files per class under ``DIR/train/`` and ``DIR/test/``, decoded once with
+  Pillow (``gradgeo[images]``) and cached (:mod:`gradgeo.data.images`).
 * ``package.module:callable``: a function of no arguments returning ``(x_train, y_train, x_test, y_test)`` or
-  ``(x_train, y_train, x_test, y_test, classes)``, each array a tensor or anything ``torch.as_tensor`` takes.
+  ``(x_train, y_train, x_test, y_test, classes)``, each array a tensor or anything ``torch.as_tensor`` takes; or
+  returning ``(train, test)`` or ``(train, test, classes)``, two map-style torch datasets (``len(d)`` and
+  ``d[i]``) whose items are ``(image, label)``: the image a ``C x H x W`` (or ``H x W``) tensor, uint8 or float in
+  [0, 1], or a PIL image; the label an integer. The datasets are read item by item once, into tensors; without
+  ``classes``, the training dataset's ``classes`` attribute (as torchvision's datasets have) names the classes.
 
 Every check names the source and the bad value: image dtype and layout, label type and range, sizes that do not
 match, train and test images of different shapes.
@@ -14,6 +21,8 @@ match, train and test images of different shapes.
 from __future__ import annotations
 
 import importlib
+import operator
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +30,7 @@ from typing import Any
 import torch
 
 from gradgeo.data.formats import DatasetFormatError
+from gradgeo.data.images import pil_pixels, read_image_folder, stack_images
 from gradgeo.data.splits import DatasetSplits, channel_stats
 
 __all__ = ["dataset_from_arrays", "is_user_dataset", "load_user_dataset"]
@@ -29,7 +39,7 @@ _CHANNELS = (1, 3, 4)
 
 
 def is_user_dataset(name: str) -> bool:
-    """Whether ``name`` names a dataset of the user's (``npz:FILE`` or ``module:callable``)."""
+    """Whether ``name`` names a dataset of the user's (``npz:FILE``, ``folder:DIR`` or ``module:callable``)."""
     return isinstance(name, str) and ":" in name
 
 
@@ -123,16 +133,86 @@ def _load_callable(name: str) -> DatasetSplits:
     if not callable(function):
         raise ValueError(f"dataset {name!r}: module {module_name!r} has no callable {attribute!r}")
     parts = function()
+    if isinstance(parts, (tuple, list)) and len(parts) in (2, 3) and all(map(_is_dataset, parts[:2])):
+        return _from_datasets(name, *parts)
     if not isinstance(parts, (tuple, list)) or len(parts) not in (4, 5):
-        raise ValueError(f"dataset {name!r} returned a {type(parts).__name__}; expected (x_train, y_train, x_test, "
-                         "y_test) or (x_train, y_train, x_test, y_test, classes)")
+        returned = type(parts).__name__ + (f" of {len(parts)} ({', '.join(type(p).__name__ for p in parts)})"
+                                           if isinstance(parts, (tuple, list)) else "")
+        raise ValueError(f"dataset {name!r} returned a {returned}; expected (x_train, y_train, x_test, y_test[, "
+                         "classes]) as arrays, or (train, test[, classes]) as map-style datasets of (image, label) "
+                         "items")
     x_train, y_train, x_test, y_test = parts[:4]
     return dataset_from_arrays(name, name, x_train, y_train, x_test, y_test,
                                classes=list(parts[4]) if len(parts) == 5 else None)
 
 
+def _is_dataset(value: Any) -> bool:
+    """Whether ``value`` is a map-style dataset (``len()`` and ``[index]``) and not an array (which has a shape)."""
+    return hasattr(value, "__len__") and hasattr(value, "__getitem__") and not hasattr(value, "shape")
+
+
+def _from_datasets(name: str, train: Any, test: Any, classes: Sequence[str] | None = None) -> DatasetSplits:
+    """The arrays of two map-style datasets of ``(image, label)`` items, read once and checked."""
+    items = {part: _dataset_items(name, part, dataset) for part, dataset in (("train", train), ("test", test))}
+    images = stack_images((where, image) for part in items.values() for where, image, _ in part)
+    x_train, x_test = images.split([len(items["train"]), len(items["test"])])
+    if classes is None:
+        classes = getattr(train, "classes", None)
+    return dataset_from_arrays(name, name, x_train, [label for *_, label in items["train"]], x_test,
+                               [label for *_, label in items["test"]],
+                               classes=None if classes is None else list(classes))
+
+
+def _dataset_items(name: str, part: str, dataset: Any) -> list[tuple[str, torch.Tensor, int]]:
+    """``(where, C x H x W uint8 image, label)`` for each item of ``dataset``."""
+    if len(dataset) == 0:
+        raise DatasetFormatError(f"dataset {name!r}: the {part} dataset is empty")
+    items = []
+    for index in range(len(dataset)):
+        where = f"dataset {name!r}: {part} item {index}"
+        item = dataset[index]
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise DatasetFormatError(f"{where} is a {type(item).__name__}" + (f" of {len(item)}" if isinstance(
+                item, (tuple, list)) else "") + "; expected (image, label)")
+        image, label = item
+        try:
+            label = operator.index(label)
+        except TypeError:
+            raise DatasetFormatError(f"{where} has the label {label!r}; expected an integer class index") from None
+        items.append((where, _item_image(image, where), label))
+    return items
+
+
+def _item_image(image: Any, where: str) -> torch.Tensor:
+    """A dataset item's image as ``C x H x W`` uint8: a PIL image, or a tensor (uint8, or float in [0, 1])."""
+    pil = sys.modules.get("PIL.Image")  # a PIL image exists only once PIL.Image is imported
+    if pil is not None and isinstance(image, pil.Image):
+        return pil_pixels(image, where)
+    if not isinstance(image, torch.Tensor):
+        raise DatasetFormatError(f"{where} has a {type(image).__name__} image; expected a tensor C x H x W (uint8, or "
+                                 "float in [0, 1]) or a PIL image")
+    image = image.detach().cpu()
+    if image.dim() == 2:
+        image = image.unsqueeze(0)
+    if image.dim() != 3 or image.shape[0] not in _CHANNELS:
+        raise DatasetFormatError(f"{where} is an image of shape {tuple(image.shape)}; expected C x H x W with C in "
+                                 f"{_CHANNELS}, or H x W")
+    if image.dtype == torch.uint8:
+        return image
+    if not image.dtype.is_floating_point:
+        raise DatasetFormatError(f"{where} is an image of dtype {image.dtype}; expected uint8, or float in [0, 1]")
+    low, high = float(image.min()), float(image.max())
+    if not 0 <= low <= high <= 1:  # NaN fails too
+        raise DatasetFormatError(f"{where} holds values in [{low:g}, {high:g}]; a float image must lie in [0, 1] "
+                                 "(unnormalized: gradgeo normalizes with the training images' statistics)")
+    return image.mul(255).round().to(torch.uint8)
+
+
 def load_user_dataset(name: str) -> DatasetSplits:
-    """The dataset ``npz:FILE`` or ``package.module:callable`` names (see the module docstring)."""
+    """The dataset ``npz:FILE``, ``folder:DIR`` or ``package.module:callable`` names (see the module docstring)."""
     if name.startswith("npz:"):
         return _load_npz(name, Path(name[4:]).expanduser())
+    if name.startswith("folder:"):
+        root = Path(name[7:]).expanduser()
+        return dataset_from_arrays(name, str(root), **read_image_folder(root), source=root)
     return _load_callable(name)

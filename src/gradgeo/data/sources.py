@@ -114,7 +114,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> D
 
     Args:
         name: one of :data:`DATASETS`: ``"fashion-mnist"``, ``"mnist"``, ``"cifar10"``, ``"cifar100"``; or a
-            dataset of your own: ``"npz:FILE"`` or ``"package.module:callable"`` (:mod:`gradgeo.data.arrays`).
+            dataset of your own: ``"npz:FILE"``, ``"folder:DIR"`` or ``"package.module:callable"``
+            (:mod:`gradgeo.data.arrays`).
         data_dir: where the dataset is; ``None`` searches the defaults (not used by your own datasets).
 
     Returns:
@@ -133,8 +134,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> D
     if is_user_dataset(name):
         return load_user_dataset(name)
     if name not in _SPECS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}, or npz:FILE, or "
-                         "package.module:callable for one of your own")
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}, or npz:FILE, "
+                         "folder:DIR or package.module:callable for one of your own")
     spec = _SPECS[name]
     directory = _find(name, spec, data_dir)
     if name in ("fashion-mnist", "mnist"):

@@ -16,6 +16,7 @@ __all__ = ["EXTRAS", "MissingExtraError", "check", "missing", "require"]
 #: extra -> the top-level modules it brings (as in pyproject.toml's optional dependencies)
 EXTRAS: dict[str, tuple[str, ...]] = {
     "harness": ("tqdm", "matplotlib", "numpy", "scipy"),
+    "images": ("PIL",),
     "tune": ("optuna", "sqlalchemy", "psycopg"),
     "tensorboard": ("tensorboard",),
     "hf": ("accelerate", "transformers"),
