@@ -120,6 +120,7 @@ def test_cli_compare_writes_summary_and_resumes(tmp_path, capsys, fashion):
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "final test acc" in text and "(baseline)" in text and "sgd+sobolev:lam=0.1" in text
+    assert ": epoch " not in text  # --quiet: a line per finished run, none per epoch
     summary = json.loads((out / "summary.json").read_text())
     assert [r["spec"] for r in summary["rows"]] == ["sgd", "sgd+sobolev:lam=0.1"]
     assert summary["rows"][1]["n"] == 2 and "p_value" in summary["rows"][1]["vs_baseline"]
@@ -143,7 +144,9 @@ def test_cli_compare_writes_summary_and_resumes(tmp_path, capsys, fashion):
 def test_cli_demo_tiny(tmp_path, capsys, fashion):
     assert main(["demo", "--epochs", "1", "--train-size", "300", "--seeds", "1", "--jobs", "1",
                  "--out", str(tmp_path / "demo")]) == 0
-    assert "sgd+sobolev:lam=0.1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "sgd+sobolev:lam=0.1" in out
+    assert "  sgd+h1:lam=0.01 seed 0: epoch 1/1, test acc % = " in out  # the demo says how its runs progress
 
 
 @pytest.mark.parametrize("args,message", [
@@ -216,4 +219,34 @@ def test_version_quiet_train_and_a_closed_pipe(tmp_path, tiny_fashion):
     quiet = subprocess.run([*gradgeo, "train", "--data-dir", str(tiny_fashion), "--train-size", "200",
                             "--batch-size", "100", "--epochs", "1", "--quiet", "--out", str(tmp_path / "q")],
                            capture_output=True, text=True)
-    assert quiet.returncode == 0 and quiet.stdout == "", quiet.stdout + quiet.stderr
+    assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == "", quiet.stdout + quiet.stderr
+
+
+def test_progress_bars_cover_evaluation_and_quiet_shows_none(tmp_path, tiny_fashion, capsys, monkeypatch):
+    """On a terminal, train shows a bar over the training steps and one over the evaluation batches; --quiet
+    shows neither (nor anything else)."""
+    import sys
+
+    args = ["train", "--data-dir", str(tiny_fashion), "--train-size", "200", "--batch-size", "100", "--epochs", "1"]
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # capsys's stderr stands in for a terminal
+    assert main([*args, "--out", str(tmp_path / "shown")]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "evaluating test" in err and "5/5" in err, err  # 300 test images, batches of 64
+    assert main([*args, "--quiet", "--out", str(tmp_path / "quiet")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_parallel_runs_report_every_epoch_through_the_parent(tmp_path, tiny_fashion):
+    """--jobs 2: each worker's finished epochs reach the parent's log as they come, before the run's final line
+    (--quiet: none, test_cli_compare_writes_summary_and_resumes)."""
+    from gradgeo.experiments import compare_task
+
+    base = TrainConfig(data_dir=str(tiny_fashion), train_size=200, batch_size=100, epochs=2, width=0.5)
+    lines: list[str] = []
+    compare_task("classify", ["sgd", "sgd+h0:lam=2"], [0], base, tmp_path / "shown", jobs=2, log=lines.append)
+    for label in ("sgd", "sgd+h0:lam=2"):
+        epochs = [i for i, line in enumerate(lines) if line.startswith(f"  {label} seed 0: epoch ")]
+        final = next(i for i, line in enumerate(lines) if f"] {label} seed 0: final test acc % = " in line)
+        assert [lines[i].split(",")[0].split()[-1] for i in epochs] == ["1/2", "2/2"] and epochs[-1] < final, lines
+

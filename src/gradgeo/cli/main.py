@@ -63,8 +63,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
                              train_size=args.train_size, batch_size=64, lr=0.05)
     print(f"gradgeo demo: {len(DEMO_SPECS)} optimizers x {args.seeds} seeds, small CNN, Fashion-MNIST "
           f"({args.train_size} training images, {args.epochs} epochs, batch 64)")
-    compare_task("classify", DEMO_SPECS, list(range(args.seeds)), config, args.out, jobs=args.jobs,
-                 progress=False)
+    compare_task("classify", DEMO_SPECS, list(range(args.seeds)), config, args.out, jobs=args.jobs)
     print(f"summary.json, summary.csv and curves.png in {args.out}")
 
 

@@ -124,7 +124,7 @@ def add_grid_arguments(parser: argparse.ArgumentParser, out: Path) -> None:
     parser.add_argument("--seed-list", type=int, nargs="+", help="explicit seeds instead of --seeds")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default: 1)")
     parser.add_argument("--out", type=Path, default=out, help=f"output folder (default: {out})")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars and no line per finished epoch")
 
 
 def seeds(args: argparse.Namespace) -> Sequence[int]:

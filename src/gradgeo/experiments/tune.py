@@ -135,6 +135,7 @@ def tune(
     prune_after: int | None = None,
     heartbeat: int = 30,
     log: Callable[[str], None] | None = print,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Tune each spec's open numbers on the validation split (see the module docstring), then write and return
     the summary.
@@ -156,7 +157,10 @@ def tune(
             learning rate trails early in a decaying schedule and catches up late, so the early epochs say
             little about the final one.
         heartbeat: seconds between a running trial's heartbeats; silent for three: dead, retried.
-        log: receives a line per finished trial and the tables (None: silent).
+        log: receives a line per finished trial and the tables (None: silent) and, unless ``progress`` is False,
+            a line per finished epoch of a trial.
+        progress: False: no per-epoch lines and no bars; otherwise per-epoch lines, and tqdm bars over each
+            epoch's training steps and evaluation (None: bars only on a terminal).
 
     Returns:
         The summary (also ``OUT/summary.json``): ``metric`` and per spec a row with ``spec``, ``budget``,
@@ -252,12 +256,15 @@ def tune(
                 if not (_finite(row.get("train_loss")) and _finite(value)):
                     raise stop(f"diverged at epoch {epoch}", epoch)
                 trial.report(float(value), epoch)
+                if log is not None and progress is not False:
+                    log(f"[{space.spec}] trial {trial.number}: epoch {epoch}/{base.epochs}, {metric.label} "
+                        f"{_show(metric, value)} ({row['time']:.0f} s)")
                 if epoch < base.epochs and trial.should_prune():  # the last epoch completes the trial anyway
                     raise stop(f"pruned at epoch {epoch}")
 
             try:
                 history = task.train(dataclasses.replace(base, optimizer=spec), directory, resume=True,
-                                     progress=False, log=None, splits=splits(), on_epoch=on_epoch)
+                                     progress=progress, log=None, splits=splits(), on_epoch=on_epoch)
             except FloatingPointError as error:  # the channel metric refused a non-finite gradient
                 raise stop("diverged", str(error).splitlines()[0]) from None
             value = history[-1][metric.key]
