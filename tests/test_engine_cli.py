@@ -250,3 +250,24 @@ def test_parallel_runs_report_every_epoch_through_the_parent(tmp_path, tiny_fash
         final = next(i for i, line in enumerate(lines) if f"] {label} seed 0: final test acc % = " in line)
         assert [lines[i].split(",")[0].split()[-1] for i in epochs] == ["1/2", "2/2"] and epochs[-1] < final, lines
 
+
+def test_test_size_evaluates_a_fixed_stratified_subset_recorded_in_the_run(tmp_path, tiny_fashion, capsys):
+    """--test-size N: every run evaluates the same N test images (stratified, seed 0), the run's configuration
+    records N (so a resume or a comparison's reuse check sees it), and a bad N is one clear line."""
+    from gradgeo.training.engine import load_splits
+
+    config = TrainConfig(data_dir=str(tiny_fashion), test_size=100)
+    splits = load_splits(config)
+    assert len(splits.test_y) == 100 and torch.equal(splits.test_x, load_splits(config).test_x)
+    whole = load_splits(dataclasses.replace(config, test_size=None)).test_y
+    assert (splits.test_y.bincount(minlength=10) - whole.bincount(minlength=10) / 3).abs().max() < 1  # stratified
+    args = ["train", "--data-dir", str(tiny_fashion), "--train-size", "200", "--batch-size", "100", "--epochs", "1",
+            "--quiet", "--out", str(tmp_path / "run")]
+    assert main([*args, "--test-size", "100"]) == 0
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["config"]["test_size"] == 100
+    assert main([*args, "--test-size", "150", "--resume"]) == 2
+    assert "differs in test_size: 100 in the checkpoint, 150 now" in capsys.readouterr().err
+    for bad, message in (("0", "test_size must be an integer >= 1"),
+                         ("301", "test_size 301 is more than the 300 test images of Fashion-MNIST: lower --test-size")):
+        assert main([*args[:-1], str(tmp_path / bad), "--test-size", bad]) == 2
+        assert message in capsys.readouterr().err

@@ -49,7 +49,9 @@ _HELP = {
                  "AVX512-BF16/AMX and on recent GPUs; evaluation stays fp32)",
     "channels_last": "conv weights and image batches in channels-last (NHWC) memory: faster convolutions on CPU",
     "device": "auto, cpu, cuda, cuda:1, ...",
-    "test_size": "test scenes (items from the test images only)",
+    "test_size": "classify, gan, anytime: evaluate every epoch on a stratified subset of this many test images, "
+                 "the same images in every run (default: the whole test set); segment: test scenes, their items "
+                 "from the test images only (default: 1000)",
     "canvas": "scene height and width in pixels",
     "min_items": "fewest items in a scene",
     "max_items": "most items in a scene",

@@ -87,6 +87,9 @@ class TrainConfig:
     tta: str = "none"  # test-time augmentation of every evaluation: "none", "flip" or "flip-translate" (classify)
     train_size: int | None = None  # a stratified subset of the training set, for short runs
     val_size: int = 0  # images carved from the training set for validation (tuning never sees the test set)
+    # evaluate on a stratified subset of this many test images (drawn with seed 0: the same images in every run),
+    # for short runs whose every epoch would evaluate the whole test set; None: the whole test set
+    test_size: int | None = None
     seed: int = 0
     compile: bool = False
     channels_last: bool = False  # conv weights and image batches in NHWC memory (faster convolutions on CPU)
@@ -135,6 +138,10 @@ class TrainConfig:
                                             or self.train_size < 1):
             raise ValueError(f"train_size must be an integer >= 1 (or None: the whole training set), got "
                              f"{self.train_size!r}")
+        if self.test_size is not None and (isinstance(self.test_size, bool) or not isinstance(self.test_size, int)
+                                           or self.test_size < 1):
+            raise ValueError(f"test_size must be an integer >= 1 (or None: the whole test set), got "
+                             f"{self.test_size!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         self.resolved_device()
@@ -201,13 +208,18 @@ class TrainConfig:
 
 
 def load_splits(config: TrainConfig) -> DatasetSplits:
-    """The dataset of a config: subset and validation split applied (both fixed by the seed 0, not the run's
-    seed, so every run of a comparison sees the same images)."""
+    """The dataset of a config: validation split, training subset and test subset applied (all fixed by the
+    seed 0, not the run's seed, so every run of a comparison sees the same images)."""
     splits = load_dataset(config.dataset, config.data_dir)
     if config.val_size:
         splits = splits.split_validation(config.val_size, seed=0)
     if config.train_size:
         splits = splits.subset(config.train_size, seed=0)
+    if config.test_size is not None:
+        if config.test_size > len(splits.test_y):
+            raise ValueError(f"test_size {config.test_size} is more than the {len(splits.test_y)} test images of "
+                             f"{splits.display_name}: lower --test-size, or leave it out to evaluate on all of them")
+        splits = splits.subset_test(config.test_size, seed=0)
     return splits
 
 
