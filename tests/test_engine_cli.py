@@ -109,9 +109,17 @@ def test_cli_train_and_analyze(tmp_path, capsys, fashion):
     assert main(["analyze", str(tmp_path / "t" / "checkpoint.pt"), "--batches", "2"]) == 0
     out = capsys.readouterr().out
     assert "adj corr out" in out and "sobolev" in out
+    # every conv layer has a row, the first one (1 input channel) with "-" for its input axis; the columns are
+    # explained
+    first = next(line for line in out.splitlines() if line.startswith("features.0.weight"))
+    assert first.split()[1:] == ["32x1x3x3", first.split()[2], "-", first.split()[4], "-"], first
+    assert "adj corr  mean Pearson correlation of neighbouring slices" in out and "|corr|    mean absolute" in out
     assert main(["analyze", str(tmp_path / "t" / "checkpoint.pt"), "--batches", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert {r["metric"] for r in report["gradient_noise"]} == {"none", "h0", "sobolev", "h1"}
+    assert [r["layer"] for r in report["correlation"]] == ["features.0.weight", "features.4.weight",
+                                                           "features.8.weight"]
+    assert report["correlation"][0]["adjacent_in"] is None and report["correlation"][1]["adjacent_in"] is not None
 
 
 def test_cli_compare_writes_summary_and_resumes(tmp_path, capsys, fashion):
