@@ -5,7 +5,7 @@ What a panel draws depends on the number of seeds, and its legend says which: on
 their mean and each seed's own line (a 95% CI from two values is 12.7 standard errors wide: it would cover the
 panel and say nothing); from :data:`BAND_SEEDS` seeds on, the mean and the band of its 95% confidence interval
 (Student t). Every axis fits everything drawn on it, the first epochs included; the training loss is on a log
-axis when it spans at least :data:`LOG_SPAN` (a factor), with labelled ticks at 1, 2 and 5 times the powers of 10.
+axis when it spans at least :data:`LOG_SPAN` (a factor), with labelled ticks as plain numbers (:func:`log_ticks`).
 """
 
 from __future__ import annotations
@@ -33,12 +33,14 @@ LOG_SPAN = 10.0
 
 
 def log_ticks(axis: Axis) -> None:
-    """Labelled ticks on a log axis at 1, 2 and 5 times each power of 10 (at each power alone past 3 decades),
-    written as plain numbers (0.2, 0.5, 1, 2), and unlabelled minor ticks."""
+    """Labelled ticks on a log axis, as many as stay readable: at 1, 2 and 5 times each power of 10 over up to
+    1.5 decades, at 1 and 3 times over up to 3, at the powers alone beyond; written as plain numbers (0.2, 0.5,
+    1, 2), with unlabelled minor ticks."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     low, high = sorted(axis.get_view_interval())
-    subs = (1.0,) if math.log10(high / low) > 3 else (1.0, 2.0, 5.0)
+    decades = math.log10(high / low)
+    subs = (1.0, 2.0, 5.0) if decades <= 1.5 else (1.0, 3.0) if decades <= 3 else (1.0,)
     axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axis.set_minor_formatter(NullFormatter())
