@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import struct
@@ -299,6 +300,18 @@ def test_subset():
     assert splits.subset(32) is splits
     with pytest.raises(ValueError, match="n must be an integer"):
         splits.subset(33)
+
+
+def test_subset_test():
+    whole = synthetic([30, 10])
+    splits = dataclasses.replace(whole, test_x=whole.train_x, test_y=whole.train_y)  # a test set of 40
+    sub = splits.subset_test(8, seed=0)
+    assert torch.bincount(sub.test_y).tolist() == [6, 2]
+    assert torch.equal(sub.test_x, splits.subset_test(8, seed=0).test_x)  # the seed fixes the images
+    assert torch.equal(sub.train_x, splits.train_x) and sub.mean == splits.mean  # training side untouched
+    assert splits.subset_test(40) is splits
+    with pytest.raises(ValueError, match=r"n must be an integer in \[1, 40\] for a test set of 40 images"):
+        splits.subset_test(41)
 
 
 def test_to_device_and_repr():

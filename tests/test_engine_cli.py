@@ -109,9 +109,17 @@ def test_cli_train_and_analyze(tmp_path, capsys, fashion):
     assert main(["analyze", str(tmp_path / "t" / "checkpoint.pt"), "--batches", "2"]) == 0
     out = capsys.readouterr().out
     assert "adj corr out" in out and "sobolev" in out
+    # every conv layer has a row, the first one (1 input channel) with "-" for its input axis; the columns are
+    # explained
+    first = next(line for line in out.splitlines() if line.startswith("features.0.weight"))
+    assert first.split()[1:] == ["32x1x3x3", first.split()[2], "-", first.split()[4], "-"], first
+    assert "adj corr  mean Pearson correlation of neighbouring slices" in out and "|corr|    mean absolute" in out
     assert main(["analyze", str(tmp_path / "t" / "checkpoint.pt"), "--batches", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert {r["metric"] for r in report["gradient_noise"]} == {"none", "h0", "sobolev", "h1"}
+    assert [r["layer"] for r in report["correlation"]] == ["features.0.weight", "features.4.weight",
+                                                           "features.8.weight"]
+    assert report["correlation"][0]["adjacent_in"] is None and report["correlation"][1]["adjacent_in"] is not None
 
 
 def test_cli_compare_writes_summary_and_resumes(tmp_path, capsys, fashion):
@@ -120,6 +128,7 @@ def test_cli_compare_writes_summary_and_resumes(tmp_path, capsys, fashion):
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "final test acc" in text and "(baseline)" in text and "sgd+sobolev:lam=0.1" in text
+    assert ": epoch " not in text  # --quiet: a line per finished run, none per epoch
     summary = json.loads((out / "summary.json").read_text())
     assert [r["spec"] for r in summary["rows"]] == ["sgd", "sgd+sobolev:lam=0.1"]
     assert summary["rows"][1]["n"] == 2 and "p_value" in summary["rows"][1]["vs_baseline"]
@@ -143,7 +152,9 @@ def test_cli_compare_writes_summary_and_resumes(tmp_path, capsys, fashion):
 def test_cli_demo_tiny(tmp_path, capsys, fashion):
     assert main(["demo", "--epochs", "1", "--train-size", "300", "--seeds", "1", "--jobs", "1",
                  "--out", str(tmp_path / "demo")]) == 0
-    assert "sgd+sobolev:lam=0.1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "sgd+sobolev:lam=0.1" in out
+    assert "  sgd+h1:lam=0.01 seed 0: epoch 1/1, test acc % = " in out  # the demo says how its runs progress
 
 
 @pytest.mark.parametrize("args,message", [
@@ -216,4 +227,55 @@ def test_version_quiet_train_and_a_closed_pipe(tmp_path, tiny_fashion):
     quiet = subprocess.run([*gradgeo, "train", "--data-dir", str(tiny_fashion), "--train-size", "200",
                             "--batch-size", "100", "--epochs", "1", "--quiet", "--out", str(tmp_path / "q")],
                            capture_output=True, text=True)
-    assert quiet.returncode == 0 and quiet.stdout == "", quiet.stdout + quiet.stderr
+    assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == "", quiet.stdout + quiet.stderr
+
+
+def test_progress_bars_cover_evaluation_and_quiet_shows_none(tmp_path, tiny_fashion, capsys, monkeypatch):
+    """On a terminal, train shows a bar over the training steps and one over the evaluation batches; --quiet
+    shows neither (nor anything else)."""
+    import sys
+
+    args = ["train", "--data-dir", str(tiny_fashion), "--train-size", "200", "--batch-size", "100", "--epochs", "1"]
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # capsys's stderr stands in for a terminal
+    assert main([*args, "--out", str(tmp_path / "shown")]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "evaluating test" in err and "5/5" in err, err  # 300 test images, batches of 64
+    assert main([*args, "--quiet", "--out", str(tmp_path / "quiet")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_parallel_runs_report_every_epoch_through_the_parent(tmp_path, tiny_fashion):
+    """--jobs 2: each worker's finished epochs reach the parent's log as they come, before the run's final line
+    (--quiet: none, test_cli_compare_writes_summary_and_resumes)."""
+    from gradgeo.experiments import compare_task
+
+    base = TrainConfig(data_dir=str(tiny_fashion), train_size=200, batch_size=100, epochs=2, width=0.5)
+    lines: list[str] = []
+    compare_task("classify", ["sgd", "sgd+h0:lam=2"], [0], base, tmp_path / "shown", jobs=2, log=lines.append)
+    for label in ("sgd", "sgd+h0:lam=2"):
+        epochs = [i for i, line in enumerate(lines) if line.startswith(f"  {label} seed 0: epoch ")]
+        final = next(i for i, line in enumerate(lines) if f"] {label} seed 0: final test acc % = " in line)
+        assert [lines[i].split(",")[0].split()[-1] for i in epochs] == ["1/2", "2/2"] and epochs[-1] < final, lines
+
+
+def test_test_size_evaluates_a_fixed_stratified_subset_recorded_in_the_run(tmp_path, tiny_fashion, capsys):
+    """--test-size N: every run evaluates the same N test images (stratified, seed 0), the run's configuration
+    records N (so a resume or a comparison's reuse check sees it), and a bad N is one clear line."""
+    from gradgeo.training.engine import load_splits
+
+    config = TrainConfig(data_dir=str(tiny_fashion), test_size=100)
+    splits = load_splits(config)
+    assert len(splits.test_y) == 100 and torch.equal(splits.test_x, load_splits(config).test_x)
+    whole = load_splits(dataclasses.replace(config, test_size=None)).test_y
+    assert (splits.test_y.bincount(minlength=10) - whole.bincount(minlength=10) / 3).abs().max() < 1  # stratified
+    args = ["train", "--data-dir", str(tiny_fashion), "--train-size", "200", "--batch-size", "100", "--epochs", "1",
+            "--quiet", "--out", str(tmp_path / "run")]
+    assert main([*args, "--test-size", "100"]) == 0
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["config"]["test_size"] == 100
+    assert main([*args, "--test-size", "150", "--resume"]) == 2
+    assert "differs in test_size: 100 in the checkpoint, 150 now" in capsys.readouterr().err
+    for bad, message in (("0", "test_size must be an integer >= 1"),
+                         ("301", "test_size 301 is more than the 300 test images of Fashion-MNIST: lower --test-size")):
+        assert main([*args[:-1], str(tmp_path / bad), "--test-size", bad]) == 2
+        assert message in capsys.readouterr().err

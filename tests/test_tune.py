@@ -155,6 +155,16 @@ def test_tune_gives_every_spec_the_same_budget(tiny_fashion, tmp_path, capsys):
     assert "same budget of 2 trials" in table and "search spaces differ in size" in table
 
 
+def test_tune_reports_every_epoch_of_a_trial_unless_quiet(tiny_fashion, tmp_path, capsys):
+    args = ["tune", "sgd", "--data-dir", str(tiny_fashion), *TINY, "--epochs", "2", "--trials", "1", "--no-prune"]
+    assert main([*args, "--out", str(tmp_path / "shown")]) == 0
+    out = capsys.readouterr().out
+    assert "[sgd] trial 0: epoch 1/2, val acc % " in out and "[sgd] trial 0: epoch 2/2, val acc % " in out, out
+    assert main([*args, "--quiet", "--out", str(tmp_path / "quiet")]) == 0
+    out = capsys.readouterr().out
+    assert ": epoch " not in out and "[sgd] trial 0: val acc % " in out, out
+
+
 @pytest.mark.slow
 def test_no_trial_is_stopped_before_prune_after(tiny_fashion, tmp_path, capsys):
     """The median rule waits for --prune-after (default: half the epochs): the same study, allowed to stop trials

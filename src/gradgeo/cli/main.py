@@ -64,27 +64,15 @@ def _cmd_demo(args: argparse.Namespace) -> None:
                              train_size=args.train_size, batch_size=64, lr=0.05)
     print(f"gradgeo demo: {len(DEMO_SPECS)} optimizers x {args.seeds} seeds, small CNN, Fashion-MNIST "
           f"({args.train_size} training images, {args.epochs} epochs, batch 64)")
-    compare_task("classify", DEMO_SPECS, list(range(args.seeds)), config, args.out, jobs=args.jobs,
-                 progress=False)
+    compare_task("classify", DEMO_SPECS, list(range(args.seeds)), config, args.out, jobs=args.jobs)
     print(f"summary.json, summary.csv and curves.png in {args.out}")
 
 
 def _cmd_analyze(args: argparse.Namespace) -> None:
-    from gradgeo.experiments.analyze import analyze_checkpoint
+    from gradgeo.experiments.analyze import analyze_checkpoint, format_report
 
     report = analyze_checkpoint(args.checkpoint, batches=args.batches)
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return
-    print(f"{'layer':<28} {'shape':<18} {'adj corr out':>12} {'adj corr in':>11} {'|corr| out':>10} "
-          f"{'|corr| in':>9}")
-    for r in report["correlation"]:
-        print(f"{r['layer']:<28} {'x'.join(map(str, r['shape'])):<18} {r['adjacent_out']:>12.3f} "
-              f"{r['adjacent_in']:>11.3f} {r['all_pairs_out']:>10.3f} {r['all_pairs_in']:>9.3f}")
-    print(f"\nstochastic gradient of the conv weights over {args.batches} batches (relative variance, lower is "
-          "less noisy)")
-    for r in report["gradient_noise"]:
-        print(f"  {r['metric']:<10} lam {r['lam']:<6g} {r['relative_variance']:.4f}")
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
 
 
 def _add_train(sub: Any, name: str, out: str, only: Any = None, **texts: str) -> None:

@@ -51,7 +51,9 @@ _HELP = {
                  "AVX512-BF16/AMX and on recent GPUs; evaluation stays fp32)",
     "channels_last": "conv weights and image batches in channels-last (NHWC) memory: faster convolutions on CPU",
     "device": "auto, cpu, cuda, cuda:1, ...",
-    "test_size": "test scenes (items from the test images only)",
+    "test_size": "classify, gan, anytime: evaluate every epoch on a stratified subset of this many test images, "
+                 "the same images in every run (default: the whole test set); segment: test scenes, their items "
+                 "from the test images only (default: 1000)",
     "canvas": "scene height and width in pixels",
     "min_items": "fewest items in a scene",
     "max_items": "most items in a scene",
@@ -126,7 +128,7 @@ def add_grid_arguments(parser: argparse.ArgumentParser, out: Path) -> None:
     parser.add_argument("--seed-list", type=int, nargs="+", help="explicit seeds instead of --seeds")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default: 1)")
     parser.add_argument("--out", type=Path, default=out, help=f"output folder (default: {out})")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars and no line per finished epoch")
 
 
 def seeds(args: argparse.Namespace) -> Sequence[int]:

@@ -42,7 +42,7 @@ def _cmd_tune(args: argparse.Namespace) -> None:
     tune(task, args.specs, config, args.out, trials=args.trials, timeout=args.timeout, lr_range=args.lr_range,
          strength_range=args.strength_range, weight_decay_range=args.weight_decay_range, storage=args.storage,
          study=args.study, sampler_seed=args.sampler_seed, startup_trials=args.startup_trials, prune=args.prune,
-         prune_after=args.prune_after, heartbeat=args.heartbeat, log=print)
+         prune_after=args.prune_after, heartbeat=args.heartbeat, log=print, progress=False if args.quiet else None)
     print(f"trials.json and trials.csv per spec, summary.json, summary.csv, history.png and lr_strength.png in "
           f"{args.out}")
 
@@ -78,4 +78,5 @@ def add_tune_parser(sub: argparse._SubParsersAction) -> None:
                                                                     "schedule say little about the last)")
     add_storage_arguments(p, compare=False)
     p.add_argument("--out", type=Path, default=Path("runs/tune"), help="output folder (default: runs/tune)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no line per finished epoch of a trial")
     p.set_defaults(run=_cmd_tune)

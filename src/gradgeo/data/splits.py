@@ -21,7 +21,8 @@ class DatasetSplits:
 
     ``mean`` and ``std`` are per channel on the [0, 1] pixel scale and always describe the current
     ``train_x`` (they are recomputed by :meth:`split_validation` and :meth:`subset`, so validation images
-    never leak into the normalization). ``val_x``/``val_y`` are ``None`` until :meth:`split_validation`.
+    never leak into the normalization; :meth:`subset_test` leaves them as they are). ``val_x``/``val_y`` are
+    ``None`` until :meth:`split_validation`.
 
     Example:
         >>> from gradgeo.data import load_dataset
@@ -114,6 +115,29 @@ class DatasetSplits:
         kept, _ = _stratified_split(self.train_y, n, seed)
         return self._with_train(kept)
 
+    def subset_test(self, n: int, seed: int = 0) -> DatasetSplits:
+        """Keep a stratified random subset of ``n`` test images (for short runs whose every epoch evaluates the
+        test set); train, val and the normalization statistics unchanged.
+
+        Args:
+            n: how many test images to keep, ``0 < n <= len(test)``.
+            seed: selects which images (in their original order).
+
+        Returns:
+            New splits.
+
+        Example:
+            >>> from gradgeo.data import load_dataset
+            >>> load_dataset("fashion-mnist").subset_test(1000, seed=0).test_y.bincount().tolist()
+            [100, 100, 100, 100, 100, 100, 100, 100, 100, 100]
+        """
+        _check_count("n", n, len(self.test_y), len(self.test_y), "test")
+        if n == len(self.test_y):
+            return self
+        kept, _ = _stratified_split(self.test_y, n, seed)
+        return replace(self, test_x=self.test_x[kept.to(self.test_x.device)],
+                       test_y=self.test_y[kept.to(self.test_y.device)])
+
     def to(self, device: torch.device | str) -> DatasetSplits:
         """Copy every tensor to ``device`` once (e.g. the GPU), so batches never cross the bus.
 
@@ -178,10 +202,10 @@ class DatasetSplits:
         )
 
 
-def _check_count(name: str, value: int, most: int, total: int) -> None:
+def _check_count(name: str, value: int, most: int, total: int, part: str = "training") -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= most:
         raise ValueError(
-            f"{name} must be an integer in [1, {most}] for a training set of {total} images, got {value!r}"
+            f"{name} must be an integer in [1, {most}] for a {part} set of {total} images, got {value!r}"
         )
 
 

@@ -16,7 +16,7 @@ from gradgeo.data import DatasetSplits
 from gradgeo.models import build_model
 from gradgeo.training.engine import TrainConfig, load_splits, read_checkpoint
 
-__all__ = ["channel_correlation", "gradient_noise", "load_checkpoint"]
+__all__ = ["analyze_checkpoint", "channel_correlation", "format_report", "gradient_noise", "load_checkpoint"]
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, TrainConfig]:
@@ -37,8 +37,11 @@ def _conv_weights(model: nn.Module) -> list[tuple[str, torch.Tensor, LayerKind]]
     return [(n, p, kinds[p]) for n, p in model.named_parameters() if kinds.get(p) in ("conv", "conv_transpose")]
 
 
-def _axis_correlation(w: torch.Tensor, dim: int) -> tuple[float, float]:
-    """(mean correlation of adjacent slices along ``dim``, mean |correlation| over all pairs of slices)."""
+def _axis_correlation(w: torch.Tensor, dim: int) -> tuple[float | None, float | None]:
+    """(mean correlation of adjacent slices along ``dim``, mean |correlation| over all pairs of slices), or
+    ``(None, None)`` for an axis of one slice."""
+    if w.shape[dim] < 2:
+        return None, None
     rows = w.detach().movedim(dim, 0).reshape(w.shape[dim], -1).double()
     rows = rows - rows.mean(1, keepdim=True)
     rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -54,16 +57,13 @@ def channel_correlation(model: nn.Module) -> list[dict[str, Any]]:
 
     ``adjacent_*`` is the mean Pearson correlation between slices c and c+1 of the weight along that axis
     (what a smoothing metric along the axis would promote); ``all_pairs_*`` the mean absolute correlation
-    over all pairs of slices (independent of channel order). Layers with a single channel on an axis are
-    skipped.
+    over all pairs of slices (independent of channel order). Every conv layer has a row; both numbers of an
+    axis with a single channel (the input axis of a first layer on one-channel images) are None.
     """
     rows = []
     for name, w, kind in _conv_weights(model):
-        out_dim, in_dim = _axis(w.shape, "out", kind), _axis(w.shape, "in", kind)
-        if w.shape[out_dim] < 2 or w.shape[in_dim] < 2:
-            continue
-        adj_out, all_out = _axis_correlation(w, out_dim)
-        adj_in, all_in = _axis_correlation(w, in_dim)
+        adj_out, all_out = _axis_correlation(w, _axis(w.shape, "out", kind))
+        adj_in, all_in = _axis_correlation(w, _axis(w.shape, "in", kind))
         rows.append({"layer": name, "shape": list(w.shape), "adjacent_out": adj_out, "adjacent_in": adj_in,
                      "all_pairs_out": all_out, "all_pairs_in": all_in})
     return rows
@@ -126,9 +126,37 @@ def gradient_noise(
     return rows
 
 
+#: what the columns of :func:`format_report`'s correlation table mean
+_COLUMNS = """\
+columns: how alike the slices of each conv weight are along its two channel axes
+  out, in   the output-channel axis (a slice is one filter), the input-channel axis (a slice per input channel)
+  adj corr  mean Pearson correlation of neighbouring slices c and c+1: what smoothing the gradient along that
+            axis promotes (it depends on the order of the channels)
+  |corr|    mean absolute correlation over all pairs of slices (independent of the order of the channels)
+  -         the axis has one channel (the input of a first layer on one-channel images): nothing to correlate"""
+
+
+def _number(value: float | None, width: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.3f}"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The tables of :func:`analyze_checkpoint`'s report: the channel correlations of every conv layer, what
+    their columns mean, and the gradient noise under each metric."""
+    lines = [f"{'layer':<28} {'shape':<18} {'adj corr out':>12} {'adj corr in':>11} {'|corr| out':>10} "
+             f"{'|corr| in':>9}"]
+    lines += [f"{r['layer']:<28} {'x'.join(map(str, r['shape'])):<18} {_number(r['adjacent_out'], 12)} "
+              f"{_number(r['adjacent_in'], 11)} {_number(r['all_pairs_out'], 10)} {_number(r['all_pairs_in'], 9)}"
+              for r in report["correlation"]]
+    lines += ["", _COLUMNS, "", f"stochastic gradient of the conv weights over {report['batches']} batches "
+              "(relative variance, lower is less noisy)"]
+    lines += [f"  {r['metric']:<10} lam {r['lam']:<6g} {r['relative_variance']:.4f}" for r in report["gradient_noise"]]
+    return "\n".join(lines)
+
+
 def analyze_checkpoint(path: str | os.PathLike[str], batches: int = 8) -> dict[str, Any]:
     """Both analyses for a training checkpoint."""
     model, config = load_checkpoint(path)
     splits = load_splits(dataclasses.replace(config, val_size=0, train_size=None))
-    return {"checkpoint": str(path), "correlation": channel_correlation(model),
+    return {"checkpoint": str(path), "batches": batches, "correlation": channel_correlation(model),
             "gradient_noise": gradient_noise(model, splits, batches=batches)}

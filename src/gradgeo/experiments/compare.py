@@ -7,7 +7,9 @@ statistics for every task (:func:`gradgeo.experiments.summarize`). The compariso
     OUT/plan.json                       what was asked (task, labels, seeds, the shared configuration)
     OUT/runs/<label>/seed-<k>/...       one training run each (metrics.jsonl, checkpoint.pt, result.json)
     OUT/summary.json, OUT/summary.csv   final metrics: mean ± 95% CI, paired tests against the first label
-    OUT/curves.png                      the task's curves and the training loss per epoch, mean and 95% CI band
+    OUT/curves.png                      the task's curves and the training loss per epoch: the mean over the seeds,
+                                        with its 95% CI band from 3 seeds on, each seed's line with 2
+                                        (:mod:`gradgeo.experiments.plots`)
     OUT/samples.png                     (gan) a grid of samples per spec, first seed
     OUT/accuracy_vs_flops.png           (anytime) test accuracy against FLOPs: each exit, and early exit
 
@@ -29,17 +31,17 @@ from gradgeo.tasks import Task, get_task
 from gradgeo.training import ddp
 from gradgeo.training.engine import TrainConfig
 
-__all__ = ["compare_task", "describe_result"]
+__all__ = ["compare_task", "describe_row"]
 
 
-def describe_result(task: Task, result: dict[str, Any]) -> str:
-    """The line logged after a run: its final metrics (every exit's, for a per-exit metric)."""
-    last = result["history"][-1]
+def describe_row(task: Task, row: dict[str, Any]) -> str:
+    """An epoch's metrics as the lines logged after each epoch and each run show them (every exit's, for a
+    per-exit metric)."""
     parts = []
     for m in task.metrics:
-        values = last[m.key] if m.per_exit else [last[m.key]]
+        values = row[m.key] if m.per_exit else [row[m.key]]
         parts.append(f"{m.label} = {' / '.join(f'{m.scale * v:.{m.digits}f}' for v in values)}")
-    return "final " + ", ".join(parts)
+    return ", ".join(parts)
 
 
 def compare_task(
@@ -74,8 +76,10 @@ def compare_task(
             ``seed`` are replaced per run).
         out_dir: the comparison folder.
         jobs: runs in parallel processes (each gets ``cores // jobs`` threads).
-        log: receives progress lines and the final table.
-        progress: tqdm bars for sequential runs; default only on a terminal.
+        log: receives progress lines (one per finished run and, unless ``progress`` is False, one per finished
+            epoch of every run) and the final table.
+        progress: False: no per-epoch lines and no bars; otherwise per-epoch lines, and for sequential runs tqdm
+            bars over each epoch's training steps and evaluation (None: bars only on a terminal).
         storage, study, heartbeat: run the grid as queued trials of an Optuna study shared by any number of
             workers (see :func:`gradgeo.experiments.grid.run_grid`).
         tensorboard: every run also writes TensorBoard events to its folder (see :func:`gradgeo.training.engine.train`).
@@ -109,7 +113,7 @@ def compare_task(
     plan = {"task": task.name, f"{task.label_name}s": list(labels), "seeds": list(seeds),
             "config": dataclasses.asdict(base)}
     run_grid(out, labels, seeds, partial(task.run_config, base), task.train, plan, jobs=jobs, log=log,
-             progress=progress, context=ctx, load=task.load, describe=partial(describe_result, task),
+             progress=progress, context=ctx, load=task.load, describe=partial(describe_row, task),
              storage=storage, study=study, heartbeat=heartbeat, tensorboard=tensorboard)
     summary = None
     if ctx.is_main:  # the rank that wrote the results summarizes them; every rank returns its summary

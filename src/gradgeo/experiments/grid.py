@@ -66,10 +66,31 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _worker(train_fn: Callable[..., Any], config: TrainConfig, directory: str, threads: int) -> str:
+#: in a worker process of a parallel grid: where its runs send each finished epoch's row (None: nowhere)
+_finished_epochs: Any = None
+
+
+def _start_worker(parent: int, finished_epochs: Any) -> None:
+    """A worker's setup: end with the parent, and keep the queue of finished epochs (a queue reaches a worker
+    only when the worker starts)."""
+    global _finished_epochs
+    _die_with_parent(parent)
+    _finished_epochs = finished_epochs
+
+
+def _worker(train_fn: Callable[..., Any], config: TrainConfig, directory: str, threads: int, run: tuple[str, int]
+            ) -> str:
     torch.set_num_threads(threads)
-    train_fn(config, directory, resume=True, progress=False, log=None)
+    queue = _finished_epochs
+    train_fn(config, directory, resume=True, progress=False, log=None,
+             on_epoch=None if queue is None else lambda row: queue.put((run, row)))
     return directory
+
+
+def _epoch_line(label: str, seed: int, epochs: int, describe: Callable[[dict[str, Any]], str],
+                row: dict[str, Any]) -> str:
+    """The line logged after each finished epoch of a run."""
+    return f"  {label} seed {seed}: epoch {row['epoch']}/{epochs}, {describe(row)} ({row['time']:.0f} s)"
 
 
 def run_grid(
@@ -103,16 +124,18 @@ def run_grid(
         labels: what is compared (optimizer specs, training methods ...).
         seeds: the seeds; every label runs with each (distinct).
         make_config: ``(label, seed) -> config`` of that run.
-        train_fn: ``train_fn(config, directory, resume=True, progress=..., log=None, [splits=...])``, a
-            module-level function or a task's bound :meth:`~gradgeo.tasks.Task.train` (parallel runs pickle it).
+        train_fn: ``train_fn(config, directory, resume=True, progress=..., log=None, on_epoch=..., [splits=...])``,
+            a module-level function or a task's bound :meth:`~gradgeo.tasks.Task.train` (parallel runs pickle it).
         plan: what was asked, with the shared configuration under ``"config"``.
         jobs: runs in parallel processes (each gets ``cores // jobs`` threads).
-        log: receives one line per finished run.
-        progress: tqdm bars for sequential runs; default only on a terminal.
+        log: receives one line per finished run and, unless ``progress`` is False, one per finished epoch of every
+            run (parallel runs send theirs to this process, which logs them as they come).
+        progress: False: no per-epoch lines and no bars; otherwise per-epoch lines, and for sequential runs tqdm
+            bars over each epoch's training steps and evaluation (None: bars only on a terminal).
         context: the data-parallel ranks (:func:`gradgeo.training.ddp.setup`); None: one process.
         load: ``config -> splits``, loads the data that sequential runs share (a task with its own data, e.g.
             :func:`gradgeo.segment.load_scene_splits`, passes its loader).
-        describe: ``result -> text`` for the line logged after each run.
+        describe: ``row -> text``: an epoch's metrics, for the lines logged after each epoch and each run.
         storage: a database URL (``postgresql+psycopg://...``, ``sqlite:///FILE``), or ``""`` for the SQLite file
             ``out/study.db``: the runs become queued trials of an Optuna study there
             (:func:`gradgeo.experiments.queue.run_queue`), which any number of workers calling this with the same
@@ -161,6 +184,18 @@ def run_grid(
         if context.is_main:
             _atomic_save(plan, plan_path)  # atomic: the other ranks may be reading it
 
+        def train_one(label: str, seed: int, splits: DatasetSplits | None) -> None:
+            """Train one run in this process, logging its epochs (rank 0, unless progress is False)."""
+            config = make_config(label, seed)
+            report = progress is not False and context.is_main
+            train_fn(config, run_dir(out, label, seed), resume=True, progress=progress, log=None, splits=splits,
+                     on_epoch=(lambda row: log(_epoch_line(label, seed, config.epochs, describe, row))) if report
+                     else None)
+
+        def finished(label: str, seed: int) -> str:
+            """What the line after a finished run says of it."""
+            return f"final {describe(load_results(out, label, [seed])[0]['history'][-1])}"
+
         total = len(labels) * len(seeds)
         todo = [(label, seed) for seed in seeds for label in labels
                 if not (run_dir(out, label, seed) / RESULT).exists()]
@@ -179,9 +214,8 @@ def run_grid(
             def run_one(label: str, seed: int) -> str:
                 if "splits" not in loaded:
                     loaded["splits"] = load(make_config(label, seed))
-                train_fn(make_config(label, seed), run_dir(out, label, seed), resume=True, progress=progress, log=None,
-                         splits=loaded["splits"])
-                return describe(load_results(out, label, [seed])[0])
+                train_one(label, seed, loaded["splits"])
+                return finished(label, seed)
 
             run_queue([(label, seed) for seed in seeds for label in labels], run_one, storage=storage or None, out=out,
                       study=study or out.resolve().name, settings=plan, heartbeat=heartbeat, log=log)
@@ -189,23 +223,31 @@ def run_grid(
         if jobs > 1 and len(todo) > 1:
             threads = max(1, (os.cpu_count() or 1) // jobs)
             spawn = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=spawn, initializer=_die_with_parent,
-                                                    initargs=(os.getpid(),)) as pool:
+            finished_epochs = spawn.SimpleQueue() if progress is not False else None
+            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=spawn, initializer=_start_worker,
+                                                        initargs=(os.getpid(), finished_epochs)) as pool:
                 futures = {pool.submit(_worker, train_fn, make_config(label, seed), str(run_dir(out, label, seed)),
-                                       threads): (label, seed) for label, seed in todo}
-                for future in concurrent.futures.as_completed(futures):
-                    label, seed = futures[future]
-                    future.result()
-                    done += 1
-                    log(f"[{done}/{total}] {label} seed {seed}: {describe(load_results(out, label, [seed])[0])}")
+                                       threads, (label, seed)): (label, seed) for label, seed in todo}
+                pending = set(futures)
+                while pending:
+                    ended, pending = concurrent.futures.wait(pending, timeout=1.0,
+                                                             return_when=concurrent.futures.FIRST_COMPLETED)
+                    # a run's epochs were sent before its future ended: log them first
+                    while finished_epochs is not None and not finished_epochs.empty():
+                        (label, seed), row = finished_epochs.get()
+                        log(_epoch_line(label, seed, make_config(label, seed).epochs, describe, row))
+                    for future in ended:
+                        future.result()
+                        label, seed = futures[future]
+                        done += 1
+                        log(f"[{done}/{total}] {label} seed {seed}: {finished(label, seed)}")
         else:
             splits = load(make_config(*todo[0])) if todo else None
             for label, seed in todo:
-                train_fn(make_config(label, seed), run_dir(out, label, seed), resume=True, progress=progress, log=None,
-                         splits=splits)
+                train_one(label, seed, splits)
                 done += 1
                 if context.is_main:
-                    log(f"[{done}/{total}] {label} seed {seed}: {describe(load_results(out, label, [seed])[0])}")
+                    log(f"[{done}/{total}] {label} seed {seed}: {finished(label, seed)}")
 
 
 def load_results(out: Path, label: str, seeds: Sequence[int]) -> list[dict[str, Any]]:

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gradgeo.experiments.grid import run_dir
+from gradgeo.experiments.plots import plot_tuning
 from gradgeo.experiments.search_space import (
     _SIGNIFICANT,
     STRENGTH_RANGES,
@@ -135,6 +136,7 @@ def tune(
     prune_after: int | None = None,
     heartbeat: int = 30,
     log: Callable[[str], None] | None = print,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Tune each spec's open numbers on the validation split (see the module docstring), then write and return
     the summary.
@@ -156,7 +158,10 @@ def tune(
             learning rate trails early in a decaying schedule and catches up late, so the early epochs say
             little about the final one.
         heartbeat: seconds between a running trial's heartbeats; silent for three: dead, retried.
-        log: receives a line per finished trial and the tables (None: silent).
+        log: receives a line per finished trial and the tables (None: silent) and, unless ``progress`` is False,
+            a line per finished epoch of a trial.
+        progress: False: no per-epoch lines and no bars; otherwise per-epoch lines, and tqdm bars over each
+            epoch's training steps and evaluation (None: bars only on a terminal).
 
     Returns:
         The summary (also ``OUT/summary.json``): ``metric`` and per spec a row with ``spec``, ``budget``,
@@ -252,12 +257,15 @@ def tune(
                 if not (_finite(row.get("train_loss")) and _finite(value)):
                     raise stop(f"diverged at epoch {epoch}", epoch)
                 trial.report(float(value), epoch)
+                if log is not None and progress is not False:
+                    log(f"[{space.spec}] trial {trial.number}: epoch {epoch}/{base.epochs}, {metric.label} "
+                        f"{_show(metric, value)} ({row['time']:.0f} s)")
                 if epoch < base.epochs and trial.should_prune():  # the last epoch completes the trial anyway
                     raise stop(f"pruned at epoch {epoch}")
 
             try:
                 history = task.train(dataclasses.replace(base, optimizer=spec), directory, resume=True,
-                                     progress=False, log=None, splits=splits(), on_epoch=on_epoch)
+                                     progress=progress, log=None, splits=splits(), on_epoch=on_epoch)
             except FloatingPointError as error:  # the channel metric refused a non-finite gradient
                 raise stop("diverged", str(error).splitlines()[0]) from None
             value = history[-1][metric.key]
@@ -414,63 +422,3 @@ def format_tune_table(summary: dict[str, Any]) -> str:
     if len({r["decades"] for r in summary["rows"]}) > 1:
         lines.append("note: the search spaces differ in size (decades = the sum of the log10 ranges searched)")
     return "\n".join(lines).lstrip("\n")
-
-
-def plot_tuning(summary: dict[str, Any], out: Path) -> None:
-    """``history.png``: each counted trial's validation metric by trial number (pruned: at its last epoch) and
-    the best so far, per spec; ``lr_strength.png``: the trials of each spec that searches a learning rate and a
-    strength, in that plane (log scales), coloured by the metric."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metric = Metric(**summary["metric"])
-    better = max if metric.higher_is_better else min
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    palette = plt.get_cmap("tab10")
-    for index, row in enumerate(summary["rows"]):
-        color = palette(index % 10)
-        shown = [r for r in row["trials"] if r["counted"] and r["value"] is not None]
-        complete = [r for r in shown if r["state"] == "complete"]
-        ax.scatter([r["number"] for r in complete], [r["value"] * metric.scale for r in complete], color=color, s=18)
-        pruned = [r for r in shown if r["state"] == "pruned"]
-        ax.scatter([r["number"] for r in pruned], [r["value"] * metric.scale for r in pruned], color=color, s=18,
-                   marker="x", alpha=0.6)
-        best_so_far: list[float] = []
-        steps: list[int] = []
-        for r in complete:
-            best_so_far.append(better([*best_so_far[-1:], r["value"] * metric.scale]))
-            steps.append(r["number"])
-        ax.step(steps, best_so_far, where="post", color=color, label=f"{row['spec']} ({row['counted']} trials)")
-    ax.set(xlabel="trial", ylabel=metric.label, title="optimization history (x: pruned, at its last epoch)")
-    ax.legend(fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(out / "history.png", dpi=120)
-    plt.close(fig)
-
-    planes = [row for row in summary["rows"] if len(row["search_space"]) >= 2 and row["search_space"][0][0] == "lr"]
-    if not planes:
-        return
-    fig, axes = plt.subplots(1, len(planes), figsize=(4.6 * len(planes), 4.2), squeeze=False)
-    for ax, row in zip(axes[0], planes):
-        strength = row["search_space"][1][0]
-        shown = [r for r in row["trials"] if r["counted"] and strength in r["params"]]
-        complete = [r for r in shown if r["state"] == "complete"]
-        points = ax.scatter([r["params"]["lr"] for r in complete], [r["params"][strength] for r in complete],
-                            c=[r["value"] * metric.scale for r in complete], cmap="viridis", s=30)
-        pruned = [r for r in shown if r["state"] != "complete"]
-        ax.scatter([r["params"]["lr"] for r in pruned], [r["params"][strength] for r in pruned], color="grey",
-                   marker="x", s=24, label="pruned")
-        if row["best"]:
-            ax.scatter([row["best"]["params"]["lr"]], [row["best"]["params"][strength]], s=160, facecolors="none",
-                       edgecolors="red", label="best")
-        (_, lr_low, lr_high), (_, low, high) = row["search_space"][:2]
-        ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel=strength, title=row["spec"],
-               xlim=(lr_low / 1.2, lr_high * 1.2), ylim=(low / 1.2, high * 1.2))  # the whole range, edges visible
-        if complete:
-            fig.colorbar(points, ax=ax, label=metric.label)
-        ax.legend(fontsize=7, frameon=False, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(out / "lr_strength.png", dpi=120)
-    plt.close(fig)

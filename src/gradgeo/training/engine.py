@@ -23,7 +23,6 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -41,9 +40,10 @@ from gradgeo.data import Augment, DatasetSplits, load_dataset
 from gradgeo.models import build_model, is_import_path, parse_model_options
 from gradgeo.models.imported import import_factory
 from gradgeo.training import ddp
-from gradgeo.training.extras import check, require
+from gradgeo.training.extras import check
 from gradgeo.training.objective import TTA_LEVELS, CrossEntropy, Objective, evaluate
 from gradgeo.training.prepare import DATA_INIT_IMAGES, init_from_data, probe
+from gradgeo.training.progress import progress_bar, wants_bars
 from gradgeo.training.run_folder import (
     CHECKPOINT,
     METRICS,
@@ -87,6 +87,9 @@ class TrainConfig:
     tta: str = "none"  # test-time augmentation of every evaluation: "none", "flip" or "flip-translate" (classify)
     train_size: int | None = None  # a stratified subset of the training set, for short runs
     val_size: int = 0  # images carved from the training set for validation (tuning never sees the test set)
+    # evaluate on a stratified subset of this many test images (drawn with seed 0: the same images in every run),
+    # for short runs whose every epoch would evaluate the whole test set; None: the whole test set
+    test_size: int | None = None
     seed: int = 0
     compile: bool = False
     channels_last: bool = False  # conv weights and image batches in NHWC memory (faster convolutions on CPU)
@@ -135,6 +138,10 @@ class TrainConfig:
                                             or self.train_size < 1):
             raise ValueError(f"train_size must be an integer >= 1 (or None: the whole training set), got "
                              f"{self.train_size!r}")
+        if self.test_size is not None and (isinstance(self.test_size, bool) or not isinstance(self.test_size, int)
+                                           or self.test_size < 1):
+            raise ValueError(f"test_size must be an integer >= 1 (or None: the whole test set), got "
+                             f"{self.test_size!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         self.resolved_device()
@@ -201,13 +208,18 @@ class TrainConfig:
 
 
 def load_splits(config: TrainConfig) -> DatasetSplits:
-    """The dataset of a config: subset and validation split applied (both fixed by the seed 0, not the run's
-    seed, so every run of a comparison sees the same images)."""
+    """The dataset of a config: validation split, training subset and test subset applied (all fixed by the
+    seed 0, not the run's seed, so every run of a comparison sees the same images)."""
     splits = load_dataset(config.dataset, config.data_dir)
     if config.val_size:
         splits = splits.split_validation(config.val_size, seed=0)
     if config.train_size:
         splits = splits.subset(config.train_size, seed=0)
+    if config.test_size is not None:
+        if config.test_size > len(splits.test_y):
+            raise ValueError(f"test_size {config.test_size} is more than the {len(splits.test_y)} test images of "
+                             f"{splits.display_name}: lower --test-size, or leave it out to evaluate on all of them")
+        splits = splits.subset_test(config.test_size, seed=0)
     return splits
 
 
@@ -247,13 +259,6 @@ def _all_finite(value: Any) -> bool:
     return True
 
 
-def _progress(iterable, total: int, description: str, enabled: bool):
-    if not enabled:
-        return iterable
-    tqdm = require("tqdm.auto", "harness", "progress bars (off with --quiet, or progress=False)").tqdm
-    return tqdm(iterable, total=total, desc=description, leave=False, dynamic_ncols=True)
-
-
 def train(
     config: TrainConfig,
     out_dir: str | os.PathLike[str] | None = None,
@@ -272,7 +277,8 @@ def train(
         config: the run's hyper-parameters.
         out_dir: where ``metrics.jsonl``, ``checkpoint.pt`` and ``result.json`` go (``None``: nowhere).
         resume: continue from ``out_dir/checkpoint.pt`` if it exists (to the identical result).
-        progress: tqdm bars; default: only on a terminal.
+        progress: tqdm bars over each epoch's training steps and evaluation batches; default: only on a
+            terminal.
         log: receives the fixed-width table lines (``None``: silent).
         splits: the loaded dataset, to share one load across runs (must match ``config``).
         stop_after: stop after this many epochs in total (simulates an interruption; no result.json).
@@ -361,7 +367,7 @@ def fit(
         warnings.warn(f"--precision bf16 (bfloat16 autocast) is likely slower than fp32 here: {reason}, so "
                       "bfloat16 is emulated (measured 15-50x slower on an AVX2-only machine); use --precision fp32",
                       stacklevel=2)
-    progress = (sys.stderr.isatty() if progress is None else progress) and ctx.is_main
+    progress = wants_bars(progress) and ctx.is_main
     log = log if ctx.is_main else None
     splits = (splits or load_splits(config)).to(device)
     if len(splits.train_y) < config.batch_size:  # no full batch: an epoch would have no step
@@ -398,6 +404,7 @@ def _run(config: TrainConfig, build: Callable[[dict[str, int]], tuple[nn.Module,
     model = model.to(  # type: ignore[call-overload]  # Module.to takes memory_format; torch's overloads omit it
         device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
     objective.context = ctx
+    objective.show_progress = progress
     probe(model, objective, splits, config.model)
     optimizer = create_optimizer(model, config.optimizer, **config.optimizer_defaults())
     if tensorboard and ctx.is_main and isinstance(optimizer, ChannelDirected):
@@ -442,7 +449,7 @@ def _run(config: TrainConfig, build: Callable[[dict[str, int]], tuple[nn.Module,
         torch.manual_seed(config.seed * 100_003 + epoch)  # any randomness inside the model, per epoch
         model.train()
         lr = optimizer.param_groups[0]["lr"]
-        batches = _progress(loader.epoch(epoch), len(loader), f"epoch {epoch + 1}/{config.epochs}", progress)
+        batches = progress_bar(loader.epoch(epoch), len(loader), f"epoch {epoch + 1}/{config.epochs}", progress)
         for step, (x, y) in enumerate(batches, epoch * len(loader)):
             if config.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)

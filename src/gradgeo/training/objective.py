@@ -11,6 +11,7 @@ from torch import nn
 
 from gradgeo.data import DatasetSplits
 from gradgeo.training import ddp
+from gradgeo.training.progress import progress_bar
 
 _Sums = TypeVar("_Sums")
 
@@ -56,15 +57,17 @@ def eval_batch_size(model: nn.Module) -> int:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, splits: DatasetSplits, split: str, batch_size: int | None = None,
-             tta: str = "none") -> dict[str, float]:
+             tta: str = "none", progress: bool = False) -> dict[str, float]:
     """Mean cross-entropy and accuracy of ``model`` on a split (``"train"``, ``"val"``, ``"test"``) under the
-    test-time augmentation ``tta`` (:func:`tta_logits`); ``batch_size`` defaults to :func:`eval_batch_size`."""
+    test-time augmentation ``tta`` (:func:`tta_logits`); ``batch_size`` defaults to :func:`eval_batch_size`;
+    ``progress``: a tqdm bar over the batches."""
     batch_size = batch_size or eval_batch_size(model)
     was_training = model.training
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
     dtype = next(model.parameters()).dtype
-    for x, y in splits.loader(split, batch_size, shuffle=False, dtype=dtype).epoch(0):
+    loader = splits.loader(split, batch_size, shuffle=False, dtype=dtype)
+    for x, y in progress_bar(loader.epoch(0), len(loader), f"evaluating {split}", progress):
         logits = tta_logits(model, x, tta)
         total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += int((logits.argmax(1) == y).sum())
@@ -104,6 +107,8 @@ class Objective(ABC):
     #: :meth:`backward` averages them over ``context.group`` itself (for a rule that is not linear in the
     #: batch's gradient, e.g. OSGD), and :func:`fit` runs the step in DDP's ``no_sync``
     reduces_gradients: bool = False
+    #: whether :meth:`evaluate` shows progress bars over its batches; :func:`fit` sets it (off by default)
+    show_progress: bool = False
 
     @abstractmethod
     def backward(self, output: Any, y: torch.Tensor, progress: float) -> None:
@@ -194,6 +199,7 @@ class CrossEntropy(Objective):
         return {"train_loss": loss_sum / seen, "train_acc": correct / seen}
 
     def evaluate(self, model: nn.Module, splits: DatasetSplits) -> dict[str, Any]:
-        test = evaluate(model, splits, "test", tta=self.tta)
-        return {"val_acc": evaluate(model, splits, "val", tta=self.tta)["acc"] if splits.val_y is not None else None,
-                "test_loss": test["loss"], "test_acc": test["acc"]}
+        test = evaluate(model, splits, "test", tta=self.tta, progress=self.show_progress)
+        val = (evaluate(model, splits, "val", tta=self.tta, progress=self.show_progress)["acc"]
+               if splits.val_y is not None else None)
+        return {"val_acc": val, "test_loss": test["loss"], "test_acc": test["acc"]}

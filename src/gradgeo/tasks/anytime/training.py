@@ -28,6 +28,7 @@ from gradgeo.tasks.base import Builder, Metric, Task
 from gradgeo.tasks.classify import TEST_ACC
 from gradgeo.training.engine import TrainConfig
 from gradgeo.training.objective import Objective, eval_batch_size
+from gradgeo.training.progress import progress_bar
 
 __all__ = ["ANYTIME", "EXIT_TEST_ACC", "AnytimeConfig", "MultiExitObjective", "evaluate_exits",
            "make_strategy_from_spec", "parse_strategy", "train_anytime"]
@@ -112,10 +113,11 @@ def _num_exits(model: nn.Module) -> int:
 
 @torch.no_grad()
 def evaluate_exits(
-    model: nn.Module, splits: DatasetSplits, split: str, batch_size: int | None = None
+    model: nn.Module, splits: DatasetSplits, split: str, batch_size: int | None = None, progress: bool = False
 ) -> tuple[list[float], ExitScores]:
     """Every exit's mean cross-entropy and scores on a split (``"train"``, ``"val"``, ``"test"``), in one pass;
-    ``batch_size`` defaults to :func:`~gradgeo.training.engine.eval_batch_size`.
+    ``batch_size`` defaults to :func:`~gradgeo.training.engine.eval_batch_size`; ``progress``: a tqdm bar over
+    the batches.
 
     Returns:
         ``(losses, scores)``: ``losses[k]`` is exit k+1's mean loss; ``scores.accuracy()`` its accuracy.
@@ -126,7 +128,8 @@ def evaluate_exits(
     dtype = next(model.parameters()).dtype
     loss_sums = torch.zeros(_num_exits(model), dtype=torch.float64)
     parts = []
-    for x, y in splits.loader(split, batch_size, shuffle=False, dtype=dtype).epoch(0):
+    loader = splits.loader(split, batch_size, shuffle=False, dtype=dtype)
+    for x, y in progress_bar(loader.epoch(0), len(loader), f"evaluating {split}", progress):
         outputs = model(x)
         loss_sums += torch.stack([nn.functional.cross_entropy(o.float(), y, reduction="sum") for o in outputs]).cpu()
         parts.append(ExitScores.from_logits(outputs, y))
@@ -196,10 +199,10 @@ class MultiExitObjective(Objective):
         row: dict[str, Any] = {"val_acc": None}
         self._scores = {}
         if splits.val_y is not None:
-            self._scores["val"] = evaluate_exits(model, splits, "val")[1]
+            self._scores["val"] = evaluate_exits(model, splits, "val", progress=self.show_progress)[1]
             row["val_exit_acc"] = self._scores["val"].accuracy()
             row["val_acc"] = row["val_exit_acc"][-1]
-        losses, self._scores["test"] = evaluate_exits(model, splits, "test")
+        losses, self._scores["test"] = evaluate_exits(model, splits, "test", progress=self.show_progress)
         accuracies = self._scores["test"].accuracy()
         row.update(test_loss=losses[-1], test_acc=accuracies[-1], test_exit_loss=losses, test_exit_acc=accuracies)
         return row

@@ -40,6 +40,7 @@ from gradgeo.tasks.gan.frechet import classifier_score, frechet_distance, gaussi
 from gradgeo.training import ddp
 from gradgeo.training.engine import TrainConfig, _atomic_save
 from gradgeo.training.objective import Objective, eval_batch_size
+from gradgeo.training.progress import progress_bar
 
 __all__ = ["GAN_DATASETS", "GAN_TASK", "GANConfig", "GANObjective", "config_classifier", "sample_grid",
            "save_samples_figure", "train_gan"]
@@ -186,9 +187,9 @@ class GANObjective(Objective):
                               ) -> tuple[float, float]:
         """The discriminator's loss (as in training, without smoothing) and balanced accuracy on the real images
         of ``split`` against the generated ones."""
-        batch_size = eval_batch_size(self.model)
-        real_logits = torch.cat([self.model.discriminator(x) for x, _ in
-                                 splits.loader(split, batch_size, shuffle=False).epoch(0)]).float()
+        loader = splits.loader(split, eval_batch_size(self.model), shuffle=False)
+        batches = progress_bar(loader.epoch(0), len(loader), f"evaluating {split}", self.show_progress)
+        real_logits = torch.cat([self.model.discriminator(x) for x, _ in batches]).float()
         loss = _bce(real_logits, 1.0) + _bce(fake_logits, 0.0)
         accuracy = ((real_logits > 0).double().mean() + (fake_logits < 0).double().mean()) / 2
         return float(loss), float(accuracy)

@@ -24,6 +24,7 @@ from gradgeo.tasks.segment.metrics import confusion_matrix, iou_per_class, mean_
 from gradgeo.tasks.segment.scenes import scene_splits
 from gradgeo.training.engine import TrainConfig
 from gradgeo.training.objective import Objective, eval_batch_size
+from gradgeo.training.progress import progress_bar
 
 __all__ = ["SCENE_SOURCES", "SEGMENT", "SegmentConfig", "SegmentationCrossEntropy", "evaluate_segmentation",
            "load_scene_splits", "train_segment"]
@@ -93,9 +94,10 @@ def load_scene_splits(config: SegmentConfig) -> DatasetSplits:
 
 @torch.inference_mode()
 def evaluate_segmentation(
-    model: nn.Module, splits: DatasetSplits, split: str, batch_size: int | None = None
+    model: nn.Module, splits: DatasetSplits, split: str, batch_size: int | None = None, progress: bool = False
 ) -> dict[str, Any]:
-    """Per-pixel mean cross-entropy, pixel accuracy, mean IoU and the confusion matrix of a split.
+    """Per-pixel mean cross-entropy, pixel accuracy, mean IoU and the confusion matrix of a split
+    (``progress``: a tqdm bar over the batches).
 
     Returns:
         ``{"loss", "acc", "miou", "confusion"}`` (the metrics' rule: :mod:`gradgeo.tasks.segment.metrics`).
@@ -107,7 +109,8 @@ def evaluate_segmentation(
     k = splits.num_classes
     confusion = torch.zeros(k, k, dtype=torch.long)
     total_loss, pixels = 0.0, 0
-    for x, y in splits.loader(split, batch_size, shuffle=False, dtype=dtype).epoch(0):
+    loader = splits.loader(split, batch_size, shuffle=False, dtype=dtype)
+    for x, y in progress_bar(loader.epoch(0), len(loader), f"evaluating {split}", progress):
         logits, target = model(x).float(), y.long()
         total_loss += nn.functional.cross_entropy(logits, target, reduction="sum").item()
         pixels += target.numel()
@@ -155,9 +158,9 @@ class SegmentationCrossEntropy(Objective):
     def evaluate(self, model: nn.Module, splits: DatasetSplits) -> dict[str, Any]:
         row: dict[str, Any] = {"val_acc": None, "val_miou": None}
         if splits.val_y is not None:
-            val = evaluate_segmentation(model, splits, "val")
+            val = evaluate_segmentation(model, splits, "val", progress=self.show_progress)
             row.update(val_acc=val["acc"], val_miou=val["miou"])
-        test = evaluate_segmentation(model, splits, "test")
+        test = evaluate_segmentation(model, splits, "test", progress=self.show_progress)
         self._test_confusion = test["confusion"]
         row.update(test_loss=test["loss"], test_acc=test["acc"], test_miou=test["miou"])
         return row

@@ -1,0 +1,111 @@
+"""The plots the CLI writes, drawn from made-up histories and summaries (no training): every axis fits all it
+draws, the legend says what a band is, few seeds get no band, log axes and trial axes have readable ticks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+pytest.importorskip("matplotlib", reason="the harness extra is not installed: pip install 'gradgeo[harness]'")
+
+from matplotlib.collections import PolyCollection  # noqa: E402
+
+from gradgeo.experiments.plots import BAND_SEEDS, curves_figure, history_figure, lr_strength_figure  # noqa: E402
+from gradgeo.tasks.anytime.report import BAR_SEEDS  # noqa: E402
+from gradgeo.tasks.classify import TEST_ACC  # noqa: E402
+
+
+def histories(seeds: int, epochs: int = 6, loss_drop: float = 3.0) -> dict[str, list[list[dict]]]:
+    """Two specs whose first epoch sits near chance (10%) and whose loss falls by ``loss_drop`` decades."""
+    def run(spec: int, seed: int) -> list[dict]:
+        return [{"epoch": e + 1,
+                 "test_acc": 0.1 + 0.8 * (1 - math.exp(-e)) + 0.01 * ((seed * 7 + spec * 3 + e) % 5 - 2),
+                 "train_loss": 2.3 * 10 ** (-loss_drop * e / (epochs - 1)) * (1 + 0.05 * seed)}
+                for e in range(epochs)]
+
+    return {f"spec{k}": [run(k, s) for s in range(seeds)] for k in range(2)}
+
+
+def drawn_y(ax) -> list[float]:
+    """Every y value drawn on ``ax``: its lines' points and its bands' outlines."""
+    values = [y for line in ax.get_lines() for y in line.get_ydata()]
+    values += [y for band in ax.collections if isinstance(band, PolyCollection)
+               for path in band.get_paths() for _, y in path.vertices]
+    return values
+
+
+def legend_texts(fig) -> list[str]:
+    return [text.get_text() for legend in fig.legends for text in legend.get_texts()]
+
+
+@pytest.mark.parametrize("seeds", [1, 2, 3, 5])
+def test_every_panel_fits_all_it_draws_and_the_legend_says_what_is_drawn(seeds):
+    fig = curves_figure(histories(seeds), [TEST_ACC])
+    for ax in fig.axes:
+        low, high = ax.get_ylim()
+        values = drawn_y(ax)
+        assert low <= min(values) and max(values) <= high, (ax.get_ylabel(), (low, high), min(values), max(values))
+    accuracy = fig.axes[0]
+    assert min(drawn_y(accuracy)) < 15  # the near-chance first epoch is on the chart
+    bands = [c for c in accuracy.collections if isinstance(c, PolyCollection)]
+    texts = " | ".join(legend_texts(fig))
+    if seeds >= BAND_SEEDS:
+        assert len(bands) == 2 and f"band: 95% CI of the mean over {seeds} seeds" in texts
+        assert max(drawn_y(accuracy)) <= 100  # a band stays within what a percentage can be
+    else:  # no band: each seed's own line beside the mean (two seeds), or the line (one)
+        assert not bands and "95% CI" not in texts
+        assert len(accuracy.get_lines()) == 2 * (1 + (seeds if seeds > 1 else 0))
+        assert ("thin lines: each seed" in texts) == (seeds == 2) and ("1 seed" in texts) == (seeds == 1)
+    assert BAR_SEEDS == BAND_SEEDS  # the anytime error bars follow the same rule
+
+
+@pytest.mark.parametrize("decades,log", [(0.2, False), (1.5, True), (4.0, True)])
+def test_the_training_loss_axis_has_readable_ticks(decades, log):
+    """Linear within a factor 10, else log with at least three labelled ticks inside the axis, plain numbers."""
+    fig = curves_figure(histories(3, loss_drop=decades), [TEST_ACC])
+    loss = fig.axes[-1]
+    fig.canvas.draw()
+    assert (loss.get_yscale() == "log") == log
+    low, high = loss.get_ylim()
+    labels = [t.get_text() for t, value in zip(loss.get_yticklabels(), loss.get_yticks())
+              if low <= value <= high and t.get_text()]
+    assert len(labels) >= 3, labels
+    if log:
+        assert all("10^" not in label and "times" not in label for label in labels), labels
+
+
+def trial(number: int, lr: float, lam: float, value: float, state: str = "complete") -> dict:
+    return {"number": number, "state": state, "counted": True, "value": value, "params": {"lr": lr, "lam": lam}}
+
+
+SUMMARY = {"metric": {"key": "val_acc", "label": "val acc %", "higher_is_better": True, "scale": 100.0, "digits": 2},
+           "rows": [{"spec": "sgd+h0", "counted": 3, "search_space": [["lr", 0.005, 0.5], ["lam", 1.0, 100.0]],
+                     "best": {"params": {"lr": 0.05, "lam": 3.0}},
+                     "trials": [trial(0, 0.01, 2.0, 0.81), trial(1, 0.05, 3.0, 0.86),
+                                trial(2, 0.3, 50.0, 0.4, "pruned")]}]}
+
+
+def test_the_tuning_history_counts_trials_in_whole_numbers():
+    fig = history_figure(SUMMARY)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    low, high = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if low <= t <= high]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_the_lr_strength_plane_labels_its_log_axes_without_overlap():
+    fig = lr_strength_figure(SUMMARY)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for axis, labels in ((ax.xaxis, ax.get_xticklabels()), (ax.yaxis, ax.get_yticklabels())):
+        low, high = axis.get_view_interval()
+        shown = [label for label, value in zip(labels, axis.get_majorticklocs())
+                 if low <= value <= high and label.get_text()]
+        assert len(shown) >= 3, [label.get_text() for label in shown]
+        boxes = [label.get_window_extent(renderer) for label in shown]
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]), \
+            [label.get_text() for label in shown]
+    assert not [t for t in ax.get_xticklabels(minor=True) if t.get_text()]  # no minor labels to crowd them
