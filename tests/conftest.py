@@ -42,3 +42,14 @@ def tiny_fashion(fashion_dir, tmp_path_factory) -> Path:
                 head, body = f.read(header), f.read(count * size)
             (folder / f"{part}-{kind}-ubyte").write_bytes(head[:4] + struct.pack(">I", count) + head[8:] + body)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def _metric_registry(monkeypatch):
+    """Every test starts from the registry of channel metrics as the test session found it: a metric one test
+    registers (a docstring example, a doc block, tests/test_register_metric.py) is gone in the next."""
+    from gradgeo.channel import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_entry_point_failures", list(registry._entry_point_failures))
+    monkeypatch.setattr(registry, "_entry_points_loaded", registry._entry_points_loaded)

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 import gradgeo.models
-from gradgeo.channel.factory import _METRIC_OPTIONS, BASES, create_optimizer
-from gradgeo.channel.optim import METRICS
+from gradgeo.channel.factory import BASES, create_optimizer
+from gradgeo.channel.registry import METRICS, OPTION_DEFAULTS
 from gradgeo.cli.listing import SECTIONS
 from gradgeo.cli.main import build_parser, main
 from gradgeo.data.sources import DATASETS
@@ -131,8 +131,8 @@ def test_every_listed_metric_default_is_the_real_one_and_only_listed_options_mat
     explicit = f"sgd:lr=0.5+{metric}" + (":" + ",".join(_written(entry)) if entry["options"] else "")
     assert _same(_stepped(explicit), bare), explicit
     used = {o["name"] for o in entry["options"]}
-    assert used <= set(_METRIC_OPTIONS)
-    for option in _METRIC_OPTIONS:  # a listed option changes the step, an unlisted one is refused everywhere
+    assert used <= set(OPTION_DEFAULTS)
+    for option in OPTION_DEFAULTS:  # a listed option changes the step, an unlisted one is refused everywhere
         spec = f"sgd:lr=0.5+{metric}:{option}={_OTHER[option]}"
         if option in used:
             assert not _same(_stepped(spec), bare), (metric, option)

@@ -2,9 +2,10 @@
 
 A spec is ``BASE[:key=value,...][+METRIC[:key=value,...]]``. ``BASE`` is one of :data:`BASES`; its options
 (``lr``, ``momentum``, ``weight_decay``, ``nesterov``, ``betas``...) override the keyword defaults given to
-:func:`create_optimizer`. ``METRIC`` is one of :data:`gradgeo.channel.optim.METRICS` with the options of
-:class:`~gradgeo.channel.optim.ChannelDirected` (``lam``, ``direction``, ``boundary``, ``sigma``, ``apply_to`` as
-``conv/linear/vector``). The same strings drive the command line (``gradgeo compare``).
+:func:`create_optimizer`. ``METRIC`` is a channel metric of :mod:`gradgeo.channel.registry`, built in
+(:data:`~gradgeo.channel.registry.METRICS`) or registered, with the options it reads (:func:`metric_options`:
+``lam``, ``direction``, ``boundary``, ``sigma``, ``apply_to`` as ``conv/linear/vector``, or a registered metric's
+own). The same strings drive the command line (``gradgeo compare``).
 """
 
 from __future__ import annotations
@@ -20,19 +21,10 @@ import torch
 from torch import nn
 
 from gradgeo.channel.muon import MUON_DEFAULTS, MuonWithAux
-from gradgeo.channel.optim import (
-    APPLY_TO,
-    DEFAULT_LAM,
-    METRIC_OPTIONS,
-    METRICS,
-    OPTION_DEFAULTS,
-    ChannelDirected,
-    layer_kinds,
-    validate_options,
-)
-from gradgeo.channel.transforms import BOUNDARIES, DIRECTIONS
+from gradgeo.channel.optim import ChannelDirected, layer_kinds
+from gradgeo.channel.registry import metric_info, validate_options
 
-__all__ = ["BASES", "METRIC_SUMMARIES", "SPEC_GRAMMAR", "OptimizerSpec", "SpecOption", "base_options",
+__all__ = ["BASES", "SPEC_GRAMMAR", "OptimizerSpec", "SpecOption", "base_options",
            "canonical_spec", "create_optimizer", "metric_options", "parse_options", "parse_spec", "spec_value"]
 
 #: how an optimizer spec is written
@@ -64,15 +56,6 @@ _MUON_SPEC_DEFAULTS: dict[str, Any] = {"lr": None, **{k: v for k, v in MUON_DEFA
                                        "edges": "aux"}
 _CHOICES: dict[str, tuple[str, ...]] = {"adjust_lr": ("original", "match_rms_adamw"), "aux": ("sgd", "adamw"),
                                         "edges": ("aux", "muon")}
-_METRIC_OPTIONS = ("lam", "direction", "boundary", "sigma", "apply_to")
-#: one line on each metric, for listings (``gradgeo list``)
-METRIC_SUMMARIES: dict[str, str] = {
-    "h0": "re-weighted H0: mean(G) + (G - mean(G)) / lam across the channels",
-    "sobolev": "Sobolev H~1: the channel mean kept, differences between neighbouring channels damped",
-    "h1": "full Sobolev H1: (I + lam C^2 D^T D) g = G across the channels",
-    "laplacian": "baseline: Laplacian smoothing (LS-SGD, Osher et al. 2018) of the flattened tensor",
-    "none": "the identity: the base optimizer alone (for A/B runs)",
-}
 # what each base option must be: a finite number with a bound, a boolean, or Adam's pair of betas
 _OPTION_RULES: dict[str, str] = {"lr": "> 0", "momentum": ">= 0", "weight_decay": ">= 0", "dampening": ">= 0",
                                  "eps": ">= 0", "alpha": ">= 0", "lr_decay": ">= 0", "nesterov": "bool",
@@ -136,25 +119,16 @@ def base_options(base: str) -> tuple[SpecOption, ...]:
 
 
 def metric_options(metric: str) -> tuple[SpecOption, ...]:
-    """The options metric ``metric`` (one of :data:`~gradgeo.channel.optim.METRICS`) reads, with the defaults
-    of :class:`~gradgeo.channel.optim.ChannelDirected` (``lam``: ``DEFAULT_LAM[metric]``). A spec that gives
-    another metric option is refused: it would change nothing for this metric.
+    """The options metric ``metric`` (built in or registered: :func:`~gradgeo.channel.registry.metric_names`) reads,
+    with the defaults of :class:`~gradgeo.channel.optim.ChannelDirected` (``lam``: ``DEFAULT_LAM[metric]``). A spec
+    that gives another metric option is refused: it would change nothing for this metric.
 
     Example:
         >>> [o.written for o in metric_options("sobolev")]
         ['lam=0.1', 'direction=out', 'boundary=neumann', 'apply_to=conv']
     """
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
-    defaults = OPTION_DEFAULTS
-    described = {
-        "lam": SpecOption("lam", "number", DEFAULT_LAM.get(metric), "> 0"),
-        "sigma": SpecOption("sigma", "number", defaults["sigma"], ">= 0"),
-        "direction": SpecOption("direction", "choice", defaults["direction"], choices=DIRECTIONS),
-        "boundary": SpecOption("boundary", "choice", defaults["boundary"], choices=BOUNDARIES),
-        "apply_to": SpecOption("apply_to", "choices", tuple(defaults["apply_to"]), choices=APPLY_TO),
-    }
-    return tuple(described[key] for key in METRIC_OPTIONS[metric])
+    return tuple(SpecOption(key, option.type, option.default, option.rule, option.choices)
+                 for key, option in metric_info(metric).options.items())
 
 
 def _option_problem(key: str, value: Any) -> str | None:
@@ -272,19 +246,20 @@ def parse_spec(spec: str) -> OptimizerSpec:
     base, base_options = parse_options(parts[0], _BASE_OPTIONS[base_name], "optimizer", spec)
     metric, metric_options = "none", dict[str, Any]()
     if len(parts) == 2:
-        metric_name = parts[1].partition(":")[0].strip().lower()
-        if metric_name not in METRICS:
-            raise ValueError(f"unknown metric {metric_name!r} in spec {spec!r}; expected one of {METRICS}")
-        metric, metric_options = parse_options(parts[1], METRIC_OPTIONS[metric_name], "metric", spec)
-    if "apply_to" in metric_options and isinstance(metric_options["apply_to"], str):
-        metric_options["apply_to"] = (metric_options["apply_to"],)
+        try:
+            info = metric_info(parts[1].partition(":")[0].strip().lower())
+        except ValueError as error:
+            raise ValueError(f"{error} in optimizer spec {spec!r}") from None
+        metric, metric_options = parse_options(parts[1], tuple(info.options), "metric", spec)
+        for key, value in metric_options.items():  # one of several choices, written alone
+            if info.options[key].type == "choices" and isinstance(value, str):
+                metric_options[key] = (value,)
     for key, value in base_options.items():
         if (problem := _option_problem(key, value)) is not None:
             raise ValueError(f"{problem} in optimizer spec {spec!r}")
     if metric != "none":  # ChannelDirected's own checks, with its defaults for the options the spec leaves out
-        defaults = OPTION_DEFAULTS
         try:
-            validate_options({**defaults, "lam": DEFAULT_LAM.get(metric, 1.0), "metric": metric, **metric_options})
+            validate_options({"metric": metric, **info.defaults(), **metric_options})
         except ValueError as error:
             raise ValueError(f"{error} in optimizer spec {spec!r}") from None
     return OptimizerSpec(base, base_options, metric, metric_options, spec.strip())

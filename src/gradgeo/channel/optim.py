@@ -18,14 +18,15 @@ from torch.optim import Optimizer
 
 from gradgeo.channel._batch import Batch, side_by_side
 from gradgeo.channel.distributed import ShardedJob, is_dtensor, transform_dtensors_
-from gradgeo.channel.options import (
+from gradgeo.channel.registry import (
     APPLY_TO,
     DEFAULT_LAM,
     LAM_RANGES,
-    METRIC_OPTIONS,
     METRICS,
     OPTION_DEFAULTS,
+    MetricInfo,
     check_options_used,
+    metric_info,
     validate_options,
 )
 from gradgeo.channel.transforms import (
@@ -42,9 +43,8 @@ from gradgeo.channel.transforms import (
 if TYPE_CHECKING:
     from torch.distributed.tensor import DTensor
 
-__all__ = ["APPLY_TO", "DEFAULT_LAM", "LAM_RANGES", "METRICS", "METRIC_OPTIONS", "OPTION_DEFAULTS",
-           "check_options_used", "NONFINITE", "ChannelDirected", "channel_directed",
-           "layer_kinds"]
+__all__ = ["APPLY_TO", "DEFAULT_LAM", "LAM_RANGES", "METRICS", "OPTION_DEFAULTS", "check_options_used", "NONFINITE",
+           "ChannelDirected", "channel_directed", "layer_kinds"]
 
 NONFINITE: tuple[str, ...] = ("raise", "skip")
 
@@ -55,24 +55,23 @@ NONFINITE: tuple[str, ...] = ("raise", "skip")
 # batch by shape, stacked (gradgeo.channel._batch). On CPU only where that pays: see _alone_on_cpu.
 _BATCH_NUMEL = 1 << 16
 
-def _alone_on_cpu(group: Mapping[str, Any], kernel: Callable[..., torch.Tensor], view_shape: tuple[int, ...],
-                  dim: int, grad: torch.Tensor) -> bool:
+def _alone_on_cpu(group: Mapping[str, Any], view_shape: tuple[int, ...], dim: int, grad: torch.Tensor) -> bool:
     """Whether a small CPU gradient is transformed on its own rather than in a batch (measured on ResNet-56
     shapes, benchmarks/transforms.py): a batch pays as one product with ``[M; 1/C]`` (channel axis first, up
     to 64 channels for ``sobolev`` and ``h1``, 32 for ``h0``: ``channel_operator``) and for ``laplacian``;
     ``h0``'s other batches and the block form of longer channel axes cost more in copies into and out of the
     batch than they save in calls."""
-    if kernel is laplacian_smooth_:
+    if group["metric"] == "laplacian":
         return False
     if side_by_side(view_shape, dim):
         dtype = torch.float32 if grad.dtype in (torch.float16, torch.bfloat16) else grad.dtype
         return channel_operator(group["metric"], view_shape[dim], group["lam"], group["boundary"], dtype,
                                 grad.device) is None
-    return kernel is reweighted_h0_
+    return group["metric"] == "h0"
 
 
 def _kernel(group: Mapping[str, Any]) -> tuple[Callable[..., torch.Tensor], tuple[Any, ...]]:
-    """The in-place transform of a group and its arguments after ``(x, ...)``, before ``dim``."""
+    """The in-place transform of a group of a built-in metric and its arguments after ``(x, ...)``, before ``dim``."""
     metric = group["metric"]
     if metric == "h0":
         return reweighted_h0_, (group["lam"],)
@@ -81,6 +80,16 @@ def _kernel(group: Mapping[str, Any]) -> tuple[Callable[..., torch.Tensor], tupl
     if metric == "h1":
         return h1_, (group["lam"],)
     return laplacian_smooth_, (group["sigma"],)
+
+
+def _batch_transform(group: Mapping[str, Any], info: MetricInfo) -> Callable[[Batch, list[torch.Tensor]], torch.Tensor]:
+    """How a group's batches are transformed in place, each returning its probe: by the built-in metric's kernel,
+    or by the registered transform, which sees one parameter's own gradient (its batches have one member)."""
+    if info.transform is None:
+        kernel, args = _kernel(group)
+        return lambda batch, grads: batch.transform_(grads, group["metric"], kernel, args, group["boundary"])
+    options = info.arguments(group)
+    return lambda batch, grads: info.transform_(grads[0], batch.view_shape, batch.dim, options)
 
 
 def layer_kinds(model: nn.Module) -> dict[torch.Tensor, LayerKind]:
@@ -120,6 +129,8 @@ class ChannelDirected(Optimizer):
     * ``"h1"``: ``(I + lam C^2 D^T D) g = G`` (:func:`~gradgeo.transforms.h1`).
     * ``"laplacian"``: LS-SGD baseline on the flattened tensor (:func:`~gradgeo.transforms.laplacian_smooth`).
     * ``"none"``: the identity; the wrapper is then bit-for-bit the base optimizer (for A/B runs).
+    * a name given to :func:`~gradgeo.channel.registry.register_metric`: its ``transform(grad, dim, **options)``,
+      called on each selected gradient alone, viewed along the axis ``direction`` chooses.
 
     The wrapper shares ``base.param_groups`` and ``base.state``: LR schedulers, ``state_dict`` and hooks
     work unchanged, and the options below live in every param group, so groups may differ (for example
@@ -131,10 +142,11 @@ class ChannelDirected(Optimizer):
     every rank transforms the same averaged gradient, as one process would. Under FSDP2 (a DTensor
     gradient) the transform is computed shard by shard with small collectives (:mod:`gradgeo.distributed`),
     equal to the transform of the whole gradient; every rank must then call ``step`` (they all do in FSDP2).
+    A registered metric refuses DTensor gradients (``NotImplementedError``): its transform would see a shard.
 
     Args:
         base: the optimizer to wrap (any ``torch.optim.Optimizer`` except LBFGS, which re-evaluates closures).
-        metric: one of ``METRICS``.
+        metric: one of ``METRICS`` or a registered metric (:func:`~gradgeo.channel.registry.metric_names`).
         lam: metric strength (``h0``, ``sobolev``, ``h1``); ``None`` takes ``DEFAULT_LAM[metric]``.
         direction: ``"out"`` (default), ``"in"``, ``"spatial"`` or ``"flat"`` (DESIGN.md 1d).
         boundary: ``"neumann"`` (default, open chain) or ``"periodic"`` (ring), for ``sobolev`` and ``h1``.
@@ -158,6 +170,8 @@ class ChannelDirected(Optimizer):
         kinds: parameter -> layer kind (``"conv"``, ``"conv_transpose"``, ``"linear"``, ``"vector"``),
             e.g. from :func:`layer_kinds`. Without it a tensor with 3+ dims counts as a conv weight.
         names: parameter -> name, for error messages (else the base's ``param_names`` when present).
+        **metric_options: the options a registered metric declared (``alpha=0.5``); like the ones above they
+            live in every param group, and ``None`` takes the default.
 
     Example:
         >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3))
@@ -185,6 +199,7 @@ class ChannelDirected(Optimizer):
         track_grad_norms: bool = False,
         kinds: Mapping[torch.Tensor, LayerKind] | None = None,
         names: Mapping[torch.Tensor, str] | None = None,
+        **metric_options: Any,
     ) -> None:
         if not isinstance(base, Optimizer):
             raise TypeError(f"ChannelDirected wraps a torch.optim.Optimizer instance, got {type(base).__name__}; "
@@ -194,19 +209,14 @@ class ChannelDirected(Optimizer):
                             "transformed in front of it; use a first-order optimizer")
         if nonfinite not in NONFINITE:
             raise ValueError(f"unknown nonfinite policy {nonfinite!r}; expected one of {NONFINITE}")
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
-        given = {"lam": lam, "direction": direction, "boundary": boundary, "sigma": sigma, "apply_to": apply_to}
-        check_options_used(metric, [key for key, value in given.items() if value is not None])
-        applied: Any = OPTION_DEFAULTS["apply_to"] if apply_to is None else apply_to
-        options = {
-            "metric": metric,
-            "lam": DEFAULT_LAM.get(metric, 1.0) if lam is None else lam,
-            "direction": OPTION_DEFAULTS["direction"] if direction is None else direction,
-            "boundary": OPTION_DEFAULTS["boundary"] if boundary is None else boundary,
-            "sigma": OPTION_DEFAULTS["sigma"] if sigma is None else sigma,
-            "apply_to": applied if isinstance(applied, str) else tuple(applied),
-        }
+        info = metric_info(metric)
+        given = {key: value for key, value in {"lam": lam, "direction": direction, "boundary": boundary,
+                                                "sigma": sigma, "apply_to": apply_to, **metric_options}.items()
+                 if value is not None}
+        check_options_used(metric, given)
+        if "apply_to" in given and not isinstance(given["apply_to"], str):
+            given["apply_to"] = tuple(given["apply_to"])
+        options = {"metric": metric, **info.defaults(), **given}
         validate_options(options)
         clash = sorted(set(options) & set(base.defaults))
         if clash:
@@ -239,10 +249,16 @@ class ChannelDirected(Optimizer):
             return
         check_options_used(param_group.get("metric", self._options["metric"]),
                            [key for key in param_group if key in self._options and key != "metric"])
-        for key, value in self._options.items():  # validate first: a rejected group must not stay registered
-            param_group.setdefault(key, value)
+        self._complete(param_group)  # validate first: a rejected group must not stay registered
         validate_options(param_group)
         self.base.add_param_group(param_group)
+
+    def _complete(self, group: dict[str, Any]) -> None:
+        """Give ``group`` the options it lacks: this wrapper's, then the defaults of the group's own metric."""
+        for key, value in self._options.items():
+            group.setdefault(key, value)
+        for key, value in metric_info(group["metric"]).defaults().items():
+            group.setdefault(key, value)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base.zero_grad(set_to_none=set_to_none)
@@ -260,13 +276,12 @@ class ChannelDirected(Optimizer):
                 raise ValueError(f"param group {index} of the state dict uses metric {saved['metric']!r}, this "
                                  f"optimizer's uses {group['metric']!r}; build the wrapper with "
                                  f"metric={saved['metric']!r} to load it")
-            validate_options({**group, **{k: v for k, v in saved.items() if k in self._options}})
+            validate_options({**group, **saved})
         self.base.load_state_dict(state_dict)
         self.param_groups = self.base.param_groups
         self.state = self.base.state
         for group in self.param_groups:  # a state dict of the bare optimizer lacks our options
-            for key, value in self._options.items():
-                group.setdefault(key, value)
+            self._complete(group)
 
     def __repr__(self) -> str:
         metrics = list(dict.fromkeys(group["metric"] for group in self.param_groups))  # what step() will use
@@ -304,10 +319,11 @@ class ChannelDirected(Optimizer):
             self._views[key] = None if view is None or view[0][view[1]] == 1 else view
         return self._views[key]
 
-    def _group_plan(self, group: Mapping[str, Any]) -> tuple[list[Batch], list[int], list[int]]:
+    def _group_plan(self, group: Mapping[str, Any], info: MetricInfo) -> tuple[list[Batch], list[int], list[int]]:
         """The batches of a group's transformed gradients, the indices of its gradients no probe covers (left
         untransformed, or written back in a half type, whose float32 result can overflow) and of its sharded
-        (DTensor) ones. Kept while the options and every gradient's presence, dtype, device and strides stay."""
+        (DTensor) ones. Kept while the options and every gradient's presence, dtype, device and strides stay. A
+        registered metric's transform sees one gradient at a time: each is a batch of its own."""
         params = group["params"]
         signature = (tuple(group[k] for k in self._options), self.foreach, tuple(
             (id(p), None) if (g := p.grad) is None else
@@ -315,7 +331,6 @@ class ChannelDirected(Optimizer):
         cached = self._plans.get(id(group))
         if cached is not None and cached[0] == signature:
             return cached[1]
-        kernel = _kernel(group)[0]
         batches: dict[tuple[Any, ...], tuple[list[tuple[torch.Tensor, int]], tuple[int, ...], int]] = {}
         unprobed, sharded = [], []
         for index, p in enumerate(params):
@@ -323,11 +338,17 @@ class ChannelDirected(Optimizer):
             if p.grad is not None and (plan is None or p.grad.dtype in (torch.float16, torch.bfloat16)):
                 unprobed.append(index)
             if plan is not None and is_dtensor(p.grad):  # FSDP2 / DTensor: shard-aware, gradgeo.distributed
+                if info.transform is not None:
+                    raise NotImplementedError(
+                        f"metric {info.name!r} is a registered transform of the whole gradient, but the gradient of "
+                        f"{self._name(p, group, index)} is a DTensor (FSDP2) holding one rank's shard: the transform "
+                        "of a shard is not the transform of the gradient. Use a built-in metric (they have sharded "
+                        "forms, gradgeo.distributed), keep such parameters out with apply_to, or train with DDP")
                 sharded.append(index)
             elif plan is not None:
                 view_shape, dim = plan
-                alone = (not self.foreach or p.numel() > _BATCH_NUMEL
-                         or (p.grad.device.type == "cpu" and _alone_on_cpu(group, kernel, view_shape, dim, p.grad)))
+                alone = (info.transform is not None or not self.foreach or p.numel() > _BATCH_NUMEL
+                         or (p.grad.device.type == "cpu" and _alone_on_cpu(group, view_shape, dim, p.grad)))
                 # channel axis first: any shape with the same channel count joins the batch
                 shape = view_shape[dim] if side_by_side(view_shape, dim) else view_shape
                 key = (shape, dim, p.grad.dtype, p.grad.device, index if alone else None)
@@ -358,8 +379,8 @@ class ChannelDirected(Optimizer):
                 unprobed += [(p, group, i) for i, p in enumerate(params) if p.grad is not None]
                 continue
             validate_options(group)
-            kernel, args = _kernel(group)
-            batches, unprobed_indices, sharded_indices = self._group_plan(group)
+            info = metric_info(group["metric"])
+            batches, unprobed_indices, sharded_indices = self._group_plan(group, info)
             unprobed += [(params[i], group, i) for i in unprobed_indices]
             for i in sharded_indices:
                 p = params[i]
@@ -368,11 +389,12 @@ class ChannelDirected(Optimizer):
                 job = ShardedJob(cast(torch.Tensor, p.grad), view_shape, dim, group["metric"], strength,
                                  group["boundary"])
                 sharded.append((job, (p, group, i)))
+            transform = _batch_transform(group, info)
             for batch in batches:
                 grads = [cast(torch.Tensor, p.grad) for p in batch.members]  # set: _plan() gave a plan
                 if tracked is not None:
                     tracked[0].extend(_norms(grads))
-                probe = batch.transform_(grads, group["metric"], kernel, args, group["boundary"])
+                probe = transform(batch, grads)
                 if tracked is not None:
                     tracked[1].extend(_norms(grads))
                 checks.append((probe, [(p, group, i) for p, i in zip(batch.members, batch.indices)], batch))

@@ -1,8 +1,9 @@
 """``gradgeo list``: what a user can choose from, read from the registries themselves.
 
-Sections: the channel metrics of an optimizer spec and the base optimizers (:mod:`gradgeo.channel.factory`), the
-models (:mod:`gradgeo.models`), the datasets (:mod:`gradgeo.data.sources`), the tasks (:data:`gradgeo.tasks.TASKS`)
-and the multi-exit strategies (:data:`gradgeo.multiexit.STRATEGIES`), each with its options and their defaults.
+Sections: the channel metrics of an optimizer spec, built in or registered (:mod:`gradgeo.channel.registry`), the
+base optimizers (:mod:`gradgeo.channel.factory`), the models (:mod:`gradgeo.models`), the datasets
+(:mod:`gradgeo.data.sources`), the tasks (:data:`gradgeo.tasks.TASKS`) and the multi-exit strategies
+(:data:`gradgeo.multiexit.STRATEGIES`), each with its options and their defaults.
 ``--json`` prints the same as one object with a key per section.
 """
 
@@ -17,8 +18,8 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gradgeo.channel.factory import BASES, METRIC_SUMMARIES, SPEC_GRAMMAR, SpecOption, base_options, metric_options
-from gradgeo.channel.optim import METRICS
+from gradgeo.channel.factory import BASES, SPEC_GRAMMAR, SpecOption, base_options, metric_options
+from gradgeo.channel.registry import metric_info, metric_names
 from gradgeo.data.sources import DATASETS, ENV_VAR, dataset_source
 from gradgeo.models import (
     ANYTIME_MODELS,
@@ -51,8 +52,8 @@ def _option(option: SpecOption) -> Entry:
 
 
 def _metrics() -> list[Entry]:
-    return [{"name": m, "summary": METRIC_SUMMARIES[m], "options": [_option(o) for o in metric_options(m)]}
-            for m in METRICS]
+    return [{"name": m, "summary": metric_info(m).summary, "options": [_option(o) for o in metric_options(m)]}
+            for m in metric_names()]
 
 
 def _optimizers() -> list[Entry]:
@@ -123,7 +124,8 @@ SECTIONS: dict[str, Callable[[], list[Entry]]] = {
 }
 _HEADERS = {
     "metrics": f"channel metrics: the METRIC of an optimizer spec {SPEC_GRAMMAR} (an option left out takes the "
-               "default shown as key=value)",
+               "default shown as key=value; gradgeo.register_metric and the entry points of group gradgeo.metrics "
+               "add more)",
     "optimizers": "base optimizers: the BASE of an optimizer spec (lr has no default here: write it in the spec or "
                   "give --lr; gradgeo train and compare pass each task's optimizer defaults, see tasks)",
     "models": "models: --model NAME, or the Python builder named",

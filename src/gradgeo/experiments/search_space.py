@@ -1,6 +1,7 @@
 """What ``gradgeo tune`` searches for one optimizer spec: the numbers the spec leaves open (learning rate, the
-metric's strength, optionally the weight decay), each on a log scale over a range, and how a point in that
-space is written back as a spec string (rounded to 3 significant digits, so the string reproduces the trial)."""
+options its metric declares a search range for: the strength ``lam`` or ``sigma`` of a built-in metric, those of a
+registered one; optionally the weight decay), each on a log scale over a range, and how a point in that space is
+written back as a spec string (rounded to 3 significant digits, so the string reproduces the trial)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from gradgeo.channel.factory import parse_spec
+from gradgeo.channel.registry import metric_info
 
-__all__ = ["EDGE_FRACTION", "STRENGTH_RANGES", "WEIGHT_DECAY_RANGE", "Dimension", "SearchSpace", "edges",
-           "search_space"]
+__all__ = ["EDGE_FRACTION", "WEIGHT_DECAY_RANGE", "Dimension", "SearchSpace", "edges", "search_space"]
 
-#: the strength option of each metric and its default search range (two decades each)
-STRENGTH_RANGES: dict[str, tuple[str, tuple[float, float]]] = {
-    "h0": ("lam", (1.0, 100.0)),  # 1 is the plain gradient; larger damps what varies across channels
-    "sobolev": ("lam", (3e-3, 0.3)),  # 0.1 keeps the smoothest mode at unit gain (DESIGN.md 1b)
-    "h1": ("lam", (1e-4, 1e-2)),  # toward 0: the plain gradient
-    "laplacian": ("sigma", (0.1, 10.0)),
-}
 #: the default weight-decay range when weight decay is searched
 WEIGHT_DECAY_RANGE = (5e-5, 5e-3)
 _SIGNIFICANT = 3
@@ -28,8 +22,8 @@ _SIGNIFICANT = 3
 
 @dataclasses.dataclass(frozen=True)
 class Dimension:
-    """One searched number: ``name`` (``lr``, ``lam``, ``sigma``, ``weight_decay``) on a log scale in
-    ``[low, high]``, written into the spec's base (``part="base"``) or metric (``"metric"``) options."""
+    """One searched number: ``name`` (``lr``, ``weight_decay``, or a metric option: ``lam``, ``sigma`` ...) on a log
+    scale in ``[low, high]``, written into the spec's base (``part="base"``) or metric (``"metric"``) options."""
 
     name: str
     low: float
@@ -88,25 +82,35 @@ def search_space(spec: str, lr: float, *, lr_range: Sequence[float] | None = Non
         spec: an optimizer spec; options it writes are fixed.
         lr: the learning rate the default range is centred on (``lr / 10`` to ``lr * 10``).
         lr_range, strength_range, weight_decay_range: ``(low, high)`` instead of the defaults; weight decay is
-            searched only when ``weight_decay_range`` is given.
+            searched only when ``weight_decay_range`` is given. The metric options' ranges are those their metric
+            declares (:class:`~gradgeo.channel.registry.MetricOption`); ``strength_range`` replaces it when the
+            spec leaves one open.
 
     Raises:
-        ValueError: an unknown base or metric, a bad range, or nothing left to search.
+        ValueError: an unknown base or metric, a bad range, ``strength_range`` for a spec that leaves several metric
+            options open, or nothing left to search.
     """
     parsed = parse_spec(spec)
     dimensions = []
     if "lr" not in parsed.base_options:
         dimensions.append(Dimension("lr", *_range("lr-range", lr_range, (lr / 10, lr * 10)), "base"))
-    if parsed.metric != "none":
-        key, default = STRENGTH_RANGES[parsed.metric]
-        if key not in parsed.metric_options:
-            dimensions.append(Dimension(key, *_range("strength-range", strength_range, default), "metric"))
+    options = metric_info(parsed.metric).options
+    ranges: dict[str, tuple[float, float]] = {}
+    for key, option in options.items():
+        if option.search is not None and key not in parsed.metric_options:
+            ranges[key] = option.search
+    if strength_range is not None and len(ranges) > 1:
+        raise ValueError(f"--strength-range is the range of one searched metric option, but {spec!r} leaves "
+                         f"{', '.join(ranges)} open: write all but one in the spec (e.g. {parsed.metric}:"
+                         f"{next(iter(ranges))}=...), or drop --strength-range to search each in its metric's range")
+    for key, default in ranges.items():
+        dimensions.append(Dimension(key, *_range("strength-range", strength_range, default), "metric"))
     if weight_decay_range is not None and "weight_decay" not in parsed.base_options:
         dimensions.append(Dimension("weight_decay", *_range("weight-decay-range", weight_decay_range,
                                                              WEIGHT_DECAY_RANGE), "base"))
     if not dimensions:
         fixed = {**{k: v for k, v in parsed.base_options.items() if k in ("lr", "weight_decay")},
-                 **{k: v for k, v in parsed.metric_options.items() if k in ("lam", "sigma")}}
+                 **{k: v for k, v in parsed.metric_options.items() if options[k].search is not None}}
         written = ", ".join(f"{k}={v}" for k, v in fixed.items())
         raise ValueError(f"nothing to tune in {spec!r}: the spec fixes {written}; drop them from the spec (or give "
                          "--weight-decay-range) to search them")

@@ -1,13 +1,14 @@
 """Tune the learning rate and the channel metric's strength together on the validation split, with Optuna.
 
-For each optimizer spec (``sgd``, ``sgd+h0``, ``adam+sobolev:boundary=periodic`` ...) one Optuna study searches,
-on log scales, every number the spec leaves open: the learning rate (default range: the config's ``lr`` / 10 to
-x 10), the metric's strength (``lam``, or ``sigma`` for ``laplacian``; default ranges in :data:`STRENGTH_RANGES`)
-and, when asked, the weight decay. An option the spec writes (``sgd:lr=0.1+h0``) is fixed, not searched. Each
-trial trains one run of the task (:mod:`gradgeo.tasks`) with the values rounded to 3 significant digits, so the
-spec string a trial reports reproduces it exactly, and is scored by the final epoch's validation metric (the
-validation counterpart of the task's headline metric: ``val_acc``, ``val_miou``, ``val_fd``); a trial is a
-normal run, so its metrics file also logs the test metrics each epoch, but nothing here reads them.
+For each optimizer spec (``sgd``, ``sgd+h0``, ``adam+sobolev:boundary=periodic`` ...) one Optuna study searches, on
+log scales, every number the spec leaves open: the learning rate (default range: the config's ``lr`` / 10 to x 10),
+the options its metric declares a search range for (the strength ``lam``, or ``sigma`` for ``laplacian``, of a
+built-in metric; see :class:`~gradgeo.channel.registry.MetricOption`) and, when asked, the weight decay. An option
+the spec writes (``sgd:lr=0.1+h0``) is fixed, not searched. Each trial trains one run of the task
+(:mod:`gradgeo.tasks`) with the values rounded to 3 significant digits, so the spec string a trial reports
+reproduces it exactly, and is scored by the final epoch's validation metric (the validation counterpart of the
+task's headline metric: ``val_acc``, ``val_miou``, ``val_fd``); a trial is a normal run, so its metrics file also
+logs the test metrics each epoch, but nothing here reads them.
 
 Sampler: multivariate TPE (the learning rate and the strength interact) whose random draws depend only on the
 sampler seed, the trial number and the parameter, so a resumed study or a second worker never repeats the first
@@ -54,7 +55,6 @@ from gradgeo.experiments.grid import run_dir
 from gradgeo.experiments.plots import plot_tuning
 from gradgeo.experiments.search_space import (
     _SIGNIFICANT,
-    STRENGTH_RANGES,
     WEIGHT_DECAY_RANGE,
     Dimension,
     SearchSpace,
@@ -77,7 +77,7 @@ from gradgeo.tasks import Metric, Task, get_task
 from gradgeo.training import ddp
 from gradgeo.training.engine import TrainConfig, _atomic_save
 
-__all__ = ["STRENGTH_RANGES", "WEIGHT_DECAY_RANGE", "Dimension", "SearchSpace", "format_tune_table", "search_space",
+__all__ = ["WEIGHT_DECAY_RANGE", "Dimension", "SearchSpace", "format_tune_table", "search_space",
            "tune"]
 
 def validation_metric(task: Task) -> Metric:
