@@ -131,7 +131,7 @@ def bench(label: str, shapes: list[tuple[int, ...]], repeats: int, lams: dict[st
         for foreach in loops:
             opt = ChannelDirected(base(), metric=metric, lam=lams.get(metric), sigma=1.0, foreach=foreach)
             cases[f"{metric}{'' if foreach else ' (loop)'}"] = step(opt)
-    for metric in FLAT:  # along the whole flattened tensor (DESIGN.md 1d): the O(C) scans, not the block form
+    for metric in FLAT:  # along the whole flattened tensor (docs/design.md 1d): the O(C) scans, not the block form
         cases[f"{metric} (flat)"] = step(ChannelDirected(base(), metric=metric, lam=lams[metric], direction="flat"))
     original = layout == torch.contiguous_format and not compiled  # the original flattens a row-major view
     if original:

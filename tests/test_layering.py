@@ -1,4 +1,4 @@
-"""The import layering of DESIGN.md section 4 and CONTRIBUTING.md ("Where things go"), read from the source.
+"""The import layering of docs/design.md section 4 and CONTRIBUTING.md ("Where things go"), read from the source.
 
 Every ``import`` in src/gradgeo, at any depth (lazy imports inside functions count), is parsed with ``ast``;
 a module may import its own layer and the layers below it, never one above, the channel metrics and the

@@ -95,7 +95,7 @@ def test_laplacian_smooth_equals_dense_inverse(shape, sigma):
 # (a prime above _FFT_MAX)
 @pytest.mark.parametrize("shape", [(16, 8, 3, 3), (2, 3), (1009,), (131101,)])
 def test_laplacian_smooth_matches_the_fourier_definition(shape):
-    """DESIGN.md 1c: mode k of the flattened tensor is divided by 1 + 4 sigma sin^2(pi k / n)."""
+    """docs/design.md 1c: mode k of the flattened tensor is divided by 1 + 4 sigma sin^2(pi k / n)."""
     g = torch.randn(shape, dtype=F64)
     n, sigma = g.numel(), 1.5
     assert (B.ring_form(n, sigma, F64, g.device) is None) == (n in (1009, 131101))

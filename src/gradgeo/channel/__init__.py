@@ -8,7 +8,7 @@
 * :mod:`gradgeo.channel.factory`: optimizers from spec strings (``"sgd+sobolev:lam=0.1"``).
 * :mod:`gradgeo.channel.registry`: the metrics by name, their options, and :func:`register_metric` for more.
 
-This layer imports torch and nothing else of gradgeo's (DESIGN.md section 4).
+This layer imports torch and nothing else of gradgeo's (docs/design.md section 4).
 """
 
 from gradgeo.channel.factory import create_optimizer, parse_spec

@@ -1,4 +1,4 @@
-"""The block (semiseparable) form of the ``sobolev`` and ``h1`` channel operators (DESIGN.md 1b, 1b') and of
+"""The block (semiseparable) form of the ``sobolev`` and ``h1`` channel operators (docs/design.md 1b, 1b') and of
 the ``laplacian`` baseline (1c).
 
 All three inverses are semiseparable along their axis: cut into blocks of L entries, every off-diagonal
@@ -94,7 +94,7 @@ def _block_basis(metric: str, length: int, a: float) -> torch.Tensor:
 
     ``sobolev``: the Green's functions of ``D^T D`` (Neumann and periodic) and the mean projections are
     polynomials of degree 2 along a block, so ``{1, t, t^2}``. ``h1``: ``(I + a D^T D)^{-1}`` is made of the
-    solutions ``rho^c`` and ``rho^-c`` of the homogeneous recurrence (DESIGN.md 1b'), so
+    solutions ``rho^c`` and ``rho^-c`` of the homogeneous recurrence (docs/design.md 1b'), so
     ``{cosh(theta t), sinh(theta t) / theta}`` with ``rho = exp(-theta)``: the form that stays well-conditioned
     as ``rho -> 1`` (large ``a``), where ``rho^t`` and ``rho^-t`` become parallel. When ``theta t`` would
     overflow, the equivalent ``{rho^l, rho^(length-1-l)}``, well-conditioned there.
@@ -203,7 +203,7 @@ def _recurrence_factors(a: float) -> tuple[float, float]:
 
 
 class _Ring(NamedTuple):
-    """``(I - sigma L)^{-1}`` (periodic ``L``, DESIGN.md 1c) on a ring cut into rows of ``length`` entries.
+    """``(I - sigma L)^{-1}`` (periodic ``L``, docs/design.md 1c) on a ring cut into rows of ``length`` entries.
 
     On the ring's periodic extension the operator is the kernel ``k rho^|d|`` (``rho`` the small root of the
     tridiagonal, ``k = gain / (1 - rho^2)``), so row ``b``'s result is its own entries through the

@@ -3,7 +3,7 @@
 FSDP2's ``fully_shard`` splits every parameter, and its gradient, along dim 0 across the ranks of a mesh:
 a ``DTensor`` with a ``Shard(0)`` placement, ``torch.chunk`` sizes (``C = 7`` over 2 ranks: 4 + 3 rows;
 a rank may hold none). For a convolution weight dim 0 is the output-channel axis, the axis the
-channel metrics smooth along, so the channel mean and the running sums of DESIGN.md section 1 span the
+channel metrics smooth along, so the channel mean and the running sums of docs/design.md section 1 span the
 shards. The functions here compute the same result as :mod:`gradgeo.transforms` on the whole tensor, from
 each rank's own shard plus one or two ``all_gather`` calls of per-shard summaries (a ``P x k x Q`` tensor
 per parameter, the size of ``k`` rows; never the shard itself):
@@ -12,7 +12,7 @@ per parameter, the size of ``k`` rows; never the shard itself):
 * ``sobolev``: the column sums also give every shard its exclusive prefix (the running sum entering it);
   then the sums and first moments of the local running sums give the reverse prefixes, the periodic
   constant of integration and the mean the result is shifted by (2 gathers).
-* ``h1`` and ``laplacian``: two exponential recurrences (DESIGN.md 1b'); the state entering a shard is
+* ``h1`` and ``laplacian``: two exponential recurrences (docs/design.md 1b'); the state entering a shard is
   the earlier shards' end states weighted by ``rho^distance``, and the boundary terms need the global end
   state and (Neumann) the ``rho^k``-weighted sum of the input (2 gathers). ``laplacian`` is the periodic
   case on the flattened tensor: ``Shard(0)`` keeps the flat order shard-contiguous.

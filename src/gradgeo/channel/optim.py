@@ -122,7 +122,7 @@ class ChannelDirected(Optimizer):
     """Wrap ``base`` so that it steps on channel-directed gradients.
 
     For each selected parameter the gradient ``G`` is replaced by its gradient under the chosen metric
-    along the chosen axis (DESIGN.md section 1), then ``base.step()`` runs:
+    along the chosen axis (docs/design.md section 1), then ``base.step()`` runs:
 
     * ``"h0"``: ``mean(G) + (G - mean(G)) / lam`` (:func:`~gradgeo.transforms.reweighted_h0`).
     * ``"sobolev"``: mean kept, ``lam C^2 D^T D g = G - mean(G)`` (:func:`~gradgeo.transforms.sobolev`).
@@ -148,7 +148,7 @@ class ChannelDirected(Optimizer):
         base: the optimizer to wrap (any ``torch.optim.Optimizer`` except LBFGS, which re-evaluates closures).
         metric: one of ``METRICS`` or a registered metric (:func:`~gradgeo.channel.registry.metric_names`).
         lam: metric strength (``h0``, ``sobolev``, ``h1``); ``None`` takes ``DEFAULT_LAM[metric]``.
-        direction: ``"out"`` (default), ``"in"``, ``"spatial"`` or ``"flat"`` (DESIGN.md 1d).
+        direction: ``"out"`` (default), ``"in"``, ``"spatial"`` or ``"flat"`` (docs/design.md 1d).
         boundary: ``"neumann"`` (default, open chain) or ``"periodic"`` (ring), for ``sobolev`` and ``h1``.
         sigma: strength of the ``laplacian`` baseline, ``>= 0``.
         apply_to: which parameters to transform: any of ``"conv"`` (Conv and ConvTranspose weights, the

@@ -39,7 +39,7 @@ APPLY_TO: tuple[str, ...] = ("conv", "linear", "vector")
 #: the entry-point group whose callables register metrics
 ENTRY_POINT_GROUP = "gradgeo.metrics"
 
-#: lam used when none is given. Provisional, chosen from the scale analysis in DESIGN.md 1b (sobolev at
+#: lam used when none is given. Provisional, chosen from the scale analysis in docs/design.md 1b (sobolev at
 #: 0.1 keeps the smoothest mode at unit gain); the measured sweeps in results/REPORT.md say what to tune.
 DEFAULT_LAM: dict[str, float] = {"h0": 2.0, "sobolev": 0.1, "h1": 0.01}
 
@@ -225,7 +225,7 @@ _REGISTRY: dict[str, MetricInfo] = {info.name: info for info in (
         "lam": _lam("h0", (1.0, 100.0)), "direction": _DIRECTION, "apply_to": _APPLY_TO})),
     MetricInfo("sobolev", "Sobolev H~1: the channel mean kept, differences between neighbouring channels damped",
                types.MappingProxyType({
-                   # 0.1 keeps the smoothest mode at unit gain (DESIGN.md 1b)
+                   # 0.1 keeps the smoothest mode at unit gain (docs/design.md 1b)
                    "lam": _lam("sobolev", (3e-3, 0.3)), "direction": _DIRECTION, "boundary": _BOUNDARY,
                    "apply_to": _APPLY_TO})),
     MetricInfo("h1", "full Sobolev H1: (I + lam C^2 D^T D) g = G across the channels", types.MappingProxyType({

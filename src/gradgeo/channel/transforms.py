@@ -1,7 +1,7 @@
 """Pure gradient transforms: the Riesz representatives of a gradient under channel metrics.
 
 Every function takes a gradient tensor and returns a new tensor of the same shape, dtype and device.
-Half-precision inputs are computed in float32. The math is fixed in DESIGN.md section 1:
+Half-precision inputs are computed in float32. The math is fixed in docs/design.md section 1:
 
 * :func:`reweighted_h0` - re-weighted H0 metric, closed form (1a).
 * :func:`sobolev` - the H~1 metric (mean + lam * derivative energy), two cumulative sums (1b).
@@ -387,7 +387,7 @@ def laplacian_smooth(grad: torch.Tensor, sigma: float) -> torch.Tensor:
 def smoothing_view(
     shape: torch.Size | tuple[int, ...], direction: Direction = "out", kind: LayerKind = "conv"
 ) -> tuple[tuple[int, ...], int] | None:
-    """Where a direction points for a parameter of a given layer kind (DESIGN.md 1d).
+    """Where a direction points for a parameter of a given layer kind (docs/design.md 1d).
 
     Returns ``(view_shape, dim)``: view the (contiguous) parameter as ``view_shape`` and smooth along
     ``dim``; or ``None`` when the direction has no axis for this kind (``"in"``/``"spatial"`` of a vector,

@@ -5,7 +5,7 @@
 * :mod:`gradgeo.multiexit.osgd`: ordered Gram-Schmidt and the OSGD backward, public as :mod:`gradgeo.osgd`.
 
 This layer imports torch and nothing else of gradgeo's; it never imports the channel metrics, nor they it
-(DESIGN.md section 4).
+(docs/design.md section 4).
 """
 
 from gradgeo.multiexit import strategies as _strategies

@@ -1,4 +1,4 @@
-"""Orthogonalized SGD (OSGD) for anytime / multi-exit networks (DESIGN.md section 2).
+"""Orthogonalized SGD (OSGD) for anytime / multi-exit networks (docs/design.md section 2).
 
 A network with K exits, ordered by when they are produced (exit 1 first), has per-exit losses
 ``L_1 .. L_K`` with gradients ``g_1 .. g_K``. OSGD replaces the summed gradient ``sum_k g_k`` by
@@ -14,7 +14,7 @@ leaves every earlier exit's loss unchanged, and exit 1 trains as if it were alon
 
 References:
     Wan, Hoffmann, Lu, Maire, "Orthogonalized SGD and Nested Architectures for Anytime Neural Networks",
-    ICML 2020 (the formulas here are the project's own derivation, DESIGN.md section 2).
+    ICML 2020 (the formulas here are the project's own derivation, docs/design.md section 2).
     Golub, Van Loan, "Matrix Computations", 4th ed., section 5.2.8 (modified Gram-Schmidt).
 """
 
@@ -214,7 +214,7 @@ def backward(
 
     References:
         Wan, Hoffmann, Lu, Maire, "Orthogonalized SGD and Nested Architectures for Anytime Neural
-        Networks", ICML 2020; DESIGN.md section 2.
+        Networks", ICML 2020; docs/design.md section 2.
     """
     who = "osgd.backward"
     losses = check_losses(losses, who)

@@ -1,4 +1,4 @@
-"""Public home of orthogonalized SGD (DESIGN.md section 2): ``gradgeo.osgd.gram_schmidt`` and
+"""Public home of orthogonalized SGD (docs/design.md section 2): ``gradgeo.osgd.gram_schmidt`` and
 ``gradgeo.osgd.backward``.
 
 The implementation lives in :mod:`gradgeo.multiexit.osgd`; this module re-exports its public names.

@@ -1,4 +1,4 @@
-"""Public home of the pure channel transforms (DESIGN.md section 1): ``gradgeo.transforms.sobolev`` and the rest.
+"""Public home of the pure channel transforms (docs/design.md section 1): ``gradgeo.transforms.sobolev`` and the rest.
 
 The implementation lives in :mod:`gradgeo.channel.transforms`; this module re-exports its public names, so
 code that imports them from here keeps working however the implementation is organised.

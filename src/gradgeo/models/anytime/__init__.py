@@ -1,4 +1,4 @@
-"""Anytime (multi-exit) networks: a branched ResNet and recursively nested networks (DESIGN.md section 3).
+"""Anytime (multi-exit) networks: a branched ResNet and recursively nested networks (docs/design.md section 3).
 
 An anytime network is a sequence of K stages; stage k ends in exit k. Running the stages one after another
 gives a prediction after each, every layer is computed once, and the computation can stop after any exit:
@@ -24,7 +24,7 @@ Per-exit cost is measured, not guessed: :func:`exit_flops` counts the FLOPs of e
 
 References:
     Wan, Hoffmann, Lu, Maire, "Orthogonalized SGD and Nested Architectures for Anytime Neural Networks",
-    ICML 2020 (the nested designs here are the project's own derivation from its abstract, DESIGN.md 3).
+    ICML 2020 (the nested designs here are the project's own derivation from its abstract, docs/design.md 3).
     Huang et al., "Multi-Scale Dense Networks for Resource Efficient Image Classification", ICLR 2018.
 """
 

@@ -1,4 +1,4 @@
-"""Recursively nested anytime networks (DESIGN.md section 3): each stage doubles the depth
+"""Recursively nested anytime networks (docs/design.md section 3): each stage doubles the depth
 (:class:`NestedDepthNet`) or the width (:class:`NestedWidthNet`) of the network so far, reading its
 stored activations, so exit k depends only on the parameters of stages 1..k."""
 
