@@ -144,6 +144,18 @@ CLI_CASES = {  # id -> (arguments, what the message must name); {out} is a fresh
     "anytime-batch": ("anytime train --batch-size 5000", "batch_size 5000"),
     "anytime-compare-method": ("anytime compare sum osgd:granularity=row", "'row'"),
     "anytime-compare-same-method": ("anytime compare sum SUM", "'sum' and 'SUM' are the same method"),
+    # options that passed validation and were refused (or silently useless) at the first step (issue 28)
+    "spec-eps-beyond-float32": ("train --optimizer adam:lr=1e-3,eps=1e39", "eps must be a finite number >= 0 that "
+                                "float32 holds (at most 3.4e+38), got 1e+39"),
+    "spec-dampening-beyond-float32": ("train --optimizer sgd:momentum=0.9,dampening=1e300", "got 1e+300"),
+    "lr-beyond-float32": ("train --lr 1e300", "lr must be a finite number > 0 that float32 holds"),
+    "compare-eps-beyond-float32": ("compare adam adam:eps=1e39", "got 1e+39"),
+    "anytime-osgd-eps-nan": ("anytime train --strategy osgd:eps=nan", "eps must be a finite number in [0, 1), got nan"),
+    "anytime-compare-osgd-eps": ("anytime compare sum osgd:eps=2", "eps must lie in [0, 1), got 2"),
+    "anytime-adaloss-min-loss": ("anytime train --strategy adaloss:min_loss=1e308", "min_loss must be a number in "
+                                 "[1e-30, 1e30], got 1e+308"),
+    "anytime-sdn-depths-text": ("anytime train --num-exits 2 --strategy sdn:relative_depths=deep",
+                                "relative_depths must be numbers in (0, 1]"),
     "demo-epochs": ("demo --epochs 0", "got 0"),
 }
 
