@@ -6,6 +6,7 @@ and one message that names the bad value, without a traceback; the API raises an
 import math
 import shlex
 import shutil
+import struct
 from pathlib import Path
 
 import pytest
@@ -43,13 +44,25 @@ def files(tiny_fashion, tmp_path_factory) -> dict[str, str]:
     shutil.copytree(tiny_fashion, bad_data)
     labels = bad_data / "train-labels-idx1-ubyte"
     labels.write_bytes(labels.read_bytes()[:100])  # cut short
+    folders = {}
+    for name, (count, size) in {"no_test": (0, 28), "one_pixel": (300, 1)}.items():  # IDX files that parse
+        folders[name] = root / name.replace("_", "-")
+        shutil.copytree(tiny_fashion, folders[name])
+        for part in ("train", "t10k") if size != 28 else ("t10k",):
+            n = count if part == "t10k" else 400
+            (folders[name] / f"{part}-images-idx3-ubyte").write_bytes(
+                struct.pack(">4B3I", 0, 0, 8, 3, n, size, size) + bytes(range(256)) * (n * size * size // 256)
+                + bytes(n * size * size % 256))
+            (folders[name] / f"{part}-labels-idx1-ubyte").write_bytes(struct.pack(">4BI", 0, 0, 8, 1, n) +
+                                                                      bytes(i % 10 for i in range(n)))
     compare_task("classify", ["sgd"], [0], TrainConfig(data_dir=str(tiny_fashion), batch_size=50, epochs=1),
                  root / "cmp", log=lambda line: None)
     shutil.copytree(root / "cmp", root / "cmp-bad-plan")
     (root / "cmp-bad-plan" / "plan.json").write_text('{"specs": ["sgd"')
     shutil.copytree(root / "cmp", root / "cmp-bad-result")
     (root / "cmp-bad-result" / "runs" / "sgd" / "seed-0" / "result.json").write_text("{")
-    return {"data": str(tiny_fashion), "root": str(root), "bad_data": str(bad_data)}
+    return {"data": str(tiny_fashion), "root": str(root), "bad_data": str(bad_data),
+            **{name: str(folder) for name, folder in folders.items()}}
 
 
 TINY = "--data-dir {data} --batch-size 50 --epochs 1 --quiet"
@@ -98,8 +111,13 @@ CLI_CASES = {  # id -> (arguments, what the message must name); {out} is a fresh
     "train-size-too-big": ("train --train-size 100000", "got 100000"),
     "val-size-negative": ("train --val-size -1", "val_size must be an integer >= 0, got -1"),
     "val-size-everything": ("train --val-size 400", "got 400"),
-    "seed-negative": ("train --seed -1", "seed must be an integer >= 0, got -1"),
-    "width-zero": ("train --width 0", "width must be a finite number > 0, got 0.0"),
+    "seed-negative": ("train --seed -1", "seed must be an integer in 0..4294967295, got -1"),
+    "seed-beyond-torch": ("train --seed 18446744073709551616", "seed must be an integer in 0..4294967295"),
+    "width-zero": ("train --width 0", "width must be a finite number in (0, 64], got 0.0"),
+    "width-absurd": ("train --width 1e4", "width must be a finite number in (0, 64], got 10000.0"),
+    "width-beyond-float": ("train --width 1e308", "got 1e+308"),
+    "compare-width-absurd": ("compare sgd --width 1e4", "got 10000.0"),
+    "anytime-width-absurd": ("anytime train --width 1e4", "got 10000.0"),
     "width-nan": ("train --width nan", "got nan"),
     "schedule": ("train --schedule linear", "'linear'"),
     "precision": ("train --precision fp16", "'fp16'"),
@@ -113,6 +131,8 @@ CLI_CASES = {  # id -> (arguments, what the message must name); {out} is a fresh
     "data-dir-missing": ("train --data-dir {root}/nowhere", "{root}/nowhere"),
     "data-dir-file": ("train --data-dir {root}/a-file", "{root}/a-file"),
     "data-file-cut-short": ("train --data-dir {bad_data}", "train-labels-idx1-ubyte"),
+    "data-no-test-images": ("train --data-dir {no_test}", "{no_test}/t10k-images-idx3-ubyte: the images"),
+    "data-one-pixel-images": ("train --data-dir {one_pixel}", "{one_pixel}/train-images-idx3-ubyte: the images"),
     "out-is-file": ("train --out {root}/a-file", "{root}/a-file"),
     "out-under-file": ("train --out {root}/a-file/run", "{root}/a-file/run"),
     "out-holds-run": ("train --epochs 2 --out {root}/finished", "--resume"),

@@ -39,6 +39,7 @@ from gradgeo.channel.factory import canonical_spec, create_optimizer, parse_spec
 from gradgeo.channel.optim import ChannelDirected
 from gradgeo.data import Augment, DatasetSplits, load_dataset
 from gradgeo.models import build_model, is_import_path, parse_model_options
+from gradgeo.models.blocks import check_width
 from gradgeo.models.imported import import_factory
 from gradgeo.training import ddp
 from gradgeo.training.extras import check, require
@@ -60,6 +61,8 @@ __all__ = ["DATA_INIT_IMAGES", "PRECISIONS", "SCHEDULES", "TTA_LEVELS", "CrossEn
            "evaluate", "fit", "load_splits", "train"]
 
 PRECISIONS = ("fp32", "bf16")
+#: the largest seed (2**32 - 1); each epoch seeds torch with ``seed * 100_003 + epoch``, far inside its range
+MAX_SEED = 2**32 - 1
 
 
 @dataclasses.dataclass
@@ -122,7 +125,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        for name, low in (("lr", "> 0"), ("width", "> 0"), ("weight_decay", ">= 0"), ("momentum", ">= 0")):
+        check_width(self.width)
+        for name, low in (("lr", "> 0"), ("weight_decay", ">= 0"), ("momentum", ">= 0")):
             value = getattr(self, name)
             if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
                     or value < 0 or (low == "> 0" and value == 0)):
@@ -135,8 +139,8 @@ class TrainConfig:
                                             or self.train_size < 1):
             raise ValueError(f"train_size must be an integer >= 1 (or None: the whole training set), got "
                              f"{self.train_size!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in 0..{MAX_SEED}, got {self.seed!r}")
         self.resolved_device()
         return self
 
