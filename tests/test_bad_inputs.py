@@ -24,6 +24,16 @@ from gradgeo.osgd import gram_schmidt
 from gradgeo.tasks.anytime import AnytimeConfig, train_anytime
 from gradgeo.training.engine import TrainConfig, train
 
+CHECKPOINT_DAMAGE = {  # folder -> what is done to the checkpoint's fields (weights-only files, all of them)
+    "ck-config-list": lambda state: state.update(config=[1, 2]),
+    "ck-model-shape": lambda state: state["model"].update({"features.0.weight": torch.zeros(3)}),
+    "ck-model-args-text": lambda state: state.update(model_args="small"),
+    "ck-momentum-shape": lambda state: [s.update(momentum_buffer=torch.zeros(2))
+                                        for s in state["optimizer"]["state"].values()],
+    "ck-scheduler-epoch": lambda state: state["scheduler"].update(last_epoch="one"),
+    "ck-history-too-long": lambda state: state.update(history=[{"epoch": i + 1} for i in range(5)]),
+}
+
 
 @pytest.fixture(scope="module")
 def files(tiny_fashion, tmp_path_factory) -> dict[str, str]:
@@ -35,6 +45,11 @@ def files(tiny_fashion, tmp_path_factory) -> dict[str, str]:
     shutil.copytree(root / "finished", root / "corrupt")
     checkpoint = root / "corrupt" / "checkpoint.pt"
     checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    for name, damage in CHECKPOINT_DAMAGE.items():  # an interrupted run's checkpoint with one field damaged
+        shutil.copytree(root / "cut", root / name)
+        state = torch.load(root / name / "checkpoint.pt", weights_only=True)
+        damage(state)
+        torch.save(state, root / name / "checkpoint.pt")
     shutil.copytree(root / "finished", root / "no-checkpoint")
     (root / "no-checkpoint" / "checkpoint.pt").unlink()
     train_anytime(AnytimeConfig(data_dir=str(tiny_fashion), batch_size=50, epochs=1, val_size=100, width=0.25),
@@ -139,6 +154,21 @@ CLI_CASES = {  # id -> (arguments, what the message must name); {out} is a fresh
     "out-holds-cut-run": ("train --epochs 2 --out {root}/cut", "--resume"),
     "resume-corrupt": ("train --epochs 2 --resume --out {root}/corrupt", "{root}/corrupt/checkpoint.pt"),
     "resume-other-config": ("train --epochs 2 --lr 0.5 --resume --out {root}/cut", "lr: 0.05 in the checkpoint, 0.5"),
+    "resume-field-type": ("train --epochs 2 --resume --out {root}/ck-config-list",
+                          "{root}/ck-config-list/checkpoint.pt is not a gradgeo checkpoint: its field 'config' is of "
+                          "type list, not dict"),
+    "resume-model-shape": ("train --epochs 2 --resume --out {root}/ck-model-shape",
+                           "{root}/ck-model-shape/checkpoint.pt: its field 'model' does not fit this run (Error(s) in "
+                           "loading state_dict for SmallCNN: size mismatch for features.0.weight"),
+    "resume-momentum-shape": ("train --epochs 2 --resume --out {root}/ck-momentum-shape", "its field 'optimizer' "
+                              "does not fit this run (momentum_buffer has shape (2,)"),
+    "resume-scheduler-epoch": ("train --epochs 2 --resume --out {root}/ck-scheduler-epoch",
+                               "its field 'scheduler' does not fit this run (last_epoch is 'one')"),
+    "resume-history-too-long": ("train --epochs 2 --resume --out {root}/ck-history-too-long",
+                                "its field 'history' holds 5 epochs, more than the 2 of its config"),
+    "analyze-model-args-text": ("analyze {root}/ck-model-args-text/checkpoint.pt",
+                                "its field 'model_args' is of type str, not dict"),
+    "analyze-model-shape": ("analyze {root}/ck-model-shape/checkpoint.pt", "its field 'model' does not fit"),
     "resume-no-checkpoint": ("train --epochs 2 --resume --out {root}/no-checkpoint", "result.json"),
     "compare-bad-spec": ("compare sgd sgd:lr=abc", "got 'abc'"),
     "compare-same-spec": ("compare sgd+h0:lam=2 SGD+h0:lam=2.0", "build the same optimizer"),

@@ -53,6 +53,7 @@ from gradgeo.training.run_folder import (
     _run_folder_problem,
     hold_folder,
     read_checkpoint,
+    restore,
 )
 from gradgeo.training.schedules import SCHEDULES, lr_lambda
 from gradgeo.training.tensorboard import TENSORBOARD, TensorBoardLog
@@ -420,10 +421,8 @@ def _run(config: TrainConfig, build: Callable[[dict[str, int]], tuple[nn.Module,
         if changed:
             raise ValueError(f"{checkpoint_path} was written by another configuration (it differs in {changed}); "
                              "resume with the same settings, or use a new --out folder to train with these")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        objective.load_state_dict(state.get("objective", {}))
+        restore(checkpoint_path, state, {"model": model, "optimizer": optimizer, "scheduler": scheduler,
+                                         "objective": objective}, "delete it (--resume then starts the run over)")
         history = state["history"]
     if out is not None and ctx.is_main:  # the metrics file always matches the checkpoint it sits beside
         (out / METRICS).write_text("".join(json.dumps(row) + "\n" for row in history))

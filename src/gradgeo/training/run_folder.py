@@ -9,6 +9,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CHECKPOINT", "LOCK", "METRICS", "RESULT", "hold_folder", "read_checkpoint"]
+__all__ = ["CHECKPOINT", "LOCK", "METRICS", "RESULT", "hold_folder", "read_checkpoint", "restore"]
 
 CHECKPOINT, METRICS, RESULT = "checkpoint.pt", "metrics.jsonl", "result.json"
 #: the empty file a folder's one writer holds an OS lock on (released when the process ends, however it ends)
@@ -89,13 +90,51 @@ def _atomic_save(obj: Any, path: Path) -> None:
             os.unlink(tmp)
 
 
+#: the type of each field a gradgeo checkpoint may hold (mappings are dicts, sequences lists, as torch.save wrote)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "config": (dict,), "model_args": (dict,), "model": (dict,), "optimizer": (dict,), "scheduler": (dict,),
+    "objective": (dict,), "history": (list,), "mean": (list,), "std": (list,), "test_acc": (int, float),
+    "format": (int,), "source": (str,)}
+# sentences of torch's refusal that advise loading the file anyway (weights_only=False, safe globals): not ours to give
+_ADVICE = ("weights only load failed", "weights_only", "safe_globals", "allowlist", "documentation", "trusted",
+           "two options", "pytorch 2.6")
+
+
+def _refusal(text: str) -> str:
+    """What torch's weights-only unpickler refused in ``text``, without its advice to load the file anyway."""
+    sentences = re.split(r"(?<=[.!?])\s+|\n+", text.replace("WeightsUnpickler error:", "\n"))
+    kept = [s.strip(" \t.") for s in sentences if s.strip(" \t.") and not any(a in s.lower() for a in _ADVICE)]
+    return "; ".join(kept) or "an object that is not a tensor or a plain value"
+
+
+def _field_problem(key: str, value: Any, state: dict[str, Any]) -> str | None:
+    """What is wrong with field ``key`` of the checkpoint ``state`` (its type, the types inside it), or None."""
+    expected = _FIELD_TYPES.get(key)
+    if expected is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, expected):
+        return f"is of type {type(value).__name__}, not {' or '.join(t.__name__ for t in expected)}"
+    if key == "model" and not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()):
+        return "is not a mapping of parameter names to tensors"
+    if key == "model_args" and not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                       for v in value.values()):
+        return f"holds {value!r}; expected whole numbers >= 1 (num_classes, in_channels)"
+    if key == "history" and not all(isinstance(row, dict) and row.get("epoch") == i + 1 for i, row in enumerate(value)):
+        return "is not one row per epoch (dicts whose epoch counts 1, 2, 3 ...)"
+    epochs = state.get("config", {}).get("epochs") if isinstance(state.get("config"), dict) else None
+    if key == "history" and isinstance(epochs, int) and len(value) > epochs:
+        return f"holds {len(value)} epochs, more than the {epochs} of its config"
+    return None
+
+
 def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu",
                     keys: tuple[str, ...] = ("config", "model_args", "model", "history"),
                     fix: str = "delete it (--resume then starts the run over) or use another --out folder",
                     ) -> dict[str, Any]:
     """A checkpoint written by :func:`fit` (or another ``torch.save``'d dict holding ``keys``), loaded with
     ``weights_only=True`` (tensors and plain types only: a file cannot run code); a ValueError names a file
-    that lacks ``keys``, is corrupt or is no checkpoint, and says what to do (``fix``)."""
+    that lacks ``keys``, is corrupt, is no checkpoint or holds a field of the wrong type (naming the field), and
+    says what to do (``fix``)."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder; pass the {CHECKPOINT} file of a run (e.g. {path / CHECKPOINT})")
@@ -103,18 +142,42 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu",
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as error:  # what torch raises for a bad file
         text = str(error).strip()
-        if "WeightsUnpickler error:" in text:  # not torch's advice to load with weights_only=False: that runs code
-            detail = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n\n")[0]
-            reason = f"it holds more than tensors and plain values, refused since loading it could run code: {detail}"
-        else:
-            reason = text.splitlines()[0] if text else type(error).__name__
+        if "weights only load failed" in text.lower():  # not torch's advice to load it anyway: that runs code
+            raise ValueError(f"cannot read the checkpoint {path}: it holds more than tensors and plain values "
+                             f"({_refusal(text)}), refused since loading it could run code; {fix}") from None
+        reason = text.splitlines()[0] if text else type(error).__name__
         raise ValueError(f"cannot read the checkpoint {path}: it is cut short, corrupt or not a gradgeo "
                          f"checkpoint ({reason}); {fix}") from None
     if not isinstance(state, dict) or not set(keys) <= state.keys():
         raise ValueError(f"{path} is not a gradgeo checkpoint (it lacks {', '.join(sorted(set(keys) - set(state)))} "
                          f"of the {CHECKPOINT} of a training run); {fix}"
                          if isinstance(state, dict) else f"{path} is not a gradgeo checkpoint; {fix}")
+    for key in sorted(state):
+        if (problem := _field_problem(key, state[key], state)) is not None:
+            raise ValueError(f"{path} is not a gradgeo checkpoint: its field {key!r} {problem}; {fix}")
     return state
+
+
+def restore(path: Path, state: dict[str, Any], targets: dict[str, Any], fix: str) -> None:
+    """Load field ``name`` of the checkpoint ``state`` (read from ``path``) into ``targets[name]`` (a model,
+    optimizer, scheduler or objective) by its ``load_state_dict``; a ValueError names the file and the field
+    whose keys, shapes or values do not fit. An optimizer's state is checked too: every tensor in it is a
+    scalar or has the shape of its parameter (momentum, Adam's moments), as the next step needs."""
+    for name, target in targets.items():
+        try:
+            target.load_state_dict(state.get(name, {}))
+            if isinstance(target, torch.optim.Optimizer):
+                for p, buffers in target.state.items():
+                    for key, value in buffers.items():
+                        if isinstance(value, torch.Tensor) and value.dim() and value.shape != p.shape:
+                            raise ValueError(f"{key} has shape {tuple(value.shape)}, its parameter "
+                                             f"{tuple(p.shape)}")
+            if isinstance(target, torch.optim.lr_scheduler.LRScheduler) and (
+                    isinstance(target.last_epoch, bool) or not isinstance(target.last_epoch, int)):
+                raise ValueError(f"last_epoch is {target.last_epoch!r}")
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+            reason = " ".join(str(error).split()) or type(error).__name__  # torch's lines, on one
+            raise ValueError(f"{path}: its field {name!r} does not fit this run ({reason}); {fix}") from None
 
 
 def _run_folder_problem(out: Path, resume: bool) -> str | None:
