@@ -1,7 +1,8 @@
-"""Shared fixtures: a small real problem (a slice of Fashion-MNIST) for optimizer tests."""
+"""Shared fixtures: a small real problem (a slice of Fashion-MNIST) for optimizer tests, small real filesystems."""
 
 import gzip
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,29 @@ def tiny_fashion(fashion_dir, tmp_path_factory) -> Path:
                 head, body = f.read(header), f.read(count * size)
             (folder / f"{part}-{kind}-ubyte").write_bytes(head[:4] + struct.pack(">I", count) + head[8:] + body)
     return folder
+
+
+@pytest.fixture()
+def tmpfs(tmp_path):
+    """``mount(size)``: a real tmpfs of ``size`` (e.g. ``"512k"``) mounted on a fresh folder, and
+    ``mount.read_only(folder)`` remounting it read-only; ``mount(size)`` is None where this process cannot mount
+    (not root). Unmounted at the end of the test."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path | None:
+        folder = tmp_path / f"tmpfs-{len(mounted)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                              capture_output=True)
+        if done.returncode != 0:
+            return None
+        mounted.append(folder)
+        return folder
+
+    def read_only(folder: Path) -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
+
+    mount.read_only = read_only  # type: ignore[attr-defined]
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], capture_output=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from gradgeo.experiments.grid import load_histories
 from gradgeo.experiments.stats import mean_ci
 from gradgeo.tasks.base import Metric
+from gradgeo.training.run_folder import save_figure
 
 __all__ = ["plot_curves"]
 
@@ -50,5 +51,5 @@ def plot_curves(out: Path, specs: Sequence[str], seeds: Sequence[int], path: Pat
     ncol = min(len(specs), 4 if len(specs) > 8 else 3)
     fig.legend(loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, min(0.6, 0.045 * -(-len(specs) // ncol) + 0.02), 1, 1))
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)

@@ -43,7 +43,6 @@ import dataclasses
 import io
 import math
 import os
-import tempfile
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -75,6 +74,7 @@ from gradgeo.experiments.storage import (
 from gradgeo.tasks import Metric, Task, get_task
 from gradgeo.training import ddp
 from gradgeo.training.engine import TrainConfig, _atomic_save
+from gradgeo.training.run_folder import save_figure, write_file
 
 __all__ = ["STRENGTH_RANGES", "WEIGHT_DECAY_RANGE", "Dimension", "SearchSpace", "format_tune_table", "search_space",
            "tune"]
@@ -355,15 +355,12 @@ def summarize_tuning(studies: Sequence[optuna.Study], spaces: Sequence[SearchSpa
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    """A CSV file written whole or not at all (several workers may write it at once)."""
+    """A CSV file written whole or not at all (several workers may write it at once), and not again unchanged."""
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(header)
     writer.writerows([["" if v is None else v for v in row] for row in rows])
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
-        f.write(text.getvalue())
-    os.replace(tmp, path)
+    write_file(path, text.getvalue().encode())
 
 
 def _show(metric: Metric, value: float | None) -> str:
@@ -446,7 +443,7 @@ def plot_tuning(summary: dict[str, Any], out: Path) -> None:
     ax.set(xlabel="trial", ylabel=metric.label, title="optimization history (x: pruned, at its last epoch)")
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(out / "history.png", dpi=120)
+    save_figure(fig, out / "history.png", dpi=120)
     plt.close(fig)
 
     planes = [row for row in summary["rows"] if len(row["search_space"]) >= 2 and row["search_space"][0][0] == "lr"]
@@ -472,5 +469,5 @@ def plot_tuning(summary: dict[str, Any], out: Path) -> None:
             fig.colorbar(points, ax=ax, label=metric.label)
         ax.legend(fontsize=7, frameon=False, loc="lower left")
     fig.tight_layout()
-    fig.savefig(out / "lr_strength.png", dpi=120)
+    save_figure(fig, out / "lr_strength.png", dpi=120)
     plt.close(fig)

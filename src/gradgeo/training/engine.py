@@ -54,6 +54,7 @@ from gradgeo.training.run_folder import (
     hold_folder,
     read_checkpoint,
     restore,
+    write_file,
 )
 from gradgeo.training.schedules import SCHEDULES, lr_lambda
 from gradgeo.training.tensorboard import TENSORBOARD, TensorBoardLog
@@ -425,7 +426,8 @@ def _run(config: TrainConfig, build: Callable[[dict[str, int]], tuple[nn.Module,
                                          "objective": objective}, "delete it (--resume then starts the run over)")
         history = state["history"]
     if out is not None and ctx.is_main:  # the metrics file always matches the checkpoint it sits beside
-        (out / METRICS).write_text("".join(json.dumps(row) + "\n" for row in history))
+        write_file(out / METRICS, "".join(json.dumps(row) + "\n" for row in history).encode())
+    resumed_epochs = len(history)
     board = TensorBoardLog(out / TENSORBOARD, history) if tensorboard and out is not None and ctx.is_main else None
 
     if log is not None:
@@ -473,7 +475,9 @@ def _run(config: TrainConfig, build: Callable[[dict[str, int]], tuple[nn.Module,
             on_epoch(row)
     if board is not None:
         board.close()
-    if out is not None and ctx.is_main and len(history) == config.epochs:
+    trained_now = len(history) > resumed_epochs  # a finished run resumed again writes nothing
+    if out is not None and ctx.is_main and len(history) == config.epochs and (
+            trained_now or not (out / RESULT).exists()):
         _atomic_save({"config": dataclasses.asdict(config), "history": history,
                       "final_test_acc": history[-1]["test_acc"],
                       **({"best_val_acc": max(r["val_acc"] for r in history)}

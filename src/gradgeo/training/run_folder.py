@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import math
 import os
@@ -18,31 +19,54 @@ from typing import Any
 
 import torch
 
-__all__ = ["CHECKPOINT", "LOCK", "METRICS", "RESULT", "hold_folder", "read_checkpoint", "restore"]
+__all__ = ["CHECKPOINT", "LOCK", "METRICS", "RESULT", "TEMP_NAME", "hold_folder", "read_checkpoint", "restore",
+           "save_figure", "write_file"]
 
 CHECKPOINT, METRICS, RESULT = "checkpoint.pt", "metrics.jsonl", "result.json"
 #: the empty file a folder's one writer holds an OS lock on (released when the process ends, however it ends)
 LOCK = ".gradgeo.lock"
 
 
+#: the temporary file of an atomic write (``.NAME.XXXXXXXX.tmp`` beside ``NAME``); one left by a killed writer is
+#: removed when the folder's lock is next taken
+TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+
+
 @contextlib.contextmanager
 def hold_folder(folder: Path, what: str = "a run") -> Iterator[None]:
     """Hold ``folder``'s writer lock (an exclusive ``flock`` on ``folder/.gradgeo.lock``) while the block runs;
     a ValueError when another process holds it. The kernel drops the lock with the process, so a killed run
-    leaves no stale lock. Where the OS has no ``flock`` (Windows), nothing is locked."""
+    leaves no stale lock; the temporary files a killed writer left (:data:`TEMP_NAME`, no other file) are
+    removed once the lock is held. A folder this process may not write (read-only media) is locked through a
+    read-only descriptor of its lock file, or not at all without one: nothing can be written there anyway.
+    Where the OS has no ``flock`` (Windows), nothing is locked."""
     try:
         import fcntl
     except ImportError:  # not POSIX
         yield
         return
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = None
+    try:
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as error:
+        if error.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        with contextlib.suppress(FileNotFoundError):
+            fd = os.open(folder / LOCK, os.O_RDONLY)
+    if fd is None:  # a folder without a lock file that this process may not write
+        yield
+        return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ValueError(f"{folder} is in use: another gradgeo process is writing {what} there; wait for it to "
                              "end (or stop it), or pick another --out folder") from None
+        for leftover in folder.iterdir():
+            if TEMP_NAME.fullmatch(leftover.name) and leftover.is_file():
+                with contextlib.suppress(OSError):  # a read-only folder keeps it: nothing is written there
+                    leftover.unlink()
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
@@ -65,29 +89,56 @@ def _umask() -> int:
     return mask
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file. The file
-    gets the mode an ordinary write would (0666 less the umask, not mkstemp's 0600); JSON is strict (NaN is
-    written as null). A full disk is an OSError (ENOSPC) whichever writer hit it (torch.save raises a
-    RuntimeError of its own)."""
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[str]:
+    """A temporary file beside ``path`` (:data:`TEMP_NAME`) that replaces ``path`` when the block ends without
+    an error, with the mode an ordinary write gives (0666 less the umask, not mkstemp's 0600): a crash never
+    leaves half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        if path.suffix == ".json":
-            Path(tmp).write_text(json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")
-        else:
-            try:
-                torch.save(obj, tmp)
-            except RuntimeError as error:  # the zip writer's own error, also for a full disk
-                free = shutil.disk_usage(path.parent).free
-                reason = "no space left on the device" if free < (64 << 20) else f"torch.save failed ({error})"
-                raise OSError(errno.ENOSPC if free < (64 << 20) else errno.EIO,
-                              f"could not write {path}: {reason}") from None
+        yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, unless ``path`` holds exactly ``data`` already: a finished run or
+    comparison read again writes nothing (and reads from read-only media)."""
+    path = Path(path)
+    with contextlib.suppress(OSError):
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return
+    with _replacing(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
+def save_figure(figure: Any, path: str | os.PathLike[str], **savefig: Any) -> None:
+    """A matplotlib figure as a PNG file, by :func:`write_file` (PNG output is the same bytes for the same
+    figure, so an unchanged plot is not written again)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", **savefig)
+    write_file(path, buffer.getvalue())
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    """Write ``obj`` to ``path`` atomically: JSON (strict: NaN is written as null) by :func:`write_file`, so
+    an unchanged file is not written again; anything else with ``torch.save``. A full disk is an OSError
+    (ENOSPC) whichever writer hit it (torch.save raises a RuntimeError of its own)."""
+    if path.suffix == ".json":
+        write_file(path, (json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n").encode())
+        return
+    with _replacing(path) as tmp:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as error:  # the zip writer's own error, also for a full disk
+            free = shutil.disk_usage(path.parent).free
+            reason = "no space left on the device" if free < (64 << 20) else f"torch.save failed ({error})"
+            raise OSError(errno.ENOSPC if free < (64 << 20) else errno.EIO,
+                          f"could not write {path}: {reason}") from None
 
 
 #: the type of each field a gradgeo checkpoint may hold (mappings are dicts, sequences lists, as torch.save wrote)
@@ -114,6 +165,7 @@ def _field_problem(key: str, value: Any, state: dict[str, Any]) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, expected):
         return f"is of type {type(value).__name__}, not {' or '.join(t.__name__ for t in expected)}"
+    value = state[key]  # Any again: isinstance with a tuple of types narrowed it to object
     if key == "model" and not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()):
         return "is not a mapping of parameter names to tensors"
     if key == "model_args" and not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
