@@ -4,6 +4,7 @@ and one message that names the bad value, without a traceback; the API raises an
 """
 
 import math
+import pickle
 import shlex
 import shutil
 import struct
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 import gradgeo
+from _cifar import NumpyPickle, write_cifar
 from gradgeo import transforms
 from gradgeo.channel.factory import create_optimizer
 from gradgeo.cli import main
@@ -59,7 +61,10 @@ def files(tiny_fashion, tmp_path_factory) -> dict[str, str]:
     shutil.copytree(tiny_fashion, bad_data)
     labels = bad_data / "train-labels-idx1-ubyte"
     labels.write_bytes(labels.read_bytes()[:100])  # cut short
-    folders = {}
+    folders = {"cifar": root / "cifar"}
+    write_cifar(folders["cifar"], hundred=False, protocol=2)  # a CIFAR-10 batch whose array has an impossible shape
+    (folders["cifar"] / "data_batch_2").write_bytes(pickle.dumps({b"data": NumpyPickle((-1, -3072), bytes(3072)),
+                                                                  b"labels": [0]}))
     for name, (count, size) in {"no_test": (0, 28), "one_pixel": (300, 1)}.items():  # IDX files that parse
         folders[name] = root / name.replace("_", "-")
         shutil.copytree(tiny_fashion, folders[name])
@@ -147,6 +152,8 @@ CLI_CASES = {  # id -> (arguments, what the message must name); {out} is a fresh
     "data-dir-file": ("train --data-dir {root}/a-file", "{root}/a-file"),
     "data-file-cut-short": ("train --data-dir {bad_data}", "train-labels-idx1-ubyte"),
     "data-no-test-images": ("train --data-dir {no_test}", "{no_test}/t10k-images-idx3-ubyte: the images"),
+    "data-cifar-negative-shape": ("train --dataset cifar10 --data-dir {cifar}",
+                                  "{cifar}/data_batch_2: a numpy array with the shape (-1, -3072)"),
     "data-one-pixel-images": ("train --data-dir {one_pixel}", "{one_pixel}/train-images-idx3-ubyte: the images"),
     "out-is-file": ("train --out {root}/a-file", "{root}/a-file"),
     "out-under-file": ("train --out {root}/a-file/run", "{root}/a-file/run"),

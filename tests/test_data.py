@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _cifar import NumpyPickle, write_cifar
 from gradgeo.data import (
     DATASETS,
     Augment,
@@ -222,45 +223,6 @@ def test_labels_out_of_range(tmp_path):
 # ------------------------------------------------------------------------------------------- CIFAR
 
 
-def write_cifar(
-    directory: Path, hundred: bool, protocol: int, per_batch: int = 6, fortran: bool = False
-) -> tuple[torch.Tensor, list]:
-    """A tiny CIFAR layout pickled with numpy arrays, as the real release; returns train data and labels.
-
-    CIFAR-100 labels are stored as an int64 numpy array (the release has lists) to cover that form too.
-    """
-    np = pytest.importorskip("numpy")
-    directory.mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(1)
-    classes = 100 if hundred else 10
-    label_key = b"fine_labels" if hundred else b"labels"
-    files = ["train"] if hundred else [f"data_batch_{i}" for i in range(1, 6)]
-    all_data, all_labels = [], []
-    for i, name in enumerate([*files, "test" if hundred else "test_batch"]):
-        data = torch.randint(0, 256, (per_batch, 3072), dtype=torch.uint8, generator=g)
-        labels = [(i * per_batch + k) % classes for k in range(per_batch)]
-        batch = {
-            b"batch_label": b"batch",
-            label_key: np.array(labels, dtype=np.int64) if hundred else labels,
-            b"data": np.asfortranarray(data.numpy()) if fortran else data.numpy(),
-            b"filenames": [b"img_%d.png" % k for k in range(per_batch)],
-        }
-        if hundred:
-            batch[b"coarse_labels"] = [v // 5 for v in labels]
-        (directory / name).write_bytes(pickle.dumps(batch, protocol=protocol))
-        if name in files:
-            all_data.append(data)
-            all_labels += labels
-    names = [b"class_%d" % k for k in range(classes)]
-    meta = (
-        {b"fine_label_names": names, b"coarse_label_names": names[:20]}
-        if hundred
-        else {b"label_names": names}
-    )
-    (directory / ("meta" if hundred else "batches.meta")).write_bytes(pickle.dumps(meta, protocol=protocol))
-    return torch.cat(all_data), all_labels
-
-
 @pytest.mark.parametrize(("protocol", "fortran"), [(2, False), (5, False), (2, True)])
 def test_tiny_cifar10(tmp_path, protocol, fortran):
     data, labels = write_cifar(
@@ -312,26 +274,13 @@ def test_corrupt_cifar(tmp_path, damage, message):
         load_dataset("cifar10", data_dir=tmp_path)
 
 
-class _Array:
-    """Pickles as numpy pickles an array (``_reconstruct`` and ``__setstate__``), with whatever shape, memory
-    order and data it is given: the forms of a damaged or crafted file."""
-
-    def __init__(self, shape, data, order=False, code="u1"):
-        self.state = (shape, code, order, data)
-
-    def __reduce__(self):
-        np = pytest.importorskip("numpy")
-        shape, code, order, data = self.state
-        return (np.core.multiarray._reconstruct, (np.ndarray, (0,), b"b"), (1, shape, np.dtype(code), order, data))
-
-
 @pytest.mark.parametrize(("file", "entry", "value", "message"), [
-    ("data_batch_2", b"data", _Array((-1, -3072), bytes(3072)), "shape (-1, -3072)"),
-    ("data_batch_2", b"data", _Array((1.5, 3072), bytes(3072)), "shape (1.5, 3072)"),
-    ("data_batch_2", b"data", _Array(None, bytes(3072)), "shape None"),
-    ("data_batch_2", b"data", _Array((1, 3072), bytes(3072), order="F"), "memory order is 'F'"),
-    ("data_batch_2", b"data", _Array((2**62, 3072), bytes(3072)), "holds 3072 bytes"),
-    ("test_batch", b"data", _Array((0, 3072), bytes(1)[:0]), "no images"),
+    ("data_batch_2", b"data", NumpyPickle((-1, -3072), bytes(3072)), "shape (-1, -3072)"),
+    ("data_batch_2", b"data", NumpyPickle((1.5, 3072), bytes(3072)), "shape (1.5, 3072)"),
+    ("data_batch_2", b"data", NumpyPickle(None, bytes(3072)), "shape None"),
+    ("data_batch_2", b"data", NumpyPickle((1, 3072), bytes(3072), order="F"), "memory order is 'F'"),
+    ("data_batch_2", b"data", NumpyPickle((2**62, 3072), bytes(3072)), "holds 3072 bytes"),
+    ("test_batch", b"data", NumpyPickle((0, 3072), bytes(1)[:0]), "no images"),
     ("data_batch_2", b"labels", [2**70], "labels must lie in [0, 10)"),
     ("data_batch_2", b"labels", [True], "should be a list of integers"),
     ("batches.meta", b"label_names", [b"\xff"] * 10, "a class name is not UTF-8 text"),
@@ -341,7 +290,7 @@ def test_cifar_with_absurd_shapes_or_values_names_the_file(tmp_path, file, entry
     """A damaged or crafted CIFAR pickle: shapes that are negative, fractional, missing or larger than the data,
     no images, labels no tensor holds, names that are not text. One DatasetFormatError that names the file."""
     write_cifar(tmp_path, hundred=False, protocol=2)
-    batch = {b"data": _Array((1, 3072), bytes(3072)), b"labels": [0]} if file != "batches.meta" else {}
+    batch = {b"data": NumpyPickle((1, 3072), bytes(3072)), b"labels": [0]} if file != "batches.meta" else {}
     batch[entry] = value
     (tmp_path / file).write_bytes(pickle.dumps(batch, protocol=3))
     with pytest.raises(DatasetFormatError) as info:
