@@ -59,4 +59,5 @@ class NumpyPickle:
     def __reduce__(self):
         np = pytest.importorskip("numpy")
         shape, code, order, data = self.state
-        return (np.core.multiarray._reconstruct, (np.ndarray, (0,), b"b"), (1, shape, np.dtype(code), order, data))
+        core = np._core if hasattr(np, "_core") else np.core  # numpy 2 renamed it: pickles name what it has
+        return (core.multiarray._reconstruct, (np.ndarray, (0,), b"b"), (1, shape, np.dtype(code), order, data))

@@ -207,6 +207,8 @@ CLI_CASES = {  # id -> (arguments, what the message must name); {out} is a fresh
     "spec-dampening-beyond-float32": ("train --optimizer sgd:momentum=0.9,dampening=1e300", "got 1e+300"),
     "lr-beyond-float32": ("train --lr 1e300", "lr must be a finite number > 0 that float32 holds"),
     "compare-eps-beyond-float32": ("compare adam adam:eps=1e39", "got 1e+39"),
+    "compare-sigma-beyond-float32": ("compare sgd sgd+laplacian:sigma=1e308", "sigma must be a finite number >= 0 "
+                                     "that float32 holds (at most 3.4e+38), got 1e+308"),
     "anytime-osgd-eps-nan": ("anytime train --strategy osgd:eps=nan", "eps must be a finite number in [0, 1), got nan"),
     "anytime-compare-osgd-eps": ("anytime compare sum osgd:eps=2", "eps must lie in [0, 1), got 2"),
     "anytime-adaloss-min-loss": ("anytime train --strategy adaloss:min_loss=1e308", "min_loss must be a number in "

@@ -30,6 +30,7 @@ from gradgeo.channel.optim import (
     layer_kinds,
     validate_options,
 )
+from gradgeo.channel.options import FLOAT32_MAX
 from gradgeo.channel.transforms import BOUNDARIES, DIRECTIONS
 
 __all__ = ["BASES", "METRIC_SUMMARIES", "SPEC_GRAMMAR", "OptimizerSpec", "SpecOption", "base_options",
@@ -73,7 +74,6 @@ METRIC_SUMMARIES: dict[str, str] = {
     "laplacian": "baseline: Laplacian smoothing (LS-SGD, Osher et al. 2018) of the flattened tensor",
     "none": "the identity: the base optimizer alone (for A/B runs)",
 }
-_FLOAT32_MAX = torch.finfo(torch.float32).max
 # what each base option must be: a finite number with a bound, a boolean, or Adam's pair of betas
 _OPTION_RULES: dict[str, str] = {"lr": "> 0", "momentum": ">= 0", "weight_decay": ">= 0", "dampening": ">= 0",
                                  "eps": ">= 0", "alpha": ">= 0", "lr_decay": ">= 0", "nesterov": "bool",
@@ -177,8 +177,8 @@ def _option_problem(key: str, value: Any) -> str | None:
         return None if ok else f"{key} must be an integer in 1..99, got {value!r}"
     if not number(value) or value < 0 or (rule == "> 0" and value == 0):
         return f"{key} must be a finite number {rule}, got {value!r}"
-    if value > _FLOAT32_MAX:  # torch refuses it at the first step on float32 weights
-        return f"{key} must be a finite number {rule} that float32 holds (at most {_FLOAT32_MAX:.3g}), got {value!r}"
+    if value > FLOAT32_MAX:  # torch refuses it at the first step on float32 weights
+        return f"{key} must be a finite number {rule} that float32 holds (at most {FLOAT32_MAX:.3g}), got {value!r}"
     return None
 
 

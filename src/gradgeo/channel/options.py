@@ -10,7 +10,7 @@ from typing import Any
 
 from gradgeo.channel.transforms import BOUNDARIES, DIRECTIONS
 
-__all__ = ["APPLY_TO", "DEFAULT_LAM", "LAM_RANGES", "METRICS", "METRIC_OPTIONS", "OPTION_DEFAULTS",
+__all__ = ["APPLY_TO", "DEFAULT_LAM", "FLOAT32_MAX", "LAM_RANGES", "METRICS", "METRIC_OPTIONS", "OPTION_DEFAULTS",
            "check_options_used", "validate_options"]
 
 METRICS: tuple[str, ...] = ("h0", "sobolev", "h1", "laplacian", "none")
@@ -44,6 +44,9 @@ def check_options_used(metric: str, given: Iterable[str]) -> None:
                          f"options: {own}")
 
 
+#: the largest float32: an option above it overflows the first step on float32 weights
+FLOAT32_MAX = 3.4028234663852886e38
+
 #: the lam each metric accepts: where its transform of any gradient with entries below 1e26 stays finite in
 #: float32 (h0 and sobolev scale what varies across the channels by up to 1/lam; h1's recurrences overflow
 #: near lam C^2 = 1e30)
@@ -71,6 +74,9 @@ def validate_options(group: Mapping[str, Any]) -> None:
     sigma = group["sigma"]
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
         raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
+    if sigma > FLOAT32_MAX:  # (1 + 4 sigma overflows, and the mean's mode is inf * 0)
+        raise ValueError(f"sigma must be a finite number >= 0 that float32 holds (at most {FLOAT32_MAX:.3g}), got "
+                         f"{sigma!r}")
     if group["direction"] not in DIRECTIONS:
         raise ValueError(f"unknown direction {group['direction']!r}; expected one of {DIRECTIONS}")
     if group["boundary"] not in BOUNDARIES:
