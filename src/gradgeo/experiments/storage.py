@@ -242,7 +242,7 @@ def _queue_dead(study: optuna.Study) -> None:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get(WORKER_ATTR)
         if (isinstance(worker, dict) and worker.get("trial") == trial.number and worker.get("machine") == machine
-                and _started(int(worker["pid"])) != worker.get("started")):
+                and isinstance(worker.get("pid"), int) and _started(worker["pid"]) != worker.get("started")):
             _queue_again(study, trial._trial_id, fail=True)
 
 
