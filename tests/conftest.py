@@ -1,7 +1,8 @@
-"""Shared fixtures: a small real problem (a slice of Fashion-MNIST) for optimizer tests."""
+"""Shared fixtures: a small real problem (a slice of Fashion-MNIST) for optimizer tests, small real filesystems."""
 
 import gzip
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,29 @@ def _metric_registry(monkeypatch):
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     monkeypatch.setattr(registry, "_entry_point_failures", list(registry._entry_point_failures))
     monkeypatch.setattr(registry, "_entry_points_loaded", registry._entry_points_loaded)
+
+
+@pytest.fixture()
+def tmpfs(tmp_path):
+    """``mount(size)``: a real tmpfs of ``size`` (e.g. ``"512k"``) mounted on a fresh folder, and
+    ``mount.read_only(folder)`` remounting it read-only; ``mount(size)`` is None where this process cannot mount
+    (not root). Unmounted at the end of the test."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path | None:
+        folder = tmp_path / f"tmpfs-{len(mounted)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                              capture_output=True)
+        if done.returncode != 0:
+            return None
+        mounted.append(folder)
+        return folder
+
+    def read_only(folder: Path) -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
+
+    mount.read_only = read_only  # type: ignore[attr-defined]
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], capture_output=True)

@@ -4,8 +4,10 @@ and one message that names the bad value, without a traceback; the API raises an
 """
 
 import math
+import pickle
 import shlex
 import shutil
+import struct
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import torch
 from torch import nn
 
 import gradgeo
+from _dataset_files import NumpyPickle, write_cifar
 from gradgeo import transforms
 from gradgeo.channel.factory import create_optimizer
 from gradgeo.cli import main
@@ -22,6 +25,16 @@ from gradgeo.experiments.stats import mean_ci
 from gradgeo.osgd import gram_schmidt
 from gradgeo.tasks.anytime import AnytimeConfig, train_anytime
 from gradgeo.training.engine import TrainConfig, train
+
+CHECKPOINT_DAMAGE = {  # folder -> what is done to the checkpoint's fields (weights-only files, all of them)
+    "ck-config-list": lambda state: state.update(config=[1, 2]),
+    "ck-model-shape": lambda state: state["model"].update({"features.0.weight": torch.zeros(3)}),
+    "ck-model-args-text": lambda state: state.update(model_args="small"),
+    "ck-momentum-shape": lambda state: [s.update(momentum_buffer=torch.zeros(2))
+                                        for s in state["optimizer"]["state"].values()],
+    "ck-scheduler-epoch": lambda state: state["scheduler"].update(last_epoch="one"),
+    "ck-history-too-long": lambda state: state.update(history=[{"epoch": i + 1} for i in range(5)]),
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +47,11 @@ def files(tiny_fashion, tmp_path_factory) -> dict[str, str]:
     shutil.copytree(root / "finished", root / "corrupt")
     checkpoint = root / "corrupt" / "checkpoint.pt"
     checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    for name, damage in CHECKPOINT_DAMAGE.items():  # an interrupted run's checkpoint with one field damaged
+        shutil.copytree(root / "cut", root / name)
+        state = torch.load(root / name / "checkpoint.pt", weights_only=True)
+        damage(state)
+        torch.save(state, root / name / "checkpoint.pt")
     shutil.copytree(root / "finished", root / "no-checkpoint")
     (root / "no-checkpoint" / "checkpoint.pt").unlink()
     train_anytime(AnytimeConfig(data_dir=str(tiny_fashion), batch_size=50, epochs=1, val_size=100, width=0.25),
@@ -43,13 +61,28 @@ def files(tiny_fashion, tmp_path_factory) -> dict[str, str]:
     shutil.copytree(tiny_fashion, bad_data)
     labels = bad_data / "train-labels-idx1-ubyte"
     labels.write_bytes(labels.read_bytes()[:100])  # cut short
+    folders = {"cifar": root / "cifar"}
+    write_cifar(folders["cifar"], hundred=False, protocol=2)  # a CIFAR-10 batch whose array has an impossible shape
+    (folders["cifar"] / "data_batch_2").write_bytes(pickle.dumps({b"data": NumpyPickle((-1, -3072), bytes(3072)),
+                                                                  b"labels": [0]}))
+    for name, (count, size) in {"no_test": (0, 28), "one_pixel": (300, 1)}.items():  # IDX files that parse
+        folders[name] = root / name.replace("_", "-")
+        shutil.copytree(tiny_fashion, folders[name])
+        for part in ("train", "t10k") if size != 28 else ("t10k",):
+            n = count if part == "t10k" else 400
+            (folders[name] / f"{part}-images-idx3-ubyte").write_bytes(
+                struct.pack(">4B3I", 0, 0, 8, 3, n, size, size) + bytes(range(256)) * (n * size * size // 256)
+                + bytes(n * size * size % 256))
+            (folders[name] / f"{part}-labels-idx1-ubyte").write_bytes(struct.pack(">4BI", 0, 0, 8, 1, n) +
+                                                                      bytes(i % 10 for i in range(n)))
     compare_task("classify", ["sgd"], [0], TrainConfig(data_dir=str(tiny_fashion), batch_size=50, epochs=1),
                  root / "cmp", log=lambda line: None)
     shutil.copytree(root / "cmp", root / "cmp-bad-plan")
     (root / "cmp-bad-plan" / "plan.json").write_text('{"specs": ["sgd"')
     shutil.copytree(root / "cmp", root / "cmp-bad-result")
     (root / "cmp-bad-result" / "runs" / "sgd" / "seed-0" / "result.json").write_text("{")
-    return {"data": str(tiny_fashion), "root": str(root), "bad_data": str(bad_data)}
+    return {"data": str(tiny_fashion), "root": str(root), "bad_data": str(bad_data),
+            **{name: str(folder) for name, folder in folders.items()}}
 
 
 TINY = "--data-dir {data} --batch-size 50 --epochs 1 --quiet"
@@ -98,8 +131,13 @@ CLI_CASES = {  # id -> (arguments, what the message must name); {out} is a fresh
     "train-size-too-big": ("train --train-size 100000", "got 100000"),
     "val-size-negative": ("train --val-size -1", "val_size must be an integer >= 0, got -1"),
     "val-size-everything": ("train --val-size 400", "got 400"),
-    "seed-negative": ("train --seed -1", "seed must be an integer >= 0, got -1"),
-    "width-zero": ("train --width 0", "width must be a finite number > 0, got 0.0"),
+    "seed-negative": ("train --seed -1", "seed must be an integer in 0..4294967295, got -1"),
+    "seed-beyond-torch": ("train --seed 18446744073709551616", "seed must be an integer in 0..4294967295"),
+    "width-zero": ("train --width 0", "width must be a finite number in (0, 64], got 0.0"),
+    "width-absurd": ("train --width 1e4", "width must be a finite number in (0, 64], got 10000.0"),
+    "width-beyond-float": ("train --width 1e308", "got 1e+308"),
+    "compare-width-absurd": ("compare sgd --width 1e4", "got 10000.0"),
+    "anytime-width-absurd": ("anytime train --width 1e4", "got 10000.0"),
     "width-nan": ("train --width nan", "got nan"),
     "schedule": ("train --schedule linear", "'linear'"),
     "precision": ("train --precision fp16", "'fp16'"),
@@ -113,12 +151,31 @@ CLI_CASES = {  # id -> (arguments, what the message must name); {out} is a fresh
     "data-dir-missing": ("train --data-dir {root}/nowhere", "{root}/nowhere"),
     "data-dir-file": ("train --data-dir {root}/a-file", "{root}/a-file"),
     "data-file-cut-short": ("train --data-dir {bad_data}", "train-labels-idx1-ubyte"),
+    "data-no-test-images": ("train --data-dir {no_test}", "{no_test}/t10k-images-idx3-ubyte: the images"),
+    "data-cifar-negative-shape": ("train --dataset cifar10 --data-dir {cifar}",
+                                  "{cifar}/data_batch_2: a numpy array with the shape (-1, -3072)"),
+    "data-one-pixel-images": ("train --data-dir {one_pixel}", "{one_pixel}/train-images-idx3-ubyte: the images"),
     "out-is-file": ("train --out {root}/a-file", "{root}/a-file"),
     "out-under-file": ("train --out {root}/a-file/run", "{root}/a-file/run"),
     "out-holds-run": ("train --epochs 2 --out {root}/finished", "--resume"),
     "out-holds-cut-run": ("train --epochs 2 --out {root}/cut", "--resume"),
     "resume-corrupt": ("train --epochs 2 --resume --out {root}/corrupt", "{root}/corrupt/checkpoint.pt"),
     "resume-other-config": ("train --epochs 2 --lr 0.5 --resume --out {root}/cut", "lr: 0.05 in the checkpoint, 0.5"),
+    "resume-field-type": ("train --epochs 2 --resume --out {root}/ck-config-list",
+                          "{root}/ck-config-list/checkpoint.pt is not a gradgeo checkpoint: its field 'config' is of "
+                          "type list, not dict"),
+    "resume-model-shape": ("train --epochs 2 --resume --out {root}/ck-model-shape",
+                           "{root}/ck-model-shape/checkpoint.pt: its field 'model' does not fit this run (Error(s) in "
+                           "loading state_dict for SmallCNN: size mismatch for features.0.weight"),
+    "resume-momentum-shape": ("train --epochs 2 --resume --out {root}/ck-momentum-shape", "its field 'optimizer' "
+                              "does not fit this run (momentum_buffer has shape (2,)"),
+    "resume-scheduler-epoch": ("train --epochs 2 --resume --out {root}/ck-scheduler-epoch",
+                               "its field 'scheduler' does not fit this run (last_epoch is 'one')"),
+    "resume-history-too-long": ("train --epochs 2 --resume --out {root}/ck-history-too-long",
+                                "its field 'history' holds 5 epochs, more than the 2 of its config"),
+    "analyze-model-args-text": ("analyze {root}/ck-model-args-text/checkpoint.pt",
+                                "its field 'model_args' is of type str, not dict"),
+    "analyze-model-shape": ("analyze {root}/ck-model-shape/checkpoint.pt", "its field 'model' does not fit"),
     "resume-no-checkpoint": ("train --epochs 2 --resume --out {root}/no-checkpoint", "result.json"),
     "compare-bad-spec": ("compare sgd sgd:lr=abc", "got 'abc'"),
     "compare-same-spec": ("compare sgd+h0:lam=2 SGD+h0:lam=2.0", "build the same optimizer"),
@@ -144,6 +201,20 @@ CLI_CASES = {  # id -> (arguments, what the message must name); {out} is a fresh
     "anytime-batch": ("anytime train --batch-size 5000", "batch_size 5000"),
     "anytime-compare-method": ("anytime compare sum osgd:granularity=row", "'row'"),
     "anytime-compare-same-method": ("anytime compare sum SUM", "'sum' and 'SUM' are the same method"),
+    # options that passed validation and were refused (or silently useless) at the first step (issue 28)
+    "spec-eps-beyond-float32": ("train --optimizer adam:lr=1e-3,eps=1e39", "eps must be a finite number >= 0 that "
+                                "float32 holds (at most 3.4e+38), got 1e+39"),
+    "spec-dampening-beyond-float32": ("train --optimizer sgd:momentum=0.9,dampening=1e300", "got 1e+300"),
+    "lr-beyond-float32": ("train --lr 1e300", "lr must be a finite number > 0 that float32 holds"),
+    "compare-eps-beyond-float32": ("compare adam adam:eps=1e39", "got 1e+39"),
+    "compare-sigma-beyond-float32": ("compare sgd sgd+laplacian:sigma=1e308", "sigma must be a finite number >= 0 "
+                                     "that float32 holds (at most 3.4e+38), got 1e+308"),
+    "anytime-osgd-eps-nan": ("anytime train --strategy osgd:eps=nan", "eps must be a finite number in [0, 1), got nan"),
+    "anytime-compare-osgd-eps": ("anytime compare sum osgd:eps=2", "eps must lie in [0, 1), got 2"),
+    "anytime-adaloss-min-loss": ("anytime train --strategy adaloss:min_loss=1e308", "min_loss must be a number in "
+                                 "[1e-30, 1e30], got 1e+308"),
+    "anytime-sdn-depths-text": ("anytime train --num-exits 2 --strategy sdn:relative_depths=deep",
+                                "relative_depths must be numbers in (0, 1]"),
     "demo-epochs": ("demo --epochs 0", "got 0"),
 }
 

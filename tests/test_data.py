@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _dataset_files import write_cifar, write_idx, write_mnist
+from _dataset_files import NumpyPickle, write_cifar, write_idx, write_mnist
 from gradgeo.data import (
     DATASETS,
     Augment,
@@ -249,6 +249,41 @@ def test_corrupt_cifar(tmp_path, damage, message):
     path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(DatasetFormatError, match=message):
         load_dataset("cifar10", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize(("file", "entry", "value", "message"), [
+    ("data_batch_2", b"data", NumpyPickle((-1, -3072), bytes(3072)), "shape (-1, -3072)"),
+    ("data_batch_2", b"data", NumpyPickle((1.5, 3072), bytes(3072)), "shape (1.5, 3072)"),
+    ("data_batch_2", b"data", NumpyPickle(None, bytes(3072)), "shape None"),
+    ("data_batch_2", b"data", NumpyPickle((1, 3072), bytes(3072), order="F"), "memory order is 'F'"),
+    ("data_batch_2", b"data", NumpyPickle((2**62, 3072), bytes(3072)), "holds 3072 bytes"),
+    ("test_batch", b"data", NumpyPickle((0, 3072), bytes(1)[:0]), "no images"),
+    ("data_batch_2", b"labels", [2**70], "labels must lie in [0, 10)"),
+    ("data_batch_2", b"labels", [True], "should be a list of integers"),
+    ("batches.meta", b"label_names", [b"\xff"] * 10, "a class name is not UTF-8 text"),
+], ids=["negative-shape", "fractional-shape", "no-shape", "bad-order", "absurd-shape", "no-images",
+        "label-beyond-int64", "boolean-label", "name-not-text"])
+def test_cifar_with_absurd_shapes_or_values_names_the_file(tmp_path, file, entry, value, message):
+    """A damaged or crafted CIFAR pickle: shapes that are negative, fractional, missing or larger than the data,
+    no images, labels no tensor holds, names that are not text. One DatasetFormatError that names the file."""
+    write_cifar(tmp_path, hundred=False, protocol=2)
+    batch = {b"data": NumpyPickle((1, 3072), bytes(3072)), b"labels": [0]} if file != "batches.meta" else {}
+    batch[entry] = value
+    (tmp_path / file).write_bytes(pickle.dumps(batch, protocol=3))
+    with pytest.raises(DatasetFormatError) as info:
+        load_dataset("cifar10", data_dir=tmp_path)
+    assert str(info.value).startswith(str(tmp_path / file)) and message in str(info.value)
+
+
+@pytest.mark.parametrize(("n_test", "h", "w"), [(0, 4, 5), (10, 1, 1), (10, 1, 5)], ids=["no-test-images", "1x1",
+                                                                                         "1-row"])
+def test_idx_without_images_or_with_single_pixels_names_the_file(tmp_path, n_test, h, w):
+    """IDX files whose header says no test images, or images of one pixel row: nothing to test or convolve."""
+    write_mnist(tmp_path, gz=False, n_test=n_test, h=h, w=w)
+    with pytest.raises(DatasetFormatError, match="no images, or images smaller than 2 x 2 pixels") as info:
+        load_dataset("mnist", data_dir=tmp_path)
+    part = "t10k" if n_test == 0 else "train"
+    assert str(info.value).startswith(str(tmp_path / f"{part}-images-idx3-ubyte"))
 
 
 # ------------------------------------------------------------------------------------ splits, stats

@@ -110,6 +110,11 @@ def test_metric_none_is_the_bare_optimizer_bit_for_bit(fashion_slice, name, fore
         assert torch.equal(p, q)
 
 
+# the transform of each metric at the options of METRIC_OPTIONS, on a conv weight's gradient
+TRANSFORMS = {"h0": lambda g: T.reweighted_h0(g, 2.0, 0), "sobolev": lambda g: T.sobolev(g, 0.1, 0),
+              "h1": lambda g: T.h1(g, 0.01, 0), "laplacian": lambda g: T.laplacian_smooth(g, 1.0)}
+
+
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("metric", ["h0", "sobolev", "h1", "laplacian"])
 def test_step_applies_the_transform_before_the_base_step(metric, layout):
@@ -124,15 +129,32 @@ def test_step_applies_the_transform_before_the_base_step(metric, layout):
     before = [p.detach().clone() for p in model.parameters()]
     grads = [p.grad.clone() for p in model.parameters()]
     opt.step()
-    reference = {
-        "h0": lambda g: T.reweighted_h0(g, 2.0, 0),
-        "sobolev": lambda g: T.sobolev(g, 0.1, 0),
-        "h1": lambda g: T.h1(g, 0.01, 0),
-        "laplacian": lambda g: T.laplacian_smooth(g, 1.0),
-    }[metric]
+    reference = TRANSFORMS[metric]
     for p, b, g in zip(model.parameters(), before, grads):
         expected = reference(g) if p.dim() == 4 else g  # only conv weights by default
         torch.testing.assert_close(b - p.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "loop"])
+@pytest.mark.parametrize("metric", list(TRANSFORMS))
+def test_expanded_and_zero_size_gradients_step_as_the_plain_transform(metric, foreach):
+    """An expanded gradient (stride 0: one value or one row seen many times, which no in-place transform can
+    write) is transformed as a contiguous copy; a zero-size one is left alone; the other gradients of the step
+    are transformed as usual. With SGD at lr 1, each weight moves by minus the plain transform of its gradient."""
+    torch.manual_seed(0)
+    weights = [nn.Parameter(torch.randn(4, 3, 3, 3)) for _ in range(3)] + [nn.Parameter(torch.zeros(0, 3, 3, 3))]
+    opt = ChannelDirected(torch.optim.SGD(weights, lr=1.0), metric, **METRIC_OPTIONS[metric], foreach=foreach)
+    for step in range(2):  # the second step reuses the plan of the first
+        weights[0].grad = torch.full((1,), 0.5 + step).expand_as(weights[0])
+        weights[1].grad = torch.randn(1, 3, 3, 3).expand_as(weights[1])
+        weights[2].grad = torch.randn(4, 3, 3, 3)
+        weights[3].grad = torch.zeros(0, 3, 3, 3)
+        before = [w.detach().clone() for w in weights]
+        expected = [TRANSFORMS[metric](w.grad.contiguous()) for w in weights[:3]]
+        opt.step()
+        for w, b, e in zip(weights, before, expected):
+            torch.testing.assert_close(b - w.detach(), e, rtol=1e-5, atol=1e-6)
+        assert weights[3].shape == (0, 3, 3, 3)
 
 
 def test_param_groups_are_shared_and_scheduler_drives_the_lr(fashion_slice):

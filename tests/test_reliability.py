@@ -282,19 +282,10 @@ def test_cli_user_errors_are_one_line(tiny_fashion, tmp_path, capsys, monkeypatc
 
 
 @pytest.fixture()
-def full_disk(tmp_path):
+def full_disk(tmpfs):
     """A real 512 KiB filesystem (tmpfs, mounted as root) that a run's first checkpoint overflows; where this
     process cannot mount one, None."""
-    mount = tmp_path / "small-fs"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        yield None
-        return
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], capture_output=True)
+    return tmpfs("512k")
 
 
 def test_a_full_disk_during_a_checkpoint_is_one_line(tiny_fashion, tmp_path, capsys, monkeypatch, full_disk):

@@ -94,21 +94,35 @@ def test_on_epoch_sees_each_new_epoch_once_and_can_stop_a_resumable_run(tiny_fas
 
 # ---- gradgeo tune ---------------------------------------------------------------------------------------------
 
+def _stop_mid_run(command: list[str], runs: str, signal_: int) -> tuple[Path, subprocess.Popen[str]]:
+    """Start ``command`` (a real worker process) and send it ``signal_`` in the middle of a run, once one of the
+    folders ``runs`` (a glob) holds the checkpoint of an epoch and no result; returns that folder and the ended
+    worker."""
+    out = Path(command[command.index("--out") + 1])
+    worker = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (mid := [d for d in out.glob(runs) if (d / "checkpoint.pt").exists()
+                           and not (d / "result.json").exists()]):
+            assert worker.poll() is None and time.monotonic() < deadline, worker.stdout.read() if worker.stdout else ""
+            time.sleep(0.02)
+        worker.send_signal(signal_)
+        worker.wait(timeout=120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    return mid[0], worker
+
+
 @pytest.mark.slow
 def test_tune_finds_a_better_than_worst_trial_and_resumes_after_a_kill(tiny_fashion, tmp_path):
     out = tmp_path / "tune"
     command = _gradgeo("tune", "sgd+h0", "--data-dir", tiny_fashion, *TINY, "--epochs", "2", "--trials", "5",
                        "--startup-trials", "2", "--heartbeat", "1", "--out", out)
-    worker = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:  # kill it in the middle of trial 0 or 1 (random start-up trials: never pruned), after an epoch
-        deadline = time.monotonic() + 120
-        while not (mid := [d for d in out.glob("sgd+h0/trial-*") if (d / "checkpoint.pt").exists()
-                           and not (d / "result.json").exists()]):
-            assert worker.poll() is None and time.monotonic() < deadline, worker.stdout.read() if worker.stdout else ""
-            time.sleep(0.02)
-        worker.send_signal(signal.SIGKILL)
-    finally:
-        worker.wait()
+    # killed in the middle of trial 0 or 1 (random start-up trials: never pruned), after an epoch
+    folder, _ = _stop_mid_run(command, "sgd+h0/trial-*", signal.SIGKILL)
+    mid = [folder]
     killed = int(mid[0].name.removeprefix("trial-"))
     first_epoch = (mid[0] / "metrics.jsonl").read_text().splitlines()[0]
 
@@ -142,6 +156,34 @@ def test_tune_finds_a_better_than_worst_trial_and_resumes_after_a_kill(tiny_fash
     again = _run(*command[3:])
     assert json.loads((out / "summary.json").read_text())["rows"][0]["trials"] == row["trials"]
     assert "trial" in again.stdout and "waiting" not in again.stdout
+
+
+@pytest.mark.slow
+def test_a_trial_stopped_by_ctrl_c_is_resumed_like_a_killed_one(tiny_fashion, tmp_path):
+    """A real SIGINT to a tuning worker in the middle of a trial: it ends with code 130, the trial is queued again
+    with its parameters at once (not dropped, nor left for its heartbeat to go silent: half an hour here), and
+    the next run of the command resumes it from its checkpoint."""
+    out = tmp_path / "tune"
+    command = _gradgeo("tune", "sgd+h0", "--data-dir", tiny_fashion, *TINY, "--epochs", "2", "--trials", "2",
+                       "--startup-trials", "2", "--heartbeat", "600", "--out", out)
+    folder, worker = _stop_mid_run(command, "sgd+h0/trial-*", signal.SIGINT)
+    assert worker.returncode == 130, worker.stdout.read() if worker.stdout else ""
+    stopped = int(folder.name.removeprefix("trial-"))
+    first_epoch = (folder / "metrics.jsonl").read_text().splitlines()[0]
+    study = optuna.load_study(study_name="tune:sgd+h0", storage=f"sqlite:///{out / 'study.db'}")
+    trials = {t.number: t for t in study.get_trials()}
+    queued = [t for t in trials.values() if t.system_attrs.get("failed_trial") == stopped]
+    assert trials[stopped].state == optuna.trial.TrialState.FAIL
+    assert len(queued) == 1 and queued[0].state == optuna.trial.TrialState.WAITING
+    assert queued[0].params == trials[stopped].params
+
+    rerun = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=240)
+    assert rerun.returncode == 0 and "waiting for" not in rerun.stdout, rerun.stdout + rerun.stderr
+    row = json.loads((out / "summary.json").read_text())["rows"][0]
+    retry = [t for t in row["trials"] if t["retry_of"] == stopped]
+    assert row["counted"] == 2 and len(retry) == 1 and retry[0]["state"] in ("complete", "pruned")
+    assert retry[0]["dir"] == f"sgd+h0/trial-{stopped}"
+    assert (folder / "metrics.jsonl").read_text().splitlines()[0] == first_epoch  # resumed, not trained again
 
 
 @pytest.mark.slow
@@ -270,6 +312,25 @@ def test_two_workers_finish_a_grid_once_with_the_summary_of_one(where, tiny_fash
     summary = json.loads((out / "summary.json").read_text())
     assert [r["final_per_seed"] for r in summary["rows"]] == [r["final_per_seed"] for r in single_worker["rows"]]
     assert all("diff vs sgd" in log for log in logs)
+
+
+@pytest.mark.slow
+def test_a_rerun_after_every_worker_died_does_not_wait_for_them(tiny_fashion, tmp_path):
+    """The only worker of a grid is killed (SIGKILL) in the middle of a run. Its heartbeat would keep the run
+    'running' for half an hour (three beats of 600 s); the same command started again on the same machine sees
+    that the process is gone, queues the run again at once and resumes it."""
+    out = tmp_path / "grid"
+    command = _gradgeo("compare", *GRID, "--data-dir", tiny_fashion, "--epochs", "2", "--quiet", "--out", out,
+                       "--storage", "--heartbeat", "600")
+    folder, _ = _stop_mid_run(command, "runs/*/seed-*", signal.SIGKILL)
+    first_epoch = (folder / "metrics.jsonl").read_text().splitlines()[0]
+    rerun = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=240)
+    assert rerun.returncode == 0 and "waiting for" not in rerun.stdout, rerun.stdout + rerun.stderr
+    study = optuna.load_study(study_name="grid", storage=f"sqlite:///{out / 'study.db'}")
+    complete = sorted((t.user_attrs["label"], t.user_attrs["seed"]) for t in study.get_trials()
+                      if t.state == optuna.trial.TrialState.COMPLETE)
+    assert complete == sorted((spec, seed) for spec in ("sgd", "sgd+h0:lam=2") for seed in (0, 1))
+    assert (folder / "metrics.jsonl").read_text().splitlines()[0] == first_epoch  # resumed, not trained again
 
 
 # ---- bad input: a clear error, no traceback ---------------------------------------------------------------------

@@ -22,7 +22,7 @@ from torch import nn
 
 from gradgeo.channel.muon import MUON_DEFAULTS, MuonWithAux
 from gradgeo.channel.optim import ChannelDirected, layer_kinds
-from gradgeo.channel.registry import metric_info, validate_options
+from gradgeo.channel.registry import FLOAT32_MAX, metric_info, validate_options
 
 __all__ = ["BASES", "SPEC_GRAMMAR", "OptimizerSpec", "SpecOption", "base_options",
            "canonical_spec", "create_optimizer", "metric_options", "parse_options", "parse_spec", "spec_value"]
@@ -150,6 +150,8 @@ def _option_problem(key: str, value: Any) -> str | None:
         return None if ok else f"{key} must be an integer in 1..99, got {value!r}"
     if not number(value) or value < 0 or (rule == "> 0" and value == 0):
         return f"{key} must be a finite number {rule}, got {value!r}"
+    if value > FLOAT32_MAX:  # torch refuses it at the first step on float32 weights
+        return f"{key} must be a finite number {rule} that float32 holds (at most {FLOAT32_MAX:.3g}), got {value!r}"
     return None
 
 

@@ -300,7 +300,7 @@ class ChannelDirected(Optimizer):
 
     def _plan(self, p: torch.Tensor, group: Mapping[str, Any]) -> tuple[tuple[int, ...], int] | None:
         """``(view_shape, dim)`` to transform ``p.grad`` along, or None to leave it."""
-        if p.grad is None:
+        if p.grad is None or p.numel() == 0:  # a zero-size tensor has nothing to smooth
             return None
         kind = self._kinds.get(p) or _kind_from_shape(p)
         if kind is None or ("conv" if kind == "conv_transpose" else kind) not in group["apply_to"]:
@@ -360,7 +360,8 @@ class ChannelDirected(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Transform the selected gradients in place, then run ``base.step()``; returns the closure's loss."""
+        """Transform the selected gradients in place, then run ``base.step()``; returns the closure's loss. An expanded
+        gradient (stride 0: ``zeros(1).expand_as(p)``) is replaced by a contiguous copy; a zero-size one is left."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -379,6 +380,10 @@ class ChannelDirected(Optimizer):
                 unprobed += [(p, group, i) for i, p in enumerate(params) if p.grad is not None]
                 continue
             validate_options(group)
+            for p in params:  # an expanded gradient (stride 0) cannot be written in place: transform a copy
+                if (g := p.grad) is not None and g.layout == torch.strided and any(
+                        stride == 0 and size > 1 for stride, size in zip(g.stride(), g.shape)):
+                    p.grad = g.contiguous()
             info = metric_info(group["metric"])
             batches, unprobed_indices, sharded_indices = self._group_plan(group, info)
             unprobed += [(params[i], group, i) for i in unprobed_indices]

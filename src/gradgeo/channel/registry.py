@@ -30,8 +30,9 @@ import torch
 
 from gradgeo.channel.transforms import BOUNDARIES, DIRECTIONS
 
-__all__ = ["APPLY_TO", "DEFAULT_LAM", "ENTRY_POINT_GROUP", "LAM_RANGES", "METRICS", "OPTION_DEFAULTS", "MetricInfo",
-           "MetricOption", "check_options_used", "metric_info", "metric_names", "register_metric", "validate_options"]
+__all__ = ["APPLY_TO", "DEFAULT_LAM", "ENTRY_POINT_GROUP", "FLOAT32_MAX", "LAM_RANGES", "METRICS", "OPTION_DEFAULTS",
+           "MetricInfo", "MetricOption", "check_options_used", "metric_info", "metric_names", "register_metric",
+           "validate_options"]
 
 #: the built-in metrics; :func:`metric_names` adds the registered ones
 METRICS: tuple[str, ...] = ("h0", "sobolev", "h1", "laplacian", "none")
@@ -48,6 +49,9 @@ DEFAULT_LAM: dict[str, float] = {"h0": 2.0, "sobolev": 0.1, "h1": 0.01}
 #: near lam C^2 = 1e30)
 LAM_RANGES: dict[str, tuple[float, float]] = {"h0": (1e-12, math.inf), "sobolev": (1e-12, math.inf),
                                               "h1": (0.0, 1e12)}
+
+#: the largest float32: an option above it overflows the first step on float32 weights
+FLOAT32_MAX = 3.4028234663852886e38
 
 # the options that choose where a metric acts (along which axis, on which parameters): ChannelDirected applies them,
 # a registered transform never sees them
@@ -404,6 +408,9 @@ def validate_options(group: Mapping[str, Any]) -> None:
     for key, option in info.options.items():
         if (problem := option.problem(key, group.get(key, option.default), metric)) is not None:
             raise ValueError(problem)
+    if "sigma" in info.options and group.get("sigma", 0.0) > FLOAT32_MAX:  # 1 + 4 sigma overflows: NaN at step 1
+        raise ValueError(f"sigma must be a finite number >= 0 that float32 holds (at most {FLOAT32_MAX:.3g}), got "
+                         f"{group['sigma']!r}")
     if metric in LAM_RANGES and not LAM_RANGES[metric][0] <= group["lam"] <= LAM_RANGES[metric][1]:
         lam, (low, high) = group["lam"], LAM_RANGES[metric]
         raise ValueError(f"lam {lam!r} is outside the range where metric {metric!r} stays finite in float32, "

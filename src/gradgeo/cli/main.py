@@ -8,6 +8,7 @@ import argparse
 import errno
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ from gradgeo.tasks import TASKS
 from gradgeo.training import ddp
 from gradgeo.training.engine import TrainConfig
 from gradgeo.training.extras import MissingExtraError
+from gradgeo.training.prepare import out_of_memory
 
 __all__ = ["build_parser", "main"]
 
@@ -174,9 +176,9 @@ def _resume_hint(args: argparse.Namespace) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; a user error (bad value, missing or unwritable file, full disk, a diverged run)
-    prints one line and returns 2, an interruption returns 130; any other exception is a bug and propagates
-    with its traceback."""
+    """Run the command line; a user error (bad value, missing or unwritable file, full disk, a diverged run,
+    sizes beyond the memory) prints one line and returns 2, an interruption returns 130; any other exception
+    is a bug and propagates with its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -194,6 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:  # a missing file or dataset, an --out under a file, a full disk ...
         hint = f"; free some space, then {_resume_hint(args)}" if error.errno == errno.ENOSPC else ""
         print(f"gradgeo {args.command}: error: {error}{hint}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as error:  # sizes beyond this machine's memory; any other: a bug
+        if not out_of_memory(error):
+            raise
+        text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        detail = re.sub(r"^\[enforce fail at [^\]]*\]\s*(err == 0\.\s*)?", "", text)  # the allocator's source line
+        print(f"gradgeo {args.command}: error: out of memory ({detail}): lower --batch-size, --width or the task's "
+              "sizes (with a new --out folder), or use a device with more memory", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"interrupted: {_resume_hint(args)}", file=sys.stderr)

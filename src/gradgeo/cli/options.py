@@ -31,7 +31,7 @@ _HELP = {
              f"in_channels and the --model-option values), or classify: small_cnn, resnet20/32/56, vgg11/16, "
              f"airbench; segment: unet; gan: dcgan; anytime: "
              f"{', '.join(ANYTIME_MODELS)}",
-    "width": "channel width multiplier (built-in models)",
+    "width": "channel width multiplier of the built-in models, in (0, 64]",
     "model_options": "a keyword argument of the model's constructor or factory (repeatable), e.g. depth=3 "
                      "(default: none)",
     "optimizer": "optimizer spec, e.g. sgd, sgd+sobolev:lam=0.1, adam:lr=1e-3+h0:lam=2",

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from gradgeo.data.formats import DatasetFormatError
+from gradgeo.data.formats import DatasetFormatError, _check_image_set
 from gradgeo.data.images import pil_pixels, read_image_folder, stack_images
 from gradgeo.data.splits import DatasetSplits, channel_stats
 
@@ -55,9 +55,7 @@ def _images(x: Any, where: str, part: str) -> torch.Tensor:
     elif images.dim() != 4 or images.shape[1] not in _CHANNELS:
         raise DatasetFormatError(f"{where}: {part} has shape {tuple(images.shape)}; expected images N x H x W x C, "
                                  f"N x C x H x W or N x H x W with C in {_CHANNELS}")
-    if len(images) == 0 or min(images.shape[2:]) < 2:
-        raise DatasetFormatError(f"{where}: {part} has shape {tuple(images.shape)}: no images, or images smaller "
-                                 "than 2 x 2 pixels")
+    _check_image_set(images, where, part)
     return images.contiguous()
 
 

@@ -36,6 +36,14 @@ _IDX_TYPES = {
 }
 
 
+def _check_image_set(images: torch.Tensor, where: object, part: str) -> None:
+    """Refuse images ``N x C x H x W`` that are none, or smaller than 2 x 2 pixels: nothing to train or test
+    on (``where`` names the file or source, ``part`` the array)."""
+    if len(images) == 0 or min(images.shape[2:]) < 2:
+        raise DatasetFormatError(f"{where}: {part} has shape {tuple(images.shape)}: no images, or images smaller "
+                                 "than 2 x 2 pixels")
+
+
 def _plain_path(directory: Path, name: str) -> Path | None:
     path = directory / name
     return path if path.is_file() else None
@@ -125,6 +133,7 @@ def _read_idx_pair(directory: Path, part: str, num_classes: int) -> tuple[torch.
             f"got shape {tuple(labels.shape)}"
         )
     _check_labels(labels, num_classes, labels_path)
+    _check_image_set(images.unsqueeze(1), images_path, "the images (N x 1 x H x W)")
     return images.unsqueeze(1), labels.long()
 
 
@@ -137,11 +146,13 @@ def _load_idx_dataset(
     return DatasetSplits(name, display_name, directory, classes, train_x, train_y, test_x, test_y, mean, std)
 
 
-def _check_labels(labels: torch.Tensor, num_classes: int, path: Path) -> None:
-    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes:
-        raise DatasetFormatError(
-            f"{path}: labels must lie in [0, {num_classes}), found [{int(labels.min())}, {int(labels.max())}]"
-        )
+def _check_labels(labels: torch.Tensor | list[int], num_classes: int, path: Path) -> None:
+    if not len(labels):
+        return
+    low, high = (int(labels.min()), int(labels.max())) if isinstance(labels, torch.Tensor) else (min(labels),
+                                                                                                max(labels))
+    if not 0 <= low <= high < num_classes:
+        raise DatasetFormatError(f"{path}: labels must lie in [0, {num_classes}), found [{low}, {high}]")
 
 
 # numpy dtype codes (as pickled by numpy.dtype.__reduce__) that CIFAR files may hold
@@ -195,7 +206,12 @@ class _NumpyArray:
             raise DatasetFormatError(
                 f"{path}: a numpy array without raw bytes (object arrays are unsupported)"
             )
-        shape = tuple(int(s) for s in self.shape)
+        shape = self.shape
+        if not isinstance(shape, (tuple, list)) or not all(type(s) is int and s >= 0 for s in shape):
+            raise DatasetFormatError(f"{path}: a numpy array with the shape {shape!r}; a shape is integers >= 0")
+        shape = tuple(shape)
+        if not isinstance(self.fortran_order, bool):
+            raise DatasetFormatError(f"{path}: a numpy array whose memory order is {self.fortran_order!r}")
         if len(self.data) != math.prod(shape) * torch_dtype.itemsize:
             raise DatasetFormatError(f"{path}: a numpy array of shape {shape} holds {len(self.data)} bytes")
         flat = _tensor_from_bytes(self.data, torch_dtype)
@@ -277,9 +293,11 @@ def _read_cifar_batch(
     x = data.to_tensor(path)
     if x.dtype != torch.uint8 or x.dim() != 2 or x.shape[1] != 3 * 32 * 32:
         raise DatasetFormatError(f"{path}: 'data' should be uint8 N x 3072, got {x.dtype} {tuple(x.shape)}")
+    _check_image_set(x.reshape(-1, 3, 32, 32), path, "'data' (N x 3 x 32 x 32)")
     if isinstance(labels, _NumpyArray):
         y = labels.to_tensor(path)
-    elif isinstance(labels, list) and all(isinstance(v, int) for v in labels):
+    elif isinstance(labels, list) and all(type(v) is int for v in labels):
+        _check_labels(labels, num_classes, path)  # before the conversion, which an int beyond int64 overflows
         y = torch.tensor(labels, dtype=torch.int64)
     else:
         raise DatasetFormatError(f"{path}: {label_key!r} should be a list of integers")
@@ -313,7 +331,10 @@ def _load_cifar(name: str, directory: Path) -> DatasetSplits:
     names = _field(_unpickle(meta_path), names_key, meta_path)
     if not isinstance(names, list) or not all(isinstance(n, bytes) for n in names):
         raise DatasetFormatError(f"{meta_path}: {names_key!r} should be a list of names")
-    classes = tuple(n.decode("utf-8") for n in names)
+    try:
+        classes = tuple(n.decode("utf-8") for n in names)
+    except UnicodeDecodeError as error:
+        raise DatasetFormatError(f"{meta_path}: a class name is not UTF-8 text ({error})") from None
     parts = [_read_cifar_batch(directory / f, label_key, len(classes)) for f in train_files]
     train_x, train_y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     test_x, test_y, test_dict = _read_cifar_batch(directory / test_file, label_key, len(classes))

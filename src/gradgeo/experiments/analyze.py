@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -15,6 +16,7 @@ from gradgeo.channel.transforms import LayerKind, h1, laplacian_smooth, reweight
 from gradgeo.data import DatasetSplits
 from gradgeo.models import build_model
 from gradgeo.training.engine import TrainConfig, load_splits, read_checkpoint
+from gradgeo.training.run_folder import restore
 
 __all__ = ["analyze_checkpoint", "channel_correlation", "format_report", "gradient_noise", "load_checkpoint"]
 
@@ -25,10 +27,14 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, TrainConfi
     foreign = sorted(set(state["config"]) - {f.name for f in dataclasses.fields(TrainConfig)})
     if foreign:
         raise ValueError(f"{path} is not the checkpoint of a classification run (its configuration has "
-                         f"{', '.join(foreign)}); analyze reads the checkpoint.pt of gradgeo train --task classify")
+                         f"{', '.join(map(str, foreign))}); analyze reads the checkpoint.pt of gradgeo train --task "
+                         "classify")
     config = TrainConfig(**state["config"])
-    model = build_model(config.model, width=config.width, **state["model_args"])
-    model.load_state_dict(state["model"])
+    try:
+        model = build_model(config.model, width=config.width, **state["model_args"])
+    except ValueError as error:
+        raise ValueError(f"{path}: its config or model_args do not build a model ({error})") from None
+    restore(Path(path), state, {"model": model}, "analyze reads the checkpoint.pt of gradgeo train --task classify")
     return model, config
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from gradgeo.experiments.grid import load_histories
 from gradgeo.experiments.stats import mean_ci
 from gradgeo.tasks.base import Metric
+from gradgeo.training.run_folder import save_figure
 
 if TYPE_CHECKING:
     from matplotlib.axis import Axis
@@ -118,7 +119,7 @@ def plot_curves(out: Path, specs: Sequence[str], seeds: Sequence[int], path: Pat
                 metrics: Sequence[Metric], loss_label: str = "training loss") -> None:
     """:func:`curves_figure` of the finished runs of a comparison folder, written to ``path``."""
     fig = curves_figure({spec: load_histories(out, spec, seeds) for spec in specs}, metrics, loss_label)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -132,7 +133,7 @@ def plot_tuning(summary: dict[str, Any], out: Path) -> None:
 
     for name, fig in figures.items():
         if fig is not None:
-            fig.savefig(out / name, dpi=120)
+            save_figure(fig, out / name, dpi=120)
             plt.close(fig)
 
 

@@ -8,7 +8,10 @@ documented way to spread one study over many machines.
 
 Dead workers: a running trial records a heartbeat every ``heartbeat`` seconds. A trial silent for three is taken
 for dead (its process was killed or lost its machine): the next worker that looks marks it failed and queues it
-again with the same parameters (up to three times), and a gradgeo objective resumes it from its checkpoint.
+again with the same parameters (up to three times), and a gradgeo objective resumes it from its checkpoint. A
+worker on the machine of a dead one need not wait for the silence: each trial records its worker's process (the
+machine, the process id and its start time), and a trial whose process is gone is queued again at once. A trial
+stopped by Ctrl-C (KeyboardInterrupt) is queued again the same way before the worker ends.
 
 This module imports Optuna: importing it without the extra raises a :class:`ModuleNotFoundError` that names
 ``pip install 'gradgeo[tune]'``.
@@ -17,8 +20,11 @@ This module imports Optuna: importing it without the extra raises a :class:`Modu
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
+import os
+import socket
 import time
 import urllib.parse
 import warnings
@@ -178,6 +184,68 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, settings: dict[s
     return study
 
 
+#: the user attribute in which a running trial names its worker process (see :func:`_worker`)
+WORKER_ATTR = "worker"
+
+
+def _machine() -> str | None:
+    """This machine and process namespace, as another process of it sees them (host name, boot id, PID
+    namespace), or None where there is no ``/proc`` to tell (then only heartbeats tell a dead worker)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return f"{socket.gethostname()}/{boot}/{namespace}"
+
+
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks after boot, ``/proc/PID/stat``), or None where it is gone or
+    a zombie (it was killed; its parent has not reaped it yet)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def _worker(trial_number: int) -> dict[str, Any] | None:
+    """What a trial records of the process that runs it: the trial's number (a queued copy of the trial holds
+    another), the machine, the process id and its start time (a reused id is another process)."""
+    machine = _machine()
+    return None if machine is None else {"trial": trial_number, "machine": machine, "pid": os.getpid(),
+                                         "started": _started(os.getpid())}
+
+
+def _queue_again(study: optuna.Study, trial_id: int, *, fail: bool) -> None:
+    """Queue trial ``trial_id`` again with its parameters, as :func:`optuna.storages.fail_stale_trials` does for a
+    silent one (the storage's retry callback: up to three times; the retry keeps the trial's reports and its
+    gradgeo run folder); ``fail``: first fail it, a running trial whose worker is gone (unless another worker
+    did so first, and queued it)."""
+    storage = study._storage  # (as optuna's own fail_stale_trials: the storage and the trial's id)
+    if fail:
+        try:
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                return
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return
+    retry = getattr(storage, "get_heartbeat_stale_trial_callback", None)  # (the storage is wrapped in a cache)
+    if retry is not None and (callback := retry()) is not None:
+        callback(study, copy.deepcopy(storage.get_trial(trial_id)))
+
+
+def _queue_dead(study: optuna.Study) -> None:
+    """Queue again every running trial of ``study`` whose worker ran on this machine and is gone."""
+    machine = _machine()
+    if machine is None:
+        return
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get(WORKER_ATTR)
+        if (isinstance(worker, dict) and worker.get("trial") == trial.number and worker.get("machine") == machine
+                and isinstance(worker.get("pid"), int) and _started(worker["pid"]) != worker.get("started")):
+            _queue_again(study, trial._trial_id, fail=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
     """One study a worker takes trials from.
@@ -191,6 +259,33 @@ class Job:
     study: optuna.Study
     objective: Callable[[optuna.Trial], float]
     wants_trial: Callable[[Sequence[FrozenTrial]], bool]
+
+
+def _look(study: optuna.Study) -> None:
+    """Queue again the study's trials whose workers are dead: silent for three heartbeats, or gone from this
+    machine."""
+    optuna.storages.fail_stale_trials(study)
+    _queue_dead(study)
+
+
+def _take_one(job: Job) -> None:
+    """Run one trial of ``job`` here, its worker recorded in it (:data:`WORKER_ATTR`); a trial that Ctrl-C stops
+    is queued again, like a killed worker's, before the KeyboardInterrupt goes on."""
+    taken: list[int] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        taken.append(trial._trial_id)
+        if (worker := _worker(trial.number)) is not None:
+            trial.set_user_attr(WORKER_ATTR, worker)
+        return job.objective(trial)
+
+    try:
+        job.study.optimize(objective, n_trials=1, catch=(Surplus,), gc_after_trial=False)
+    except KeyboardInterrupt:
+        state = job.study._storage.get_trial(taken[0]).state if taken else None
+        if state in (TrialState.RUNNING, TrialState.FAIL):  # Optuna failed it, or was stopped before it could
+            _queue_again(job.study, taken[0], fail=state == TrialState.RUNNING)
+        raise
 
 
 def work(jobs: Sequence[Job], *, deadline: float | None = None, poll: float = 5.0,
@@ -209,10 +304,10 @@ def work(jobs: Sequence[Job], *, deadline: float | None = None, poll: float = 5.
         while True:
             for job in jobs:
                 while deadline is None or time.monotonic() < deadline:
-                    optuna.storages.fail_stale_trials(job.study)
+                    _look(job.study)
                     if not job.wants_trial(job.study.get_trials(deepcopy=False)):
                         break
-                    job.study.optimize(job.objective, n_trials=1, catch=(Surplus,), gc_after_trial=False)
+                    _take_one(job)
             if deadline is not None and time.monotonic() >= deadline:
                 return
             running = sum(len(job.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
@@ -224,4 +319,4 @@ def work(jobs: Sequence[Job], *, deadline: float | None = None, poll: float = 5.
                 waiting_logged = True
             time.sleep(poll)
             for job in jobs:
-                optuna.storages.fail_stale_trials(job.study)
+                _look(job.study)

@@ -4,6 +4,7 @@ task's extra artefacts, in the layout the task names (:mod:`gradgeo.experiments.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from gradgeo.experiments.layouts import LAYOUTS
 from gradgeo.experiments.plots import plot_curves
 from gradgeo.tasks import Task, get_task
 from gradgeo.training.engine import _atomic_save
+from gradgeo.training.run_folder import write_file
 
 __all__ = ["format_table", "summarize"]
 
@@ -33,8 +35,9 @@ def summarize(task: str | Task, out_dir: str | os.PathLike[str], labels: Sequenc
     layout = LAYOUTS[task.summary]
     summary = layout.build(task, labels, seeds, {label: load_results(out, label, seeds) for label in labels})
     _atomic_save(summary, out / "summary.json")
-    with open(out / "summary.csv", "w", newline="") as f:
-        csv.writer(f).writerows(layout.csv_rows(summary))
+    text = io.StringIO()
+    csv.writer(text).writerows(layout.csv_rows(summary))
+    write_file(out / "summary.csv", text.getvalue().encode())
     plot_curves(out, labels, seeds, out / "curves.png", task.curves or task.metrics, task.loss_label)
     if task.artefacts is not None:
         task.artefacts(out, {label: {seed: run_dir(out, label, seed) for seed in seeds} for label in labels}, summary)

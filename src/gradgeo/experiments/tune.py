@@ -44,7 +44,6 @@ import dataclasses
 import io
 import math
 import os
-import tempfile
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -76,6 +75,7 @@ from gradgeo.experiments.storage import (
 from gradgeo.tasks import Metric, Task, get_task
 from gradgeo.training import ddp
 from gradgeo.training.engine import TrainConfig, _atomic_save
+from gradgeo.training.run_folder import write_file
 
 __all__ = ["WEIGHT_DECAY_RANGE", "Dimension", "SearchSpace", "format_tune_table", "search_space",
            "tune"]
@@ -363,15 +363,12 @@ def summarize_tuning(studies: Sequence[optuna.Study], spaces: Sequence[SearchSpa
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    """A CSV file written whole or not at all (several workers may write it at once)."""
+    """A CSV file written whole or not at all (several workers may write it at once), and not again unchanged."""
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(header)
     writer.writerows([["" if v is None else v for v in row] for row in rows])
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
-        f.write(text.getvalue())
-    os.replace(tmp, path)
+    write_file(path, text.getvalue().encode())
 
 
 def _show(metric: Metric, value: float | None) -> str:

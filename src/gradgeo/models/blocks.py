@@ -6,7 +6,10 @@ import math
 
 from torch import nn
 
-__all__ = ["check_model_args", "conv_bn_relu", "init_weights", "scale_channels"]
+__all__ = ["MAX_WIDTH", "check_model_args", "check_width", "conv_bn_relu", "init_weights", "scale_channels"]
+
+#: the largest channel multiplier: 64 already makes small_cnn's widest layer 8,192 channels (gigabytes of weights)
+MAX_WIDTH = 64.0
 
 
 def scale_channels(channels: float, width: float) -> int:
@@ -19,18 +22,22 @@ def scale_channels(channels: float, width: float) -> int:
     return max(1, round(channels * width))
 
 
+def check_width(width: float) -> None:
+    """Raise a ``ValueError`` unless ``width`` is a channel multiplier in ``(0, MAX_WIDTH]``."""
+    if (
+        isinstance(width, bool)
+        or not isinstance(width, (int, float))
+        or not (math.isfinite(width) and 0 < width <= MAX_WIDTH)
+    ):
+        raise ValueError(f"width must be a finite number in (0, {MAX_WIDTH:g}], got {width!r}")
+
+
 def check_model_args(num_classes: int, in_channels: int, width: float) -> None:
     """Raise a ``ValueError`` naming the first bad constructor argument."""
     for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if (
-        isinstance(width, bool)
-        or not isinstance(width, (int, float))
-        or not math.isfinite(width)
-        or width <= 0
-    ):
-        raise ValueError(f"width must be a finite number > 0, got {width!r}")
+    check_width(width)
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> list[nn.Module]:

@@ -42,7 +42,6 @@ References:
 from __future__ import annotations
 
 import inspect
-import math
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
@@ -232,6 +231,12 @@ class SDN(MultiExitStrategy):
         super().__init__(num_exits)
         if relative_depths is None:
             relative_depths = [k / num_exits for k in range(1, num_exits)]
+        if isinstance(relative_depths, (int, float)):  # one internal exit, as a spec writes it: relative_depths=0.5
+            relative_depths = [relative_depths]
+        if not isinstance(relative_depths, Sequence) or not all(
+                isinstance(q, (int, float)) and not isinstance(q, bool) for q in relative_depths):
+            raise ValueError(f"relative_depths must be numbers in (0, 1], one per internal exit, written "
+                             f"Q1/Q2/...; got {relative_depths!r}")
         depths = [float(q) for q in relative_depths]
         if len(depths) != num_exits - 1:
             raise ValueError(
@@ -277,7 +282,7 @@ class AdaLoss(MultiExitStrategy):
     Args:
         num_exits: K.
         decay: EMA decay in [0, 1); 0 uses the current losses only.
-        min_loss: floor for the averages so that a zero loss cannot divide by zero, ``> 0``.
+        min_loss: floor for the averages so that a zero loss cannot divide by zero, in ``[1e-30, 1e30]``.
 
     Example:
         >>> w = torch.nn.Parameter(torch.ones(2))
@@ -300,9 +305,9 @@ class AdaLoss(MultiExitStrategy):
         if (
             isinstance(min_loss, bool)
             or not isinstance(min_loss, (int, float))
-            or not (math.isfinite(min_loss) and min_loss > 0)
+            or not 1e-30 <= min_loss <= 1e30  # its inverse weighs the exits in float32: both must be finite
         ):
-            raise ValueError(f"min_loss must be a finite number > 0, got {min_loss!r}")
+            raise ValueError(f"min_loss must be a number in [1e-30, 1e30], got {min_loss!r}")
         self.decay = float(decay)
         self.min_loss = float(min_loss)
         self._averages: torch.Tensor | None = None
@@ -441,7 +446,7 @@ class OSGD(MultiExitStrategy):
         if granularity not in osgd.GRANULARITIES:
             raise ValueError(f"unknown granularity {granularity!r}; expected one of {osgd.GRANULARITIES}")
         self.granularity = granularity
-        self.eps = eps
+        self.eps = osgd._check_eps(eps)  # here, not at the first step
 
     def _backward(
         self, losses: list[torch.Tensor], params: list[torch.Tensor], progress: float | None, process_group: Any

@@ -38,6 +38,7 @@ from gradgeo.channel.factory import canonical_spec, create_optimizer, parse_spec
 from gradgeo.channel.optim import ChannelDirected
 from gradgeo.data import Augment, DatasetSplits, load_dataset
 from gradgeo.models import build_model, is_import_path, parse_model_options
+from gradgeo.models.blocks import check_width
 from gradgeo.models.imported import import_factory
 from gradgeo.training import ddp
 from gradgeo.training.extras import check
@@ -52,6 +53,8 @@ from gradgeo.training.run_folder import (
     _run_folder_problem,
     hold_folder,
     read_checkpoint,
+    restore,
+    write_file,
 )
 from gradgeo.training.schedules import SCHEDULES, lr_lambda
 from gradgeo.training.tensorboard import TENSORBOARD, TensorBoardLog
@@ -60,6 +63,8 @@ __all__ = ["DATA_INIT_IMAGES", "PRECISIONS", "SCHEDULES", "TTA_LEVELS", "CrossEn
            "classifier", "evaluate", "fit", "load_splits", "train"]
 
 PRECISIONS = ("fp32", "bf16")
+#: the largest seed (2**32 - 1); each epoch seeds torch with ``seed * 100_003 + epoch``, far inside its range
+MAX_SEED = 2**32 - 1
 
 
 @dataclasses.dataclass
@@ -125,7 +130,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        for name, low in (("lr", "> 0"), ("width", "> 0"), ("weight_decay", ">= 0"), ("momentum", ">= 0")):
+        check_width(self.width)
+        for name, low in (("lr", "> 0"), ("weight_decay", ">= 0"), ("momentum", ">= 0")):
             value = getattr(self, name)
             if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
                     or value < 0 or (low == "> 0" and value == 0)):
@@ -142,8 +148,8 @@ class TrainConfig:
                                            or self.test_size < 1):
             raise ValueError(f"test_size must be an integer >= 1 (or None: the whole test set), got "
                              f"{self.test_size!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in 0..{MAX_SEED}, got {self.seed!r}")
         self.resolved_device()
         return self
 
@@ -429,13 +435,12 @@ def _run(config: TrainConfig, build: Callable[[dict[str, int]], tuple[nn.Module,
         if changed:
             raise ValueError(f"{checkpoint_path} was written by another configuration (it differs in {changed}); "
                              "resume with the same settings, or use a new --out folder to train with these")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        objective.load_state_dict(state.get("objective", {}))
+        restore(checkpoint_path, state, {"model": model, "optimizer": optimizer, "scheduler": scheduler,
+                                         "objective": objective}, "delete it (--resume then starts the run over)")
         history = state["history"]
     if out is not None and ctx.is_main:  # the metrics file always matches the checkpoint it sits beside
-        (out / METRICS).write_text("".join(json.dumps(row) + "\n" for row in history))
+        write_file(out / METRICS, "".join(json.dumps(row) + "\n" for row in history).encode())
+    resumed_epochs = len(history)
     board = TensorBoardLog(out / TENSORBOARD, history) if tensorboard and out is not None and ctx.is_main else None
 
     if log is not None:
@@ -483,7 +488,9 @@ def _run(config: TrainConfig, build: Callable[[dict[str, int]], tuple[nn.Module,
             on_epoch(row)
     if board is not None:
         board.close()
-    if out is not None and ctx.is_main and len(history) == config.epochs:
+    trained_now = len(history) > resumed_epochs  # a finished run resumed again writes nothing
+    if out is not None and ctx.is_main and len(history) == config.epochs and (
+            trained_now or not (out / RESULT).exists()):
         _atomic_save({"config": dataclasses.asdict(config), "history": history,
                       "final_test_acc": history[-1]["test_acc"],
                       **({"best_val_acc": max(r["val_acc"] for r in history)}

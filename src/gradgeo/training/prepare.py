@@ -1,6 +1,6 @@
 """A fresh model made ready for its first step: data-dependent initialization (a model's ``init_from_data``)
 and the probe that runs it on two images, so that a model that does not fit the task fails before training,
-named."""
+named (memory that runs out is told apart: :func:`out_of_memory`)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,17 @@ from torch import nn
 from gradgeo.data import DatasetSplits
 from gradgeo.training.objective import Objective
 
-__all__ = ["DATA_INIT_IMAGES", "init_from_data", "probe"]
+__all__ = ["DATA_INIT_IMAGES", "init_from_data", "out_of_memory", "probe"]
 
 #: training images a model's ``init_from_data`` sees (the airbench recipe's 5,000)
 DATA_INIT_IMAGES = 5000
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says that an allocation failed: Python's MemoryError, a GPU's
+    ``torch.OutOfMemoryError``, or the RuntimeError of torch's CPU allocator."""
+    return (isinstance(error, (MemoryError, torch.OutOfMemoryError))
+            or "can't allocate memory" in str(error) or "out of memory" in str(error).lower())
 
 
 def init_from_data(model: nn.Module, splits: DatasetSplits) -> None:
@@ -42,7 +49,9 @@ def probe(model: nn.Module, objective: Objective, splits: DatasetSplits, name: s
     model.eval()
     try:
         output = model(images)
-    except Exception as error:  # the user's model, on the data's images: say whose and what
+    except Exception as error:  # the user's model, on the data's images: say whose and what (unless memory ran out)
+        if out_of_memory(error):
+            raise
         raise ValueError(f"model {name!r} fails on a batch of 2 images of shape {tuple(images.shape[1:])}: "
                          f"{type(error).__name__}: {error}") from None
     finally:

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gradgeo.training.run_folder import save_figure
+
 __all__ = ["BAR_SEEDS", "plot_accuracy_vs_flops", "write_accuracy_vs_flops"]
 
 #: the fewest seeds whose mean gets 95% CI error bars, as the curves' bands
@@ -43,5 +45,5 @@ def plot_accuracy_vs_flops(summary: dict[str, Any], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)

@@ -28,6 +28,7 @@ import torch
 from gradgeo.data import DatasetSplits, load_dataset
 from gradgeo.models import SmallCNN, build_model
 from gradgeo.training.engine import CHECKPOINT, TrainConfig, _atomic_save, read_checkpoint, train
+from gradgeo.training.run_folder import restore
 
 __all__ = ["CACHE_ENV_VAR", "FeatureClassifier", "cache_dir", "classifier_config", "feature_classifier"]
 
@@ -149,7 +150,7 @@ def feature_classifier(
     if not isinstance(model, SmallCNN):
         raise ValueError(f"{path} holds a {saved['config']['model']!r} classifier, not a small_cnn; delete it: the "
                          "classifier is trained again on the next use")
-    model.load_state_dict(saved["model"])
+    restore(path, saved, {"model": model}, "delete it: the classifier is trained again on the next use")
     model.eval()
     return FeatureClassifier(model, tuple(saved["mean"]), tuple(saved["std"]), saved["test_acc"], path).to(
         config.resolved_device())

@@ -41,6 +41,7 @@ from gradgeo.training import ddp
 from gradgeo.training.engine import TrainConfig, _atomic_save
 from gradgeo.training.objective import Objective, eval_batch_size
 from gradgeo.training.progress import progress_bar
+from gradgeo.training.run_folder import save_figure
 
 __all__ = ["GAN_DATASETS", "GAN_TASK", "GANConfig", "GANObjective", "config_classifier", "sample_grid",
            "save_samples_figure", "train_gan"]
@@ -265,7 +266,7 @@ def save_samples_figure(panels: Mapping[str, torch.Tensor], path: str | os.PathL
                   interpolation="nearest")
         ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
