@@ -101,9 +101,28 @@ def _step_cases(rank: int, world: int) -> dict[str, float]:
     return results
 
 
+def _all_cases(rank: int, world: int, data_dir: str | None, out: str) -> dict:
+    """Every case of this file on the same 2 processes: the steps, the engine, the comparisons (these need the
+    tiny Fashion-MNIST: None without it)."""
+    return {"steps": _step_cases(rank, world), "engine": _engine_run(rank, world, str(Path(out) / "engine")),
+            "compare": None if data_dir is None else _compare_run(rank, world, data_dir, str(Path(out) / "compare"))}
+
+
 @pytest.fixture(scope="module")
-def step_results() -> dict[str, float]:
-    ranks = run_ranks(_step_cases, 2)
+def launch(request, tmp_path_factory) -> tuple[Path, list[dict]]:
+    """One launch of 2 processes for all the cases (starting them and importing torch costs seconds each time);
+    each test reads its case's results."""
+    try:
+        data_dir: str | None = str(request.getfixturevalue("tiny_fashion"))
+    except pytest.skip.Exception:  # the comparison tests skip; the others run without the data
+        data_dir = None
+    out = tmp_path_factory.mktemp("ddp")
+    return out, run_ranks(_all_cases, 2, data_dir, str(out))
+
+
+@pytest.fixture(scope="module")
+def step_results(launch) -> dict[str, float]:
+    ranks = [rank["steps"] for rank in launch[1]]
     assert ranks[0] == ranks[1]  # the ranks agree (bit for bit) with each other
     return ranks[0]
 
@@ -177,10 +196,9 @@ def strip_time(history):
 
 
 @pytest.fixture(scope="module")
-def engine_runs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("engine")
-    ranks = run_ranks(_engine_run, 2, str(out))
-    return out, ranks
+def engine_runs(launch):
+    out, ranks = launch
+    return out / "engine", [rank["engine"] for rank in ranks]
 
 
 def assert_same_rows(ddp_history, history):
@@ -260,9 +278,11 @@ def _compare_run(rank: int, world: int, data_dir: str, out: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def compare_runs(tiny_fashion, tmp_path_factory):
-    out = tmp_path_factory.mktemp("compare")
-    return out, run_ranks(_compare_run, 2, str(tiny_fashion), str(out))
+def compare_runs(launch):
+    out, ranks = launch
+    if ranks[0]["compare"] is None:
+        pytest.skip("the comparisons under DDP train on the tiny Fashion-MNIST, which is not installed here")
+    return out / "compare", [rank["compare"] for rank in ranks]
 
 
 def test_compare_under_ddp_returns_rank_0s_summary_everywhere(compare_runs):

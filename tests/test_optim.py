@@ -382,8 +382,18 @@ def test_exports():
 COMPILED = [("sgd_nesterov", "sobolev"), ("adam", "h0"), ("adamw", "h1")]
 
 
+@pytest.fixture
+def compile_in_process():
+    """Inductor compiles in this process: its default pool of worker processes (one per core) costs more CPU time to
+    start than these small graphs take to compile."""
+    import torch._inductor.config
+
+    with torch._inductor.config.patch(compile_threads=1):
+        yield
+
+
 @pytest.mark.parametrize("name,metric", COMPILED)
-def test_compiled_step_equals_eager_step(fashion_slice, name, metric):
+def test_compiled_step_equals_eager_step(fashion_slice, name, metric, compile_in_process):
     eager_model = small_cnn(torch.float32)
     compiled_model = copy.deepcopy(eager_model)
     eager = make_optimizer(eager_model, name, metric, True)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from gradgeo.cli import main
 from gradgeo.training.engine import TrainConfig, train
@@ -37,12 +38,6 @@ def _gradgeo(*args: str | Path) -> list[str]:
 
 def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1"}  # every worker trains the same numbers on one thread
-
-
-def _run(*args: str | Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(_gradgeo(*args), env=_env(), capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
 
 
 # ---- the search space -------------------------------------------------------------------------------------------
@@ -116,7 +111,7 @@ def _stop_mid_run(command: list[str], runs: str, signal_: int) -> tuple[Path, su
 
 
 @pytest.mark.slow
-def test_tune_finds_a_better_than_worst_trial_and_resumes_after_a_kill(tiny_fashion, tmp_path):
+def test_tune_finds_a_better_than_worst_trial_and_resumes_after_a_kill(tiny_fashion, tmp_path, capsys):
     out = tmp_path / "tune"
     command = _gradgeo("tune", "sgd+h0", "--data-dir", tiny_fashion, *TINY, "--epochs", "2", "--trials", "5",
                        "--startup-trials", "2", "--heartbeat", "1", "--out", out)
@@ -126,8 +121,10 @@ def test_tune_finds_a_better_than_worst_trial_and_resumes_after_a_kill(tiny_fash
     killed = int(mid[0].name.removeprefix("trial-"))
     first_epoch = (mid[0] / "metrics.jsonl").read_text().splitlines()[0]
 
-    rerun = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=240)
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    # the same command again, in this process (a fresh one would add only its start-up): it finds the killed
+    # trial stale, retries it from its checkpoint and spends the rest of the budget
+    assert main(command[3:]) == 0
+    rerun = capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     row = summary["rows"][0]
     trials = {t["number"]: t for t in row["trials"]}
@@ -145,7 +142,7 @@ def test_tune_finds_a_better_than_worst_trial_and_resumes_after_a_kill(tiny_fash
     assert 1 <= len(retry[0]["per_epoch"]) <= retry[0]["epochs"]
     assert row["best"]["value"] == max(t["value"] for t in trials.values() if t["state"] == "complete")
     assert row["best"]["value"] > min(values)  # the search found something better than its worst trial
-    assert row["best"]["spec"] in rerun.stdout
+    assert row["best"]["spec"] in rerun
     for name in ("history.png", "lr_strength.png", "summary.csv", "sgd+h0/trials.csv", "sgd+h0/trials.json"):
         assert (out / name).stat().st_size > 0
     # the best spec string is what its trial trained
@@ -153,9 +150,10 @@ def test_tune_finds_a_better_than_worst_trial_and_resumes_after_a_kill(tiny_fash
     assert json.loads((best_dir / "result.json").read_text())["config"]["optimizer"] == row["best"]["spec"]
 
     # the same command once more: the study is done, nothing trains, the same table
-    again = _run(*command[3:])
+    assert main(command[3:]) == 0
+    again = capsys.readouterr().out
     assert json.loads((out / "summary.json").read_text())["rows"][0]["trials"] == row["trials"]
-    assert "trial" in again.stdout and "waiting" not in again.stdout
+    assert "trial" in again and "waiting" not in again
 
 
 @pytest.mark.slow
@@ -252,9 +250,15 @@ GRID = ["sgd", "sgd+h0:lam=2", "--seeds", "2", "--epochs", "1", *TINY]
 
 @pytest.fixture(scope="module")
 def single_worker(tiny_fashion, tmp_path_factory) -> dict:
-    """The grid's summary from one ordinary ``gradgeo compare`` (no storage)."""
+    """The grid's summary from one ordinary ``gradgeo compare`` (no storage), in this process on one thread, as
+    the workers train (``OMP_NUM_THREADS=1``)."""
     out = tmp_path_factory.mktemp("single")
-    _run("compare", *GRID, "--data-dir", tiny_fashion, "--quiet", "--out", out)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["compare", *GRID, "--data-dir", str(tiny_fashion), "--quiet", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
     return json.loads((out / "summary.json").read_text())
 
 
