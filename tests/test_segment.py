@@ -182,6 +182,7 @@ def test_unet_shapes_and_bad_input():
 
 @pytest.mark.parametrize("fast", [False, True], ids=["fp32", "bf16-channels_last"])
 def test_segment_training_resumes_to_the_identical_result(tiny_fashion, tmp_path, fast):
+    # canvas 32: the smallest that holds a 28-pixel item and that the U-Net can halve 3 times
     config = SegmentConfig(data_dir=str(tiny_fashion), train_size=48, test_size=16, val_size=8, batch_size=16,
                            epochs=2, width=0.25, canvas=32, optimizer="adam+sobolev:lam=0.1", channels_last=fast,
                            precision="bf16" if fast else "fp32")
