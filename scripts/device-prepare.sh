@@ -22,5 +22,5 @@ print(*(f"{n}=={m.version(n)}" for n in ("optuna", "alembic", "colorlog", "sqlal
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d data/device/wheels $versions
-echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' with uncommitted changes')" > data/device/COMMIT
+git describe --always --dirty > data/device/COMMIT
 du -sh data/device
