@@ -2,7 +2,7 @@
 
 Prints, space-separated: the best plain cell of the base optimizer (the baseline), the best ``h0`` cell, and
 the best cell of ``h1`` and ``sobolev`` together; or, given metric names, the best cell among those metrics.
-Used by results/full-cifar-final/run.sh, results/full-cifar-laplacian/run.sh and scripts/device-evidence.sh:
+Used by results/full-cifar-final/run.sh and results/full-cifar-laplacian/run.sh:
 
     python scripts/pick_tuned.py runs/full-cifar-tune/summary.json
     python scripts/pick_tuned.py runs/full-cifar-laplacian-tune/summary.json laplacian
