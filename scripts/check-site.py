@@ -37,7 +37,8 @@ def broken_links(site: Path) -> list[str]:
                 continue
             target = (page.parent / unquote(parts.path)).resolve() if parts.path else page
             if parts.path.startswith("/"):
-                problems.append(f"{page.relative_to(site)}: {link!r} is absolute (breaks from disk and under a sub-path)")
+                problems.append(f"{page.relative_to(site)}: {link!r} is absolute "
+                                "(breaks from disk and under a sub-path)")
             elif target.is_dir():
                 problems.append(f"{page.relative_to(site)}: {link!r} is a folder (a file listing from disk)")
             elif not target.exists():
