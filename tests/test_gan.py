@@ -241,7 +241,6 @@ def test_lower_frechet_distance_reads_as_better(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--task", "gan", "--model", "unet"], "is not a GAN"),
     (["--task", "gan", "--dataset", "cifar10"], "28x28 grayscale images"),
-    (["--task", "gan", "--test-size", "5"], "--test-size is an option of --task segment, not of --task gan"),
     (["--task", "gan", "--beta1", "1.5"], "beta1 must be in [0, 1)"),
     (["--task", "classify", "--model", "dcgan"], "(a GAN: --task gan)"),
     (["--task", "gan", "--optimizer", "adam+sob"], "unknown metric 'sob'"),

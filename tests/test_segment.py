@@ -230,7 +230,6 @@ def test_cli_segment_compare_and_train_end_to_end(tiny_fashion, tmp_path, capsys
     (["--task", "segment", "--canvas", "60"], "canvas must be a multiple of 8"),
     (["--task", "segment", "--min-items", "3", "--max-items", "2"], "must not exceed max_items"),
     (["--task", "classify", "--model", "unet"], "unknown model 'unet' for the classify task (a segmentation model"),
-    (["--task", "classify", "--test-size", "5"], "--test-size is an option of --task segment"),
     (["--task", "detect"], "unknown task 'detect'; known tasks: classify, segment, gan"),
 ])
 def test_cli_segment_bad_input_is_named(args, message, tmp_path, capsys):
