@@ -1,11 +1,20 @@
-"""Pick the finals' specs from a tuning summary, by final validation accuracy only.
+"""Pick the finals' specs from tuning summaries, by validation accuracy only.
 
-Prints, space-separated: the best plain cell of the base optimizer (the baseline), the best ``h0`` cell, and
-the best cell of ``h1`` and ``sobolev`` together; or, given metric names, the best cell among those metrics.
-Used by results/full-cifar-final/run.sh and results/full-cifar-laplacian/run.sh:
+Two kinds of summary:
+
+* a ``gradgeo compare`` grid (``full-cifar-tune``): prints, space-separated, the best plain cell of the base
+  optimizer (the baseline), the best ``h0`` cell, and the best cell of ``h1`` and ``sobolev`` together; or, given
+  metric names, the best cell among those metrics (by final validation accuracy);
+* one or more ``gradgeo tune`` studies (``air-tune-*``): prints each tuned spec's best trial as a spec string, in
+  the order of the summaries and their rows (given metric names: only the specs with those metrics). A spec
+  whose best value sits on an edge of its search range is refused, with the range to tune it on again: a
+  final must not run an optimum that the search could not bracket.
+
+Used by results/full-cifar-final/run.sh, results/full-cifar-laplacian/run.sh and results/air-final/run.sh:
 
     python scripts/pick_tuned.py runs/full-cifar-tune/summary.json
     python scripts/pick_tuned.py runs/full-cifar-laplacian-tune/summary.json laplacian
+    python scripts/pick_tuned.py results/air-tune-sgd/summary.json results/air-tune-muon/summary.json
 """
 
 import json
@@ -15,13 +24,7 @@ from gradgeo.channel.factory import parse_spec
 from gradgeo.channel.optim import METRICS
 
 
-def main(path: str, metrics: list[str]) -> None:
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        sys.exit(f"unknown metric {unknown[0]!r}; expected one of {METRICS}")
-    with open(path) as f:
-        rows = json.load(f)["rows"]
-
+def grid_picks(path: str, rows: list[dict], metrics: list[str]) -> list[str]:
     def best(family: set[str]) -> str:
         cells = [r for r in rows if parse_spec(r["spec"]).metric in family]
         if not cells:
@@ -29,10 +32,42 @@ def main(path: str, metrics: list[str]) -> None:
         return max(cells, key=lambda r: r["final_val_acc"]["mean"])["spec"]
 
     families = [set(metrics)] if metrics else [{"none"}, {"h0"}, {"h1", "sobolev"}]
-    print(*(best(family) for family in families))
+    return [best(family) for family in families]
+
+
+def study_picks(path: str, rows: list[dict], metrics: list[str]) -> list[str]:
+    picks = []
+    for row in rows:
+        if metrics and parse_spec(row["spec"]).metric not in metrics:
+            continue
+        if not row["best"]:
+            sys.exit(f"{path}: {row['spec']} has no complete trial; let its tuning finish first")
+        for name, edge in row.get("edges", {}).items():
+            low, high = edge["suggested"]
+            sys.exit(f"{path}: {row['spec']}'s best {name} {edge['value']:.3g} is at the {edge['edge']} edge of "
+                     f"{edge['range'][0]:g}..{edge['range'][1]:g}; tune it again on {low:g}..{high:g} first")
+        picks.append(row["best"]["spec"])
+    return picks
+
+
+def main(args: list[str]) -> None:
+    paths = [a for a in args if a.endswith(".json")]
+    metrics = [a for a in args if not a.endswith(".json")]
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        sys.exit(f"unknown metric {unknown[0]!r}; expected one of {METRICS}")
+    picks: list[str] = []
+    for path in paths:
+        with open(path) as f:
+            rows = json.load(f)["rows"]
+        studies = all("best" in r for r in rows)
+        if not studies and len(paths) > 1:
+            sys.exit(f"{path} is a compare grid's summary: give it alone (several summaries must be tune studies)")
+        picks += (study_picks if studies else grid_picks)(path, rows, metrics)
+    print(*picks)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit("usage: python scripts/pick_tuned.py SUMMARY_JSON [METRIC ...]")
-    main(sys.argv[1], sys.argv[2:])
+    if not any(a.endswith(".json") for a in sys.argv[1:]):
+        sys.exit("usage: python scripts/pick_tuned.py SUMMARY_JSON [SUMMARY_JSON ...] [METRIC ...]")
+    main(sys.argv[1:])
