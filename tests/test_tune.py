@@ -185,6 +185,57 @@ def test_a_trial_stopped_by_ctrl_c_is_resumed_like_a_killed_one(tiny_fashion, tm
 
 
 @pytest.mark.slow
+def test_the_retry_of_a_killed_trial_keeps_its_place_in_the_budget(tiny_fashion, tmp_path, monkeypatch):
+    """Trials 0 and 1 were running when their workers were killed: they spend the budget of 2 and have gone silent.
+    A rerun fails both as stale and, before it queues their retries, a second worker (a real process) looks: no
+    trial queued, budget left, so it starts a fresh trial 2. The retries still take the killed trials' places, and
+    the fresh trial is stopped after its first epoch as over the budget, instead of pushing a retry out of it."""
+    out = tmp_path / "tune"
+    command = _gradgeo("tune", "sgd", "--data-dir", tiny_fashion, *TINY, "--epochs", "2", "--trials", "2",
+                       "--heartbeat", "1", "--out", out)
+    assert main([*command[3:], "--timeout", "1e-9"]) == 0  # the study, with no trial yet
+    storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}")
+    study = optuna.load_study(study_name="tune:sgd", storage=storage)
+    [[name, low, high]] = study.user_attrs["gradgeo"]["search_space"]
+    for _ in range(2):  # running when their workers were killed: a heartbeat, then silence
+        storage.record_heartbeat(study.ask({name: optuna.distributions.FloatDistribution(low, high, log=True)})
+                                 ._trial_id)
+    time.sleep(3.5)  # three heartbeats of 1 s missed: stale
+    killed = {t.number: t.params for t in study.get_trials()}
+
+    second: list[subprocess.Popen[str]] = []
+    queue_retry = optuna.storages.RetryHeartbeatStaleTrialCallback.__call__
+
+    def second_worker_first(callback, study_, trial):  # (called once per failed trial, after failing them all)
+        if not second:
+            second.append(subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                           text=True))
+            deadline = time.monotonic() + 120
+            while not any(t.number == 2 and "spec" in t.user_attrs for t in study_.get_trials(deepcopy=False)):
+                assert second[0].poll() is None and time.monotonic() < deadline, second[0].communicate()[0]
+                time.sleep(0.05)
+        queue_retry(callback, study_, trial)
+
+    monkeypatch.setattr(optuna.storages.RetryHeartbeatStaleTrialCallback, "__call__", second_worker_first)
+    try:
+        assert main(command[3:]) == 0
+        log = second[0].communicate(timeout=240)[0]
+    finally:
+        if second and second[0].poll() is None:
+            second[0].kill()
+            second[0].wait()
+    assert second[0].returncode == 0, log
+    row = json.loads((out / "summary.json").read_text())["rows"][0]
+    retries = {t["retry_of"]: t for t in row["trials"] if t["counted"]}
+    assert (row["counted"], row["complete"], set(retries)) == (2, 2, {0, 1}), row["trials"]
+    for number, retry in retries.items():  # the killed trial's values, in its folder
+        assert study.get_trials()[retry["number"]].params == killed[number] and retry["dir"] == f"sgd/trial-{number}"
+    fresh = study.get_trials()[2]
+    assert fresh.state == optuna.trial.TrialState.FAIL and "failed_trial" not in fresh.system_attrs
+    assert fresh.user_attrs["note"] == "over the budget" and "[sgd] trial 2: stopped at epoch 1" in log, log
+
+
+@pytest.mark.slow
 def test_tune_gives_every_spec_the_same_budget(tiny_fashion, tmp_path, capsys):
     assert main(["tune", "sgd", "sgd+h1", "--data-dir", str(tiny_fashion), *TINY, "--epochs", "1", "--trials", "2",
                  "--no-prune", "--out", str(tmp_path)]) == 0

@@ -20,8 +20,9 @@ failed: it counts as a spent trial.
 
 Fairness, as in optimizer benchmarks with external tuning (DeepOBS, AlgoPerf): every spec gets the same number
 of trials, ``trials`` (counted over all workers: a study never runs more; a trial killed with its worker is
-retried, not counted twice), and the default ranges all span two decades per searched number; the tables say
-how many trials each spec had and the size of its search space.
+retried in its place, not counted twice, and a trial another worker started while the retry was being queued
+stops after an epoch as over the budget), and the default ranges all span two decades per searched number; the
+tables say how many trials each spec had and the size of its search space.
 
 Resumable and shared: the studies live in ``storage`` (default: the SQLite file ``OUT/study.db``). Running the
 same call again continues them; a study created with other settings is refused, naming the difference. Any
@@ -111,9 +112,17 @@ class _TrialSeededTPE(optuna.samplers.BaseSampler):
         return self._tpe(trial, param_name).sample_independent(study, trial, param_name, param_distribution)
 
 
+def _place(trial: FrozenTrial) -> int:
+    """A trial's place in the budget: its number, or for the retry of a killed trial (however many times retried)
+    the killed trial's number, which is also its run folder's."""
+    return trial.system_attrs.get("failed_trial", trial.number)
+
+
 def _counted(trials: Sequence[FrozenTrial], budget: int | None) -> list[FrozenTrial]:
-    """The trials that spend the budget: every trial that did not fail, first come first, at most ``budget``."""
-    alive = sorted((t for t in trials if t.state != TrialState.FAIL), key=lambda t: t.number)
+    """The trials that spend the budget: every trial that did not fail, first come first, at most ``budget``. A
+    retry comes in the place of the trial it retries, before any trial started while it was being queued (the
+    worker that finds a dead trial fails it, then queues it again: meanwhile another worker may see budget left)."""
+    alive = sorted((t for t in trials if t.state != TrialState.FAIL), key=_place)
     return alive if budget is None else alive[:budget]
 
 
@@ -231,18 +240,23 @@ def tune(
 
     def objective_for(space: SearchSpace, study_: optuna.Study) -> Callable[[optuna.Trial], float]:
         def objective(trial: optuna.Trial) -> float:
+            def counted(known: Sequence[FrozenTrial]) -> bool:
+                return trials is None or trial.number in {t.number for t in _counted(known, trials)}
+
+            def surplus() -> Surplus:
+                trial.set_user_attr("note", "over the budget")
+                return Surplus(f"trial {trial.number} is over the budget of {trials}")
+
             known = study_.get_trials(deepcopy=False)
-            if trials is not None and trial.number not in {t.number for t in _counted(known, trials)}:
-                trial.set_user_attr("note", "over the budget")  # another worker took the last trial meanwhile
-                raise Surplus(f"trial {trial.number} is over the budget of {trials}")
+            if not counted(known):  # another worker took the last trial meanwhile
+                raise surplus()
             values = {d.name: float(f"{trial.suggest_float(d.name, d.low, d.high, log=True):.{_SIGNIFICANT}g}")
                       for d in space.dimensions}  # what trains is what the spec string says
             spec = space.spec_with(values)
             trial.set_user_attr("spec", spec)
             trial.set_user_attr("values", values)
             frozen = next(t for t in known if t.number == trial.number)
-            first = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
-            directory = _spec_dir(out, space.spec) / f"trial-{trial.number if first is None else first}"
+            directory = _spec_dir(out, space.spec) / f"trial-{_place(frozen)}"
             trial.set_user_attr("dir", str(directory.relative_to(out)))
 
             def stop(reason: str, diverged: Any = None) -> optuna.TrialPruned:
@@ -254,6 +268,10 @@ def tune(
 
             def on_epoch(row: dict[str, Any]) -> None:
                 value, epoch = row[metric.key], row["epoch"]
+                if not counted(study_.get_trials(deepcopy=False)):  # a retry queued since took back its place
+                    if log is not None:
+                        log(f"[{space.spec}] trial {trial.number}: stopped at epoch {epoch}, over the budget ({spec})")
+                    raise surplus()
                 if not (_finite(row.get("train_loss")) and _finite(value)):
                     raise stop(f"diverged at epoch {epoch}", epoch)
                 trial.report(float(value), epoch)
