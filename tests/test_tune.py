@@ -3,6 +3,7 @@ worker processes sharing one grid on the embedded SQLite storage and on a real P
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -23,7 +24,8 @@ from gradgeo.training.engine import TrainConfig, train
 
 optuna = pytest.importorskip("optuna", reason="the tune extra is not installed: pip install 'gradgeo[tune]'")
 
-from gradgeo.experiments.storage import open_storage, open_study  # noqa: E402 (needs optuna)
+from gradgeo.experiments import queue  # noqa: E402 (needs optuna)
+from gradgeo.experiments.storage import open_storage, open_study  # noqa: E402
 from gradgeo.experiments.tune import search_space  # noqa: E402
 
 # the newest Debian PostgreSQL server binaries (.ci/run installs them)
@@ -386,6 +388,75 @@ def test_a_rerun_after_every_worker_died_does_not_wait_for_them(tiny_fashion, tm
                       if t.state == optuna.trial.TrialState.COMPLETE)
     assert complete == sorted((spec, seed) for spec in ("sgd", "sgd+h0:lam=2") for seed in (0, 1))
     assert (folder / "metrics.jsonl").read_text().splitlines()[0] == first_epoch  # resumed, not trained again
+
+
+@pytest.mark.slow
+def test_a_worker_that_looks_while_a_run_is_queued_again_waits_for_it(tiny_fashion, tmp_path, monkeypatch):
+    """Worker A, in this process, is stopped by Ctrl-C in the grid's only run while worker B (a real process) waits
+    for that run: A fails the run's trial, then queues it again. In between B looks: nothing queued, nothing
+    running. B waits for the retry and trains it, instead of ending with "failed on other workers"."""
+    out = tmp_path / "grid"
+    command = _gradgeo("compare", "sgd", "--seeds", "1", "--epochs", "1", *TINY, "--data-dir", tiny_fashion,
+                       "--quiet", "--out", out, "--storage", "--heartbeat", "1")
+    second: list[subprocess.Popen[str]] = []
+    run_queue = queue.run_queue
+
+    def stopped_while_second_waits(runs, run_one, **kwargs):
+        def run(label: str, seed: int) -> str:
+            second.append(subprocess.Popen(command, env={**_env(), "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                                           stderr=subprocess.STDOUT, text=True))
+            seen = []
+            for line in second[0].stdout or ():  # until B waits for this run
+                seen.append(line)
+                if line.startswith("waiting for 1 trial(s)"):
+                    raise KeyboardInterrupt
+            raise AssertionError("".join(seen))
+
+        run_queue(runs, run, **kwargs)
+
+    queue_retry = optuna.storages.RetryHeartbeatStaleTrialCallback.__call__
+
+    def second_looks_first(callback, study, trial):  # B looks every second
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            second[0].wait(timeout=3)
+        queue_retry(callback, study, trial)
+
+    monkeypatch.setattr(queue, "run_queue", stopped_while_second_waits)
+    monkeypatch.setattr(optuna.storages.RetryHeartbeatStaleTrialCallback, "__call__", second_looks_first)
+    try:
+        assert main(command[3:]) == 130
+        log = second[0].communicate(timeout=240)[0]
+    finally:
+        if second and second[0].poll() is None:
+            second[0].kill()
+            second[0].wait()
+    assert second[0].returncode == 0 and "[1/1] sgd seed 0: final" in log, log
+    trials = optuna.load_study(study_name="grid", storage=f"sqlite:///{out / 'study.db'}").get_trials()
+    assert [(t.number, t.state.name, t.system_attrs.get("failed_trial")) for t in trials] == [
+        (0, "FAIL", None), (1, "COMPLETE", 0)]
+
+
+@pytest.mark.parametrize("error, waits", [(KeyboardInterrupt, True), (ValueError, False)])
+def test_a_lost_runs_retry_is_waited_for_three_heartbeats_a_failed_run_not_at_all(error, waits, tmp_path,
+                                                                                 monkeypatch):
+    """The first worker's run ends: lost (Ctrl-C), and that worker too before it queued the run again; or failed
+    with an error, not queued again. The next worker queues the run afresh when it starts and trains it, then
+    waits three heartbeats for the lost run's retry (not forever), and not at all for the failed run."""
+    monkeypatch.setattr(optuna.storages.RetryHeartbeatStaleTrialCallback, "__call__", lambda *args: None)
+    lines: list[str] = []
+    kwargs = {"storage": None, "out": tmp_path, "study": "grid", "settings": {}, "heartbeat": 1, "log": lines.append}
+
+    def first(label: str, seed: int) -> str:
+        raise error
+
+    with pytest.raises(error):
+        queue.run_queue([("sgd", 0)], first, **kwargs)
+    monkeypatch.undo()
+    trained = []
+    started = time.monotonic()
+    queue.run_queue([("sgd", 0)], lambda label, seed: str(trained.append((label, seed))), **kwargs)
+    assert trained == [("sgd", 0)] and any(line.startswith("waiting for 1 trial(s)") for line in lines) == waits
+    assert not waits or 3 <= time.monotonic() - started < 30, lines
 
 
 # ---- bad input: a clear error, no traceback ---------------------------------------------------------------------

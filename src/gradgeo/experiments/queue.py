@@ -6,7 +6,8 @@ its user attributes; a worker takes the next queued trial and trains it. No run 
 earlier trial is queued, running or done is skipped (two workers that start together may both queue it; the
 later copy is dropped when taken). A worker whose run dies (killed, machine lost) stops sending heartbeats; the
 run is queued again and the next worker resumes it from its checkpoint. A run that failed with an error is
-queued again when a worker starts. Each worker returns when every run is done, so any of them can summarize.
+queued again when a worker starts. Each worker returns when every run is done (a worker that looks while a lost
+run is being queued again waits for it), so any of them can summarize.
 
 A trial's value is its run's training time in seconds (the study minimizes nothing: the queue is the point).
 """
@@ -112,7 +113,7 @@ def run_queue(
     def wants_trial(trials: Sequence[FrozenTrial]) -> bool:
         return any(t.state == TrialState.WAITING for t in trials)
 
-    work([Job(queue, objective, wants_trial)], poll=min(5.0, heartbeat), log=log)
+    work([Job(queue, objective, wants_trial)], heartbeat=heartbeat, log=log)
     done = {run for run, trial in owners(queue.get_trials(deepcopy=False)).items()
             if trial.state == TrialState.COMPLETE}
     missing = [run for run in runs if run not in done]

@@ -11,7 +11,9 @@ for dead (its process was killed or lost its machine): the next worker that look
 again with the same parameters (up to three times), and a gradgeo objective resumes it from its checkpoint. A
 worker on the machine of a dead one need not wait for the silence: each trial records its worker's process (the
 machine, the process id and its start time), and a trial whose process is gone is queued again at once. A trial
-stopped by Ctrl-C (KeyboardInterrupt) is queued again the same way before the worker ends.
+stopped by Ctrl-C (KeyboardInterrupt) is queued again the same way before the worker ends. Failing a trial and
+queueing it again are two writes: a worker that looks in between waits for the retry (a trial whose objective
+raised an error is not retried: it names itself in the user attribute ``raised``).
 
 This module imports Optuna: importing it without the extra raises a :class:`ModuleNotFoundError` that names
 ``pip install 'gradgeo[tune]'``.
@@ -186,6 +188,9 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, settings: dict[s
 
 #: the user attribute in which a running trial names its worker process (see :func:`_worker`)
 WORKER_ATTR = "worker"
+#: the user attribute in which a trial whose objective raised an error names itself (its number: a retry copies
+#: the attributes of the trial it retries): Optuna fails it, and nothing queues it again
+RAISED_ATTR = "raised"
 
 
 def _machine() -> str | None:
@@ -269,15 +274,22 @@ def _look(study: optuna.Study) -> None:
 
 
 def _take_one(job: Job) -> None:
-    """Run one trial of ``job`` here, its worker recorded in it (:data:`WORKER_ATTR`); a trial that Ctrl-C stops
-    is queued again, like a killed worker's, before the KeyboardInterrupt goes on."""
+    """Run one trial of ``job`` here, its worker recorded in it (:data:`WORKER_ATTR`) and, when its objective
+    raises an error, the trial (:data:`RAISED_ATTR`); a trial that Ctrl-C stops is queued again, like a killed
+    worker's, before the KeyboardInterrupt goes on."""
     taken: list[int] = []
 
     def objective(trial: optuna.Trial) -> float:
         taken.append(trial._trial_id)
         if (worker := _worker(trial.number)) is not None:
             trial.set_user_attr(WORKER_ATTR, worker)
-        return job.objective(trial)
+        try:
+            return job.objective(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception:
+            trial.set_user_attr(RAISED_ATTR, trial.number)
+            raise
 
     try:
         job.study.optimize(objective, n_trials=1, catch=(Surplus,), gc_after_trial=False)
@@ -288,18 +300,39 @@ def _take_one(job: Job) -> None:
         raise
 
 
-def work(jobs: Sequence[Job], *, deadline: float | None = None, poll: float = 5.0,
+def _unfinished(study: optuna.Study, lost: dict[int, float], heartbeat: int) -> int:
+    """How many trials of ``study`` are still to finish elsewhere: running, queued, or lost and failed with their
+    retry not queued yet (the worker that failed one queues it next: :func:`_queue_again`, up to three times). A
+    retry not queued three heartbeats after this worker first saw the failed trial will not be: the worker that
+    failed it was lost too. ``lost``: when this worker first saw each lost trial (by id), updated here."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {number for t in trials for number in t.system_attrs.get("retry_history", ())}
+    now = time.monotonic()
+    unfinished = 0
+    for t in trials:
+        if t.state in (TrialState.RUNNING, TrialState.WAITING):
+            unfinished += 1
+        elif (t.state == TrialState.FAIL and t.user_attrs.get(RAISED_ATTR) != t.number and t.number not in retried
+              and len(t.system_attrs.get("retry_history", ())) < _MAX_RETRY):
+            unfinished += now - lost.setdefault(t._trial_id, now) < 3 * heartbeat
+    return unfinished
+
+
+def work(jobs: Sequence[Job], *, heartbeat: int = 30, deadline: float | None = None,
          log: Callable[[str], None] | None = print) -> None:
     """Take trials from each job in turn until none wants one, then wait while trials run on other workers
-    (their dead ones come back as queued trials and are taken here), until nothing runs anywhere.
+    (their dead ones come back as queued trials and are taken here), until nothing runs anywhere, nor is about
+    to be queued again.
 
     Args:
         jobs: the studies, in order.
+        heartbeat: the storage's heartbeat in seconds: trials running elsewhere are looked at every
+            ``min(5, heartbeat)`` seconds, and a lost trial's retry is waited for three heartbeats.
         deadline: a :func:`time.monotonic` time after which no trial starts and nothing is waited for.
-        poll: seconds between looks at trials running elsewhere.
         log: receives one line when this worker starts waiting for others.
     """
     waiting_logged = False
+    lost: dict[int, float] = {}
     with quiet_optuna():
         while True:
             for job in jobs:
@@ -310,13 +343,12 @@ def work(jobs: Sequence[Job], *, deadline: float | None = None, poll: float = 5.
                     _take_one(job)
             if deadline is not None and time.monotonic() >= deadline:
                 return
-            running = sum(len(job.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
-                          for job in jobs)
+            running = sum(_unfinished(job.study, lost, heartbeat) for job in jobs)
             if not running:
                 return
             if log is not None and not waiting_logged:
                 log(f"waiting for {running} trial(s) running on other workers")
                 waiting_logged = True
-            time.sleep(poll)
+            time.sleep(min(5, heartbeat))
             for job in jobs:
                 _look(job.study)

@@ -303,10 +303,10 @@ def tune(
 
     jobs = [Job(s, objective_for(space, s), wants_trial) for space, s in zip(spaces, studies)]
     if timeout is None:
-        work(jobs, log=log, poll=min(5.0, heartbeat))
+        work(jobs, heartbeat=heartbeat, log=log)
     else:
         for job in jobs:  # the same time for each spec
-            work([job], deadline=time.monotonic() + timeout, log=log, poll=min(5.0, heartbeat))
+            work([job], heartbeat=heartbeat, deadline=time.monotonic() + timeout, log=log)
     summary = summarize_tuning(studies, spaces, metric, trials, out)
     if log is not None:
         log(format_tune_table(summary))
