@@ -191,9 +191,11 @@ def test_the_retry_of_a_killed_trial_keeps_its_place_in_the_budget(tiny_fashion,
     """Trials 0 and 1 were running when their workers were killed: they spend the budget of 2 and have gone silent.
     A rerun fails both as stale and, before it queues their retries, a second worker (a real process) looks: no
     trial queued, budget left, so it starts a fresh trial 2. The retries still take the killed trials' places, and
-    the fresh trial is stopped after its first epoch as over the budget, instead of pushing a retry out of it."""
+    the fresh trial is stopped at the end of an epoch as over the budget, instead of pushing a retry out of it
+    (3 epochs: the rerun queues the retries during the fresh trial's first epoch, or, on a loaded machine, its
+    second)."""
     out = tmp_path / "tune"
-    command = _gradgeo("tune", "sgd", "--data-dir", tiny_fashion, *TINY, "--epochs", "2", "--trials", "2",
+    command = _gradgeo("tune", "sgd", "--data-dir", tiny_fashion, *TINY, "--epochs", "3", "--trials", "2",
                        "--heartbeat", "1", "--out", out)
     assert main([*command[3:], "--timeout", "1e-9"]) == 0  # the study, with no trial yet
     storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}")
@@ -234,7 +236,8 @@ def test_the_retry_of_a_killed_trial_keeps_its_place_in_the_budget(tiny_fashion,
         assert study.get_trials()[retry["number"]].params == killed[number] and retry["dir"] == f"sgd/trial-{number}"
     fresh = study.get_trials()[2]
     assert fresh.state == optuna.trial.TrialState.FAIL and "failed_trial" not in fresh.system_attrs
-    assert fresh.user_attrs["note"] == "over the budget" and "[sgd] trial 2: stopped at epoch 1" in log, log
+    assert fresh.user_attrs["note"] == "over the budget", log
+    assert re.search(r"\[sgd\] trial 2: stopped at epoch [12], over the budget", log), log
 
 
 @pytest.mark.slow
