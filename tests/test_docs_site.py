@@ -1,0 +1,55 @@
+"""What a reader of the documentation site sees, held without building it: inline code keeps its names whole
+(docs/inline_code.py, the MkDocs hook that marks where a line may break)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+
+
+def _hook(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+inline_code = _hook("inline_code")
+
+
+def _text(html: str) -> str:
+    return re.sub(r"<[^>]+>", "", html)
+
+
+def _unbreakable(html: str) -> list[str]:
+    """The pieces a line may not break inside: each gg-nowrap span, and each plain word between the tags."""
+    spans = re.findall(r'<span class="gg-nowrap">([^<]*)</span>', html)
+    rest = re.sub(r'<span class="gg-nowrap">[^<]*</span>', " ", html)
+    return spans + [word for word in re.split(r"\s+|<[^>]+>", rest) if word]
+
+
+def test_an_option_or_a_file_in_inline_code_breaks_only_at_its_spaces_and_slashes():
+    page = ('<p>Add <code>train --quiet</code> or <code>--strength-range 0.1 10</code>; files land in '
+            '<code>DIR/fashion-mnist/*.gz</code> from <code>http://fashion-mnist.example.com/</code>.</p>'
+            '<table><tr><td><code>checkpoint.pt</code></td><td><code>&lt;spec&gt;/trial-&lt;k&gt;/</code></td></tr></table>')
+    out = inline_code.keep_names_whole(page)
+    assert _text(out) == _text(page)  # what a reader copies is unchanged
+    pieces = _unbreakable(out)
+    for whole in ["--quiet", "--strength-range", "fashion-mnist/", "*.gz", "http://", "fashion-mnist.example.com/",
+                  "checkpoint.pt", "trial-&lt;k&gt;/"]:
+        assert whole in pieces, (whole, out)
+    assert "DIR/<wbr>" in out  # a long path may wrap after a slash
+
+
+def test_code_blocks_and_code_with_markup_are_left_alone():
+    block = '<pre><span></span><code>gradgeo train --quiet --out runs/a-b\n</code></pre>'
+    highlighted = '<code class="highlight"><span class="n">f</span>(x-y)</code>'
+    assert inline_code.keep_names_whole(block + highlighted) == block + highlighted
+
+
+def test_the_site_uses_the_hook_and_its_style():
+    assert "docs/inline_code.py" in (ROOT / "mkdocs.yml").read_text()
+    assert ".gg-nowrap" in (ROOT / "docs" / "stylesheets" / "extra.css").read_text()
