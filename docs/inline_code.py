@@ -4,10 +4,10 @@ A browser may wrap text after a hyphen and, with the theme's ``word-break: break
 overflows; in a table cell that happens whenever the column is narrow. Inline code then reads ``--strength-`` /
 ``range``, ``--`` / ``quiet`` or ``checkpoi`` / ``nt.pt``: an option or a file name that does not exist. So every
 inline ``<code>`` of a page (not a code block) breaks only at its spaces and after a ``/`` (paths and URLs): a run
-of characters between those points that holds anything but letters, digits, ``_`` and ``.`` (where a browser may
-break) is wrapped in ``<span class="gg-nowrap">``, which docs/stylesheets/extra.css keeps on one line, and a
-``<wbr>`` follows each ``/``. Names of letters, digits, ``_`` and ``.`` only are kept whole by the stylesheet
-(no break inside a word). The text is unchanged: what a reader copies is what the page says.
+of characters between those points that holds a ``-`` or a ``?`` (where Chromium breaks inside a word) is wrapped
+in ``<span class="gg-nowrap">``, which docs/stylesheets/extra.css keeps on one line, and a ``<wbr>`` follows each
+``/``. Other names are kept whole by the stylesheet alone (no break inside a word unless it is wider than the
+line). The text is unchanged: what a reader copies is what the page says.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ INLINE_CODE = re.compile(r"<code>([^<]*)</code>")
 PRE = re.compile(r"(<pre\b.*?</pre>)", re.S)
 # a run between break points: no space, and slashes only at its end ("http://" is one run)
 RUN = re.compile(r"[^\s/]*/+|[^\s/]+")
-PLAIN = re.compile(r"[\w.]*")
+BREAKS_INSIDE = re.compile(r"[-?]")
 
 
 def _keep_whole(run: str) -> str:
-    return run if PLAIN.fullmatch(run.rstrip("/")) else f'<span class="gg-nowrap">{run}</span>'
+    return f'<span class="gg-nowrap">{run}</span>' if BREAKS_INSIDE.search(run) else run
 
 
 def _code(match: re.Match) -> str:
