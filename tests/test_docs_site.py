@@ -1,5 +1,6 @@
 """What a reader of the documentation site sees, held without building it: inline code keeps its names whole
-(docs/inline_code.py, the MkDocs hook that marks where a line may break)."""
+(docs/inline_code.py, the MkDocs hook that marks where a line may break), and the code blocks of the pages fit the
+column they are shown in."""
 
 from __future__ import annotations
 
@@ -53,3 +54,20 @@ def test_code_blocks_and_code_with_markup_are_left_alone():
 def test_the_site_uses_the_hook_and_its_style():
     assert "docs/inline_code.py" in (ROOT / "mkdocs.yml").read_text()
     assert ".gg-nowrap" in (ROOT / "docs" / "stylesheets" / "extra.css").read_text()
+
+
+# the characters of code a block shows without scrolling: the column is 938 px at a 1280 px window (mkdocs.yml:
+# toc.integrate), 8.2 px a character in the theme's code font
+CODE_COLUMN = 110
+
+
+def test_every_line_of_a_code_block_fits_the_column():
+    long = []
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        text = page.read_text()
+        for block in re.finditer(r"^\s*```[^\n]*\n(.*?)^\s*```", text, re.S | re.M):
+            first = text[:block.start(1)].count("\n") + 1
+            long += [f"{page.name}:{first + i}: {len(line)} characters" for i, line in
+                     enumerate(block[1].splitlines()) if len(line) > CODE_COLUMN]
+    assert not long, "code lines hidden behind a scroll bar on the site (continue a shell line with a backslash):\n" \
+                     + "\n".join(long)
