@@ -9,7 +9,7 @@ statistics for every task (:func:`gradgeo.experiments.summarize`). The compariso
     OUT/summary.json, OUT/summary.csv   final metrics: mean ± 95% CI, paired tests against the first label
     OUT/curves.png                      the task's curves and the training loss per epoch: the mean over the seeds,
                                         with its 95% CI band from 3 seeds on, each seed's line with 2
-                                        (:mod:`gradgeo.experiments.plots`)
+                                        (gradgeo.experiments.plots)
     OUT/samples.png                     (gan) a grid of samples per spec, first seed
     OUT/accuracy_vs_flops.png           (anytime) test accuracy against FLOPs: each exit, and early exit
 
