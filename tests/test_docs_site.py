@@ -1,12 +1,15 @@
 """What a reader of the documentation site sees, held without building it: inline code keeps its names whole
-(docs/inline_code.py, the MkDocs hook that marks where a line may break), and the code blocks of the pages fit the
-column they are shown in."""
+(docs/inline_code.py, the MkDocs hook that marks where a line may break), the code blocks of the pages fit the
+column they are shown in, and an API table has one row per parameter, with its own type and default
+(docs/griffe_sphinx_roles.py, the griffe extension of the API reference)."""
 
 from __future__ import annotations
 
 import importlib.util
 import re
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).parents[1]
 
@@ -71,3 +74,48 @@ def test_every_line_of_a_code_block_fits_the_column():
                      enumerate(block[1].splitlines()) if len(line) > CODE_COLUMN]
     assert not long, "code lines hidden behind a scroll bar on the site (continue a shell line with a backslash):\n" \
                      + "\n".join(long)
+
+
+SEVERAL = '''
+import dataclasses
+
+
+def fit(config, out_dir: str | None = None, *, resume: bool = False, log=print):
+    """Train.
+
+    Args:
+        config: the run.
+        out_dir, resume, log: as in
+            :func:`train`.
+    """
+
+
+@dataclasses.dataclass
+class Option:
+    """An option.
+
+    Attributes:
+        default: its default.
+        gt, le: bounds (None: no bound).
+    """
+
+    default: int
+    gt: float | None = None
+    le: float | None = None
+'''
+
+
+def test_an_entry_naming_several_parameters_is_one_row_each_with_its_type_and_default():
+    griffe = pytest.importorskip("griffe")  # the docs extra
+    roles = _hook("griffe_sphinx_roles")
+    module = griffe.visit("m", filepath=Path("m.py"), code=SEVERAL, docstring_parser="google")
+    roles.SphinxRoles().on_package(pkg=module)
+    parameters = {p.name: p for s in module["fit"].docstring.parsed if s.kind.value == "parameters" for p in s.value}
+    assert list(parameters) == ["config", "out_dir", "resume", "log"]
+    assert (str(parameters["out_dir"].annotation), parameters["out_dir"].value) == ("str | None", "None")
+    assert (str(parameters["resume"].annotation), parameters["resume"].value) == ("bool", "False")
+    assert parameters["log"].description == parameters["resume"].description
+    assert "train" in parameters["log"].description  # the continuation line comes along
+    attributes = {a.name: a for s in module["Option"].docstring.parsed if s.kind.value == "attributes" for a in s.value}
+    assert list(attributes) == ["default", "gt", "le"]
+    assert str(attributes["gt"].annotation) == "float | None"
