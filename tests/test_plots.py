@@ -1,5 +1,6 @@
 """The plots the CLI writes, drawn from made-up histories and summaries (no training): every axis fits all it
-draws, the legend says what a band is, few seeds get no band, log axes and trial axes have readable ticks."""
+draws, the legend says what a band is, few seeds get no band, one epoch is visible, log axes and trial axes have
+readable ticks."""
 
 from __future__ import annotations
 
@@ -58,6 +59,26 @@ def test_every_panel_fits_all_it_draws_and_the_legend_says_what_is_drawn(seeds):
         assert len(accuracy.get_lines()) == 2 * (1 + (seeds if seeds > 1 else 0))
         assert ("thin lines: each seed" in texts) == (seeds == 2) and ("1 seed" in texts) == (seeds == 1)
     assert BAR_SEEDS == BAND_SEEDS  # the anytime error bars follow the same rule
+
+
+@pytest.mark.parametrize("seeds", [1, 2, 3])
+def test_a_run_of_one_epoch_is_drawn_as_markers_on_a_whole_epoch(seeds):
+    """A line through one point draws nothing: one epoch is a marker per spec (and per seed, with two), its CI an
+    error bar, the epoch axis one whole-number tick."""
+    runs = {f"spec{k}": [[{"epoch": 1, "test_acc": 0.15 + 0.01 * s + 0.02 * k, "train_loss": 2.2 - 0.01 * s}]
+                         for s in range(seeds)] for k in range(2)}
+    fig = curves_figure(runs, [TEST_ACC])
+    fig.canvas.draw()
+    for ax in fig.axes:
+        points = [line for line in ax.get_lines()
+                  if len(line.get_xdata()) == 1 and line.get_marker() not in ("", "None")]
+        assert len(points) == 2 * (1 + (seeds if seeds == 2 else 0)), ax.get_ylabel()
+        low, high = ax.get_xlim()
+        assert [t for t in ax.get_xticks() if low <= t <= high] == [1]
+        values = drawn_y(ax)
+        assert ax.get_ylim()[0] <= min(values) and max(values) <= ax.get_ylim()[1]
+    texts = " | ".join(legend_texts(fig))
+    assert ("bar: 95% CI" in texts) == (seeds >= BAND_SEEDS) and "line" not in texts and "band" not in texts
 
 
 @pytest.mark.parametrize("decades,log", [(0.2, False), (1.5, True), (4.0, True)])
