@@ -116,6 +116,24 @@ def test_the_tuning_history_counts_trials_in_whole_numbers():
     assert ticks and all(float(t).is_integer() for t in ticks), ticks
 
 
+def test_the_tuning_history_says_what_its_marks_are_beside_the_trials():
+    fig = history_figure(SUMMARY)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    legend = ax.get_legend()
+    texts = [text.get_text() for text in legend.get_texts()]
+    assert texts[0] == "sgd+h0 (3 trials)" and {"dot: a trial", "x: a pruned trial, at its last epoch",
+                                                  "line: the best so far"} <= set(texts)
+    renderer = fig.canvas.get_renderer()
+    assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))  # covers no trial
+
+
+def test_the_lr_strength_plane_names_only_what_it_draws():
+    no_pruned = {**SUMMARY, "rows": [{**SUMMARY["rows"][0], "trials": SUMMARY["rows"][0]["trials"][:2]}]}
+    texts = [t.get_text() for t in lr_strength_figure(no_pruned).axes[0].get_legend().get_texts()]
+    assert texts == ["best"]
+
+
 def test_the_lr_strength_plane_labels_its_log_axes_without_overlap():
     fig = lr_strength_figure(SUMMARY)
     ax = fig.axes[0]

@@ -172,16 +172,17 @@ def plot_tuning(summary: dict[str, Any], out: Path) -> None:
 
 def history_figure(summary: dict[str, Any]) -> Figure:
     """Each counted trial's validation metric by trial number (pruned: at its last epoch) and the best so far,
-    per spec; the trial axis has whole-number ticks."""
+    per spec; the trial axis has whole-number ticks, the legend says what the markers and the lines are."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
     metric = Metric(**summary["metric"])
     better = max if metric.higher_is_better else min
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     palette = plt.get_cmap("tab10")
     for index, row in enumerate(summary["rows"]):
         color = palette(index % 10)
@@ -197,9 +198,16 @@ def history_figure(summary: dict[str, Any]) -> Figure:
             best_so_far.append(better([*best_so_far[-1:], r["value"] * metric.scale]))
             steps.append(r["number"])
         ax.step(steps, best_so_far, where="post", color=color, label=f"{row['spec']} ({row['counted']} trials)")
-    ax.set(xlabel="trial", ylabel=metric.label, title="optimization history (x: pruned, at its last epoch)")
+    ax.set(xlabel="trial", ylabel=metric.label, title="optimization history")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=8, frameon=False)
+    grey = "0.45"
+    key = [Line2D([], [], color=grey, marker="o", markersize=4, linestyle="none", label="dot: a trial"),
+           Line2D([], [], color=grey, marker="x", markersize=5, linestyle="none", alpha=0.6,
+                  label="x: a pruned trial, at its last epoch"),
+           Line2D([], [], color=grey, label="line: the best so far")]
+    # beside the axes, where it covers no trial
+    ax.legend(handles=[*ax.get_legend_handles_labels()[0], *key], fontsize=8, frameon=False, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
@@ -225,7 +233,7 @@ def lr_strength_figure(summary: dict[str, Any]) -> Figure | None:
                             c=[r["value"] * metric.scale for r in complete], cmap="viridis", s=30)
         pruned = [r for r in shown if r["state"] != "complete"]
         ax.scatter([r["params"]["lr"] for r in pruned], [r["params"][strength] for r in pruned], color="grey",
-                   marker="x", s=24, label="pruned")
+                   marker="x", s=24, label="pruned" if pruned else None)
         if row["best"]:
             ax.scatter([row["best"]["params"]["lr"]], [row["best"]["params"][strength]], s=160, facecolors="none",
                        edgecolors="red", label="best")
@@ -236,6 +244,7 @@ def lr_strength_figure(summary: dict[str, Any]) -> Figure | None:
         log_ticks(ax.yaxis)
         if complete:
             fig.colorbar(points, ax=ax, label=metric.label)
-        ax.legend(fontsize=7, frameon=False, loc="lower left")
+        if pruned or row["best"]:
+            ax.legend(fontsize=7, frameon=False, loc="best")  # where it covers the fewest trials
     fig.tight_layout()
     return fig
