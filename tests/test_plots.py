@@ -148,3 +148,11 @@ def test_the_lr_strength_plane_labels_its_log_axes_without_overlap():
         assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]), \
             [label.get_text() for label in shown]
     assert not [t for t in ax.get_xticklabels(minor=True) if t.get_text()]  # no minor labels to crowd them
+
+
+def test_the_anytime_curves_say_they_are_the_last_exits():
+    """An anytime run's rows hold test_acc and train_loss of its last exit (per exit: the test_exit_* lists)."""
+    from gradgeo.tasks.anytime.training import ANYTIME
+
+    assert [m.key for m in ANYTIME.curves] == ["test_acc"]
+    assert all("last exit" in label for label in [*(m.label for m in ANYTIME.curves), ANYTIME.loss_label])
