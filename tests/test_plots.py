@@ -14,6 +14,7 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 
 from gradgeo.experiments.plots import BAND_SEEDS, curves_figure, history_figure, lr_strength_figure  # noqa: E402
 from gradgeo.tasks.anytime.report import BAR_SEEDS  # noqa: E402
+from gradgeo.tasks.base import Metric  # noqa: E402
 from gradgeo.tasks.classify import TEST_ACC  # noqa: E402
 
 
@@ -156,3 +157,17 @@ def test_the_anytime_curves_say_they_are_the_last_exits():
 
     assert [m.key for m in ANYTIME.curves] == ["test_acc"]
     assert all("last exit" in label for label in [*(m.label for m in ANYTIME.curves), ANYTIME.loss_label])
+
+
+def test_a_narrow_range_is_ticked_with_its_values_not_an_offset():
+    """A GAN's classifier score early in training varies in its fifth decimal: the ticks say 1.00013, not 3 under
+    an offset '1e-5+1.0001'."""
+    score = Metric("test_score", "classifier score", scale=1.0, digits=3)
+    runs = {"adam": [[{"epoch": e, "test_score": 1.00013 + 0.00002 * e + 0.00001 * s, "train_loss": 1.3 - 0.1 * e}
+                      for e in (1, 2, 3)] for s in range(2)]}
+    fig = curves_figure(runs, [score])
+    fig.canvas.draw()
+    for ax in fig.axes:
+        assert ax.yaxis.get_offset_text().get_text() == "", ax.get_ylabel()
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels() if t.get_text()]
+    assert labels and all(label.startswith("1.000") for label in labels), labels

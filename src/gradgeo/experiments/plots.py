@@ -5,7 +5,8 @@ What a panel draws depends on the number of seeds, and its legend says which: on
 their mean and each seed's own line (a 95% CI from two values is 12.7 standard errors wide: it would cover the
 panel and say nothing); from :data:`BAND_SEEDS` seeds on, the mean and the band of its 95% confidence interval
 (Student t). Every axis fits everything drawn on it, the first epochs included; the training loss is on a log
-axis when it spans at least :data:`LOG_SPAN` (a factor), with labelled ticks as plain numbers (:func:`log_ticks`).
+axis when it spans at least :data:`LOG_SPAN` (a factor), with labelled ticks as plain numbers (:func:`log_ticks`);
+a linear axis is ticked with the values themselves, never an offset.
 A run of one epoch is a point, not a line: its values are markers and its confidence interval an error bar, the
 specs side by side around the epoch.
 """
@@ -116,6 +117,9 @@ def curves_figure(histories: Mapping[str, Sequence[Sequence[dict[str, Any]]]], m
         else:
             margin = 0.05 * (top - bottom) or 0.05 * abs(top) or 0.05
             ax.set_ylim(bottom - margin, top + margin)
+            # the values themselves on the ticks: a narrow range (a GAN's classifier score, 1.00013 .. 1.00019)
+            # was ticked 3 .. 9 under an offset "1e-5+1.0001"
+            ax.ticklabel_format(axis="y", useOffset=False)
     grey = "0.45"
     key: list[Artist]
     if point:
@@ -200,6 +204,7 @@ def history_figure(summary: dict[str, Any]) -> Figure:
         ax.step(steps, best_so_far, where="post", color=color, label=f"{row['spec']} ({row['counted']} trials)")
     ax.set(xlabel="trial", ylabel=metric.label, title="optimization history")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.ticklabel_format(axis="y", useOffset=False)  # the values themselves on the ticks, not an offset
     grey = "0.45"
     key = [Line2D([], [], color=grey, marker="o", markersize=4, linestyle="none", label="dot: a trial"),
            Line2D([], [], color=grey, marker="x", markersize=5, linestyle="none", alpha=0.6,
