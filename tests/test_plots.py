@@ -129,10 +129,15 @@ def test_the_tuning_history_says_what_its_marks_are_beside_the_trials():
     assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))  # covers no trial
 
 
-def test_the_lr_strength_plane_names_only_what_it_draws():
+def test_the_lr_strength_plane_names_only_what_it_draws_beside_the_trials():
     no_pruned = {**SUMMARY, "rows": [{**SUMMARY["rows"][0], "trials": SUMMARY["rows"][0]["trials"][:2]}]}
     texts = [t.get_text() for t in lr_strength_figure(no_pruned).axes[0].get_legend().get_texts()]
     assert texts == ["best"]
+    fig = lr_strength_figure(SUMMARY)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    assert not ax.get_legend().get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
 
 
 def test_the_lr_strength_plane_labels_its_log_axes_without_overlap():

@@ -249,7 +249,7 @@ def lr_strength_figure(summary: dict[str, Any]) -> Figure | None:
         log_ticks(ax.yaxis)
         if complete:
             fig.colorbar(points, ax=ax, label=metric.label)
-        if pruned or row["best"]:
-            ax.legend(fontsize=7, frameon=False, loc="best")  # where it covers the fewest trials
+        if pruned or row["best"]:  # under the axes: inside, a trial can sit beside its marks and read as one
+            ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     fig.tight_layout()
     return fig
