@@ -6,7 +6,11 @@ becomes an optional cross-reference of mkdocs-autorefs around the name in code f
 documented on one of the pages, plain code where it is not (a private module, a torch name). A name without
 dots is resolved in the scope of the docstring's object, as Python would; ``~`` shows only the last part.
 
-It also reads an ``Example:`` section as griffe's ``Examples:``, so that its ``>>>`` lines render as code.
+It also reads an ``Example:`` section as griffe's ``Examples:``, so that its ``>>>`` lines render as code, and
+gives an entry that documents several names at once (``mean, std: ...`` under ``Args:`` or ``Attributes:``) one
+row per name, each with the entry's description: griffe would read it as one parameter ``mean, std`` with no
+type and shown as required whatever its default, or as an attribute ``gt,`` of type ``ge, lt, le``; one row a
+name gets each its own type and default from the signature.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import griffe
 
 EXAMPLE_HEADING = re.compile(r"^Example:$", re.M)
 ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj):`(?P<tilde>~?)(?P<target>[\w.]+)(?:\(\))?`")
+NAMED_SECTION = re.compile(r"^(?P<indent> *)(?:Args|Arguments|Parameters|Params|Attributes|Other Parameters|"
+                           r"Keyword Args|Keyword Arguments):\s*$")
+SEVERAL_NAMES = re.compile(r"^(?P<indent> *)(?P<names>\**\w+(?: *, *\**\w+)+)(?P<rest>(?: *\([^)]*\))?:.*)$")
 
 
 def _resolve(obj: griffe.Object, target: str) -> str | None:
@@ -45,13 +52,43 @@ def _render(obj: griffe.Object, match: re.Match) -> str:
     return f'<autoref identifier="{html.escape(path)}" optional><code>{html.escape(shown)}</code></autoref>'
 
 
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def one_entry_per_name(text: str) -> str:
+    """``text`` with each ``a, b: description`` entry of a section that names things written as one entry a name
+    (the description, with its continuation lines, repeated)."""
+    lines, out, i = text.split("\n"), [], 0
+    section = None  # the indent of the section header we are in
+    while i < len(lines):
+        line = lines[i]
+        if NAMED_SECTION.match(line):
+            section = _indent(line)
+        elif line.strip() and section is not None and _indent(line) <= section:
+            section = None
+        several = SEVERAL_NAMES.match(line) if section is not None else None
+        if not several or _indent(line) <= section:
+            out.append(line)
+            i += 1
+            continue
+        entry_end = i + 1
+        while entry_end < len(lines) and lines[entry_end].strip() and _indent(lines[entry_end]) > _indent(line):
+            entry_end += 1
+        for name in re.split(r" *, *", several["names"]):
+            out.append(f"{several['indent']}{name}{several['rest']}")
+            out.extend(lines[i + 1:entry_end])
+        i = entry_end
+    return "\n".join(out)
+
+
 def _convert(obj: griffe.Object, seen: set[int]) -> None:
     if id(obj) in seen:
         return
     seen.add(id(obj))
     if obj.docstring is not None:
         text = ROLE.sub(lambda m: _render(obj, m), obj.docstring.value)
-        obj.docstring.value = EXAMPLE_HEADING.sub("Examples:", text)
+        obj.docstring.value = one_entry_per_name(EXAMPLE_HEADING.sub("Examples:", text))
     for member in obj.members.values():
         if not member.is_alias:
             _convert(member, seen)

@@ -3,12 +3,16 @@
 Every relative ``href`` and ``src`` of every page must name a file that exists (a link to a folder shows a file
 listing from disk, not a page), and no link may start at the server root (it breaks from disk and under a
 sub-path). ``404.html`` too: a reader may open it from disk, and a server shows it under any sub-path (its
-script then points its links at the site's root folder, docs_theme/404.html). Prints each broken link and exits
-1 if there is one.
+script then points its links at the site's root folder, docs_theme/404.html). Every script is the site's own (one
+from the network fails offline), and the search works from disk: its index is also a script
+(``search/search_index.js``, mkdocs.yml's offline plugin). No page shows markup meant for the API reference's
+renderer as text (a Sphinx role, or the cross-reference it becomes, inside code). Prints each problem and exits 1
+if there is one.
 
     python scripts/check-site.py site
 """
 
+import re
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,18 +23,25 @@ class Links(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.links: list[str] = []
+        self.scripts: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         for name, value in attrs:
             if name in ("href", "src") and value:
                 self.links.append(value)
+                if tag == "script":
+                    self.scripts.append(value)
 
 
 def broken_links(site: Path) -> list[str]:
     problems = []
+    if not (site / "search" / "search_index.js").is_file():
+        problems.append("search/search_index.js is missing: the search does not work from disk (the offline plugin)")
     for page in sorted(site.rglob("*.html")):
         parser = Links()
         parser.feed(page.read_text(encoding="utf-8"))
+        problems += [f"{page.relative_to(site)}: the script {src!r} comes from the network (fails offline)"
+                     for src in parser.scripts if urlsplit(src).scheme or src.startswith("//")]
         for link in parser.links:
             parts = urlsplit(link)
             if parts.scheme or parts.netloc or link.startswith(("#", "mailto:", "javascript:", "data:")):
@@ -46,10 +57,20 @@ def broken_links(site: Path) -> list[str]:
     return problems
 
 
+# a Sphinx role as text, or docs/griffe_sphinx_roles.py's cross-reference escaped into text (inside code)
+LITERAL_MARKUP = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj):`|&lt;autoref\b")
+
+
+def literal_markup(site: Path) -> list[str]:
+    return [f"{page.relative_to(site)}: shows markup as text: {match[0]!r}" for page in sorted(site.rglob("*.html"))
+            for match in LITERAL_MARKUP.finditer(page.read_text(encoding="utf-8"))]
+
+
 if __name__ == "__main__":
     site = Path(sys.argv[1] if len(sys.argv) > 1 else "site")
     if not (site / "index.html").is_file():
         sys.exit(f"{site} holds no built site (index.html); run make docs first")
-    found = broken_links(site)
-    print("\n".join(found) or f"check-site: every link of {len(list(site.rglob('*.html')))} pages resolves from disk")
+    found = broken_links(site) + literal_markup(site)
+    print("\n".join(found) or f"check-site: every link of {len(list(site.rglob('*.html')))} pages resolves from disk, "
+          "every script is the site's own, the search index loads from disk, no markup shows as text")
     sys.exit(1 if found else 0)

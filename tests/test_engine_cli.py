@@ -227,6 +227,23 @@ def test_every_help_renders_with_one_default_per_option(capsys):
         assert not re.search(r"\(default:[^()]*(\([^()]*\))?[^()]*\) \(default:", text), path
 
 
+def test_every_option_says_what_it_is():
+    """--help lists no bare option (gradgeo demo --help showed --epochs, --seeds ... with nothing beside them)."""
+    import argparse
+
+    from gradgeo.cli.main import build_parser
+
+    def bare(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield from bare(child, f"{path} {name}")
+            elif not action.help and not isinstance(action, argparse._HelpAction):
+                yield f"{path} {'/'.join(action.option_strings) or action.dest}"
+
+    assert not list(bare(build_parser(), "gradgeo"))
+
+
 def test_version_quiet_train_and_a_closed_pipe(tmp_path, tiny_fashion, capfd):
     import subprocess
     import sys

@@ -30,7 +30,8 @@ from transformers import Trainer, TrainingArguments  # noqa: E402
 def fit_accelerate(accelerator, model, loader, epochs, save_to=None, resume_from=None):
     """Train with accelerate: autocast (mixed_precision), gradient accumulation and clipping come from the
     Accelerator; ChannelDirected transforms the accumulated, clipped gradient in step()."""
-    optimizer = gradgeo.create_optimizer(model, "sgd+sobolev:lam=0.1", lr=0.05, momentum=0.9, weight_decay=5e-4)
+    optimizer = gradgeo.create_optimizer(model, "sgd+sobolev:lam=0.1", lr=0.05, momentum=0.9,
+                                         weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=4, gamma=0.5)  # steps with the optimizer
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     if resume_from is not None:
@@ -54,7 +55,8 @@ class Classifier(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2), nn.ReLU(),
+        self.net = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2), nn.ReLU(),
+                                 nn.Conv2d(8, 16, 3, stride=2), nn.ReLU(),
                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
 
     def forward(self, pixel_values, labels=None):
@@ -73,7 +75,8 @@ class SpecTrainer(Trainer):
     def create_optimizer(self, model=None):
         if self.optimizer is None:
             self.optimizer = gradgeo.create_optimizer(self.model if model is None else model, self.spec,
-                                                      lr=self.args.learning_rate, weight_decay=self.args.weight_decay)
+                                                      lr=self.args.learning_rate,
+                                                      weight_decay=self.args.weight_decay)
         return self.optimizer
 
 

@@ -140,22 +140,57 @@ def _docstrings():
 
     for path in sorted((Path(__file__).resolve().parents[1] / "src" / "gradgeo").rglob("*.py")):
         tree = ast.parse(path.read_text())
-        for node in [tree, *ast.walk(tree)]:
+        for node in ast.walk(tree):  # the module first
             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 text = ast.get_docstring(node, clean=False)
                 if text:
                     yield f"{path.name}:{getattr(node, 'name', 'module')}", text
 
 
+def _literal_lines(lines: list[str]) -> list[str]:
+    """The lines a page shows as code, as shown: doctest lines, and indented blocks (a line after a blank one, 4
+    or more spaces deeper than the text before it, with what follows it at that depth) without that indent."""
+    code, depth, text_indent, after_blank = [], None, 0, False
+    for line in lines:
+        indent = len(line) - len(line.lstrip())
+        if not line.strip():
+            after_blank = True
+            continue
+        if depth is not None and indent < depth:
+            depth = None
+        if depth is None and after_blank and indent >= text_indent + 4:
+            depth = indent
+        if depth is not None:
+            code.append(line[depth:])
+        elif line.lstrip().startswith((">>>", "... ")):
+            code.append(line.lstrip())
+        else:
+            text_indent = indent
+        after_blank = False
+    return code
+
+
+# the characters of code the site's column shows without scrolling (tests/test_docs_site.py, mkdocs.yml)
+CODE_COLUMN = 110
+
+
 def test_docstrings_render_as_the_api_pages_expect():
     """The API pages render Google-style sections with Markdown: a Returns/Yields entry continued on a line at its
     own indent becomes a second table row (continue it 4 spaces deeper), and reStructuredText's ``::`` shows
-    literally (end the line with ``:``; an indented block after a blank line is code anyway)."""
+    literally (end the line with ``:``; an indented block after a blank line is code anyway). In code (an
+    indented block, a doctest) markup shows as written: a Sphinx role became ``<autoref identifier=...>`` there
+    and double backticks stay two backticks, so code names things plainly; and a code line fits the column."""
+    import inspect
     import re
 
     problems = []
     for where, text in _docstrings():
         lines = text.split("\n")
+        for line in _literal_lines(inspect.cleandoc(text).split("\n")):
+            if re.search(r":(?:class|func|meth|mod|attr|data|exc|obj):`|``", line):
+                problems.append(f"{where}: markup in code shows literally: {line.strip()!r}")
+            if len(line) > CODE_COLUMN:
+                problems.append(f"{where}: a code line of {len(line)} characters scrolls on the API page: {line!r}")
         for i, line in enumerate(lines):
             if line.rstrip().endswith("::") and not line.strip().startswith(">>>"):
                 problems.append(f"{where}: a line ends in '::': {line.strip()!r}")

@@ -56,7 +56,8 @@ def test_the_own_workload_page_runs_as_written(tmp_path):
     subprocess.run([sys.executable, "-c", blocks["make_data.py"]], cwd=work, env=env, check=True)
     assert (work / "mydata.npz").is_file()
 
-    commands = [shlex.split(line) for line in blocks["shell"].splitlines() if line.strip()]
+    lines = re.sub(r"\\\n", " ", blocks["shell"]).splitlines()  # a line ending in a backslash continues
+    commands = [shlex.split(line) for line in lines if line.strip()]
     assert [c[:2] for c in commands] == [["gradgeo", "compare"], ["gradgeo", "tune"]]
     outputs = []
     for command in commands:

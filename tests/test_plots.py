@@ -1,5 +1,6 @@
 """The plots the CLI writes, drawn from made-up histories and summaries (no training): every axis fits all it
-draws, the legend says what a band is, few seeds get no band, log axes and trial axes have readable ticks."""
+draws, the legend says what a band is, few seeds get no band, one epoch is visible, log axes and trial axes have
+readable ticks."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 
 from gradgeo.experiments.plots import BAND_SEEDS, curves_figure, history_figure, lr_strength_figure  # noqa: E402
 from gradgeo.tasks.anytime.report import BAR_SEEDS  # noqa: E402
+from gradgeo.tasks.base import Metric  # noqa: E402
 from gradgeo.tasks.classify import TEST_ACC  # noqa: E402
 
 
@@ -60,6 +62,26 @@ def test_every_panel_fits_all_it_draws_and_the_legend_says_what_is_drawn(seeds):
     assert BAR_SEEDS == BAND_SEEDS  # the anytime error bars follow the same rule
 
 
+@pytest.mark.parametrize("seeds", [1, 2, 3])
+def test_a_run_of_one_epoch_is_drawn_as_markers_on_a_whole_epoch(seeds):
+    """A line through one point draws nothing: one epoch is a marker per spec (and per seed, with two), its CI an
+    error bar, the epoch axis one whole-number tick."""
+    runs = {f"spec{k}": [[{"epoch": 1, "test_acc": 0.15 + 0.01 * s + 0.02 * k, "train_loss": 2.2 - 0.01 * s}]
+                         for s in range(seeds)] for k in range(2)}
+    fig = curves_figure(runs, [TEST_ACC])
+    fig.canvas.draw()
+    for ax in fig.axes:
+        points = [line for line in ax.get_lines()
+                  if len(line.get_xdata()) == 1 and line.get_marker() not in ("", "None")]
+        assert len(points) == 2 * (1 + (seeds if seeds == 2 else 0)), ax.get_ylabel()
+        low, high = ax.get_xlim()
+        assert [t for t in ax.get_xticks() if low <= t <= high] == [1]
+        values = drawn_y(ax)
+        assert ax.get_ylim()[0] <= min(values) and max(values) <= ax.get_ylim()[1]
+    texts = " | ".join(legend_texts(fig))
+    assert ("bar: 95% CI" in texts) == (seeds >= BAND_SEEDS) and "line" not in texts and "band" not in texts
+
+
 @pytest.mark.parametrize("decades,log", [(0.2, False), (1.5, True), (4.0, True)])
 def test_the_training_loss_axis_has_readable_ticks(decades, log):
     """Linear within a factor 10, else log with at least three labelled ticks inside the axis, plain numbers."""
@@ -95,6 +117,29 @@ def test_the_tuning_history_counts_trials_in_whole_numbers():
     assert ticks and all(float(t).is_integer() for t in ticks), ticks
 
 
+def test_the_tuning_history_says_what_its_marks_are_beside_the_trials():
+    fig = history_figure(SUMMARY)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    legend = ax.get_legend()
+    texts = [text.get_text() for text in legend.get_texts()]
+    assert texts[0] == "sgd+h0 (3 trials)" and {"dot: a trial", "x: a pruned trial, at its last epoch",
+                                                  "line: the best so far"} <= set(texts)
+    renderer = fig.canvas.get_renderer()
+    assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))  # covers no trial
+
+
+def test_the_lr_strength_plane_names_only_what_it_draws_beside_the_trials():
+    no_pruned = {**SUMMARY, "rows": [{**SUMMARY["rows"][0], "trials": SUMMARY["rows"][0]["trials"][:2]}]}
+    texts = [t.get_text() for t in lr_strength_figure(no_pruned).axes[0].get_legend().get_texts()]
+    assert texts == ["best"]
+    fig = lr_strength_figure(SUMMARY)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    assert not ax.get_legend().get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+
+
 def test_the_lr_strength_plane_labels_its_log_axes_without_overlap():
     fig = lr_strength_figure(SUMMARY)
     ax = fig.axes[0]
@@ -109,3 +154,25 @@ def test_the_lr_strength_plane_labels_its_log_axes_without_overlap():
         assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]), \
             [label.get_text() for label in shown]
     assert not [t for t in ax.get_xticklabels(minor=True) if t.get_text()]  # no minor labels to crowd them
+
+
+def test_the_anytime_curves_say_they_are_the_last_exits():
+    """An anytime run's rows hold test_acc and train_loss of its last exit (per exit: the test_exit_* lists)."""
+    from gradgeo.tasks.anytime.training import ANYTIME
+
+    assert [m.key for m in ANYTIME.curves] == ["test_acc"]
+    assert all("last exit" in label for label in [*(m.label for m in ANYTIME.curves), ANYTIME.loss_label])
+
+
+def test_a_narrow_range_is_ticked_with_its_values_not_an_offset():
+    """A GAN's classifier score early in training varies in its fifth decimal: the ticks say 1.00013, not 3 under
+    an offset '1e-5+1.0001'."""
+    score = Metric("test_score", "classifier score", scale=1.0, digits=3)
+    runs = {"adam": [[{"epoch": e, "test_score": 1.00013 + 0.00002 * e + 0.00001 * s, "train_loss": 1.3 - 0.1 * e}
+                      for e in (1, 2, 3)] for s in range(2)]}
+    fig = curves_figure(runs, [score])
+    fig.canvas.draw()
+    for ax in fig.axes:
+        assert ax.yaxis.get_offset_text().get_text() == "", ax.get_ylabel()
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels() if t.get_text()]
+    assert labels and all(label.startswith("1.000") for label in labels), labels

@@ -59,8 +59,8 @@ class MuonWithAux(Optimizer):
         aux: the optimizer of the other parameters (e.g. SGD with momentum over the head, biases and norms),
             or None. Its param groups become this optimizer's too (the same dicts), after Muon's.
         lr: Muon's learning rate.
-        momentum, nesterov, weight_decay, ns_steps, adjust_lr_fn: as in :class:`torch.optim.Muon`
-            (``weight_decay`` is decoupled: ``p *= 1 - lr * weight_decay`` each step).
+        momentum, nesterov, ns_steps, adjust_lr_fn: as in :class:`torch.optim.Muon`.
+        weight_decay: as in :class:`torch.optim.Muon`, decoupled: ``p *= 1 - lr * weight_decay`` each step.
 
     Every group carries ``"muon": True`` (stepped by Muon) or ``False`` (by ``aux``).
 

@@ -129,13 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(run=_cmd_analyze)
 
-    p = sub.add_parser("demo", help="a short comparison on Fashion-MNIST (a few minutes on 2 CPU cores)")
+    p = sub.add_parser("demo", help="a short comparison on Fashion-MNIST (a few minutes on 2 CPU cores)",
+                       description=f"Compare {', '.join(DEMO_SPECS)} on Fashion-MNIST (small CNN, batch 64): "
+                                   "the table of gradgeo compare and its curves.png.")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--train-size", type=int, default=10000)
-    p.add_argument("--seeds", type=int, default=2)
-    p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--epochs", type=int, default=3, help="epochs of every run (default: 3)")
+    p.add_argument("--train-size", type=int, default=10000,
+                   help="training images, a stratified subset (default: 10000)")
+    p.add_argument("--seeds", type=int, default=2, help="seeds per optimizer; 3 or more draw CI bands (default: 2)")
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel processes (default: 2)")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="the comparison folder (default: runs/demo)")
     p.set_defaults(run=_cmd_demo)
 
     add_list_parser(sub)

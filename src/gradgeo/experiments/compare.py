@@ -7,9 +7,9 @@ statistics for every task (:func:`gradgeo.experiments.summarize`). The compariso
     OUT/plan.json                       what was asked (task, labels, seeds, the shared configuration)
     OUT/runs/<label>/seed-<k>/...       one training run each (metrics.jsonl, checkpoint.pt, result.json)
     OUT/summary.json, OUT/summary.csv   final metrics: mean ± 95% CI, paired tests against the first label
-    OUT/curves.png                      the task's curves and the training loss per epoch: the mean over the seeds,
-                                        with its 95% CI band from 3 seeds on, each seed's line with 2
-                                        (:mod:`gradgeo.experiments.plots`)
+    OUT/curves.png                      the task's curves and the training loss per epoch: the mean over the
+                                        seeds, with its 95% CI band from 3 seeds on, each seed's line with 2
+                                        (gradgeo.experiments.plots)
     OUT/samples.png                     (gan) a grid of samples per spec, first seed
     OUT/accuracy_vs_flops.png           (anytime) test accuracy against FLOPs: each exit, and early exit
 

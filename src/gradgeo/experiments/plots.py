@@ -5,7 +5,10 @@ What a panel draws depends on the number of seeds, and its legend says which: on
 their mean and each seed's own line (a 95% CI from two values is 12.7 standard errors wide: it would cover the
 panel and say nothing); from :data:`BAND_SEEDS` seeds on, the mean and the band of its 95% confidence interval
 (Student t). Every axis fits everything drawn on it, the first epochs included; the training loss is on a log
-axis when it spans at least :data:`LOG_SPAN` (a factor), with labelled ticks as plain numbers (:func:`log_ticks`).
+axis when it spans at least :data:`LOG_SPAN` (a factor), with labelled ticks as plain numbers (:func:`log_ticks`);
+a linear axis is ticked with the values themselves, never an offset.
+A run of one epoch is a point, not a line: its values are markers and its confidence interval an error bar, the
+specs side by side around the epoch.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from gradgeo.tasks.base import Metric
 from gradgeo.training.run_folder import save_figure
 
 if TYPE_CHECKING:
+    from matplotlib.artist import Artist
     from matplotlib.axis import Axis
     from matplotlib.figure import Figure
 
@@ -65,13 +69,18 @@ def curves_figure(histories: Mapping[str, Sequence[Sequence[dict[str, Any]]]], m
     cmap = plt.get_cmap("tab10" if len(histories) <= 10 else "tab20")
     colors = [cmap(i) for i in range(cmap.N)]  # the qualitative map's own colors (integer lookups)
     drawn: dict[str, list[float]] = {m.key: [] for m in panels}  # every y value drawn, per panel
+    all_epochs = {r["epoch"] for runs in histories.values() for r in runs[0]}
+    point = len(all_epochs) == 1  # one epoch: a line of one point draws nothing, a marker does
     for index, (label, runs) in enumerate(histories.items()):
         epochs = [r["epoch"] for r in runs[0]]
+        if point:  # side by side around the epoch, so that the error bars do not cover each other
+            epochs = [e + 0.6 * (index + 0.5) / len(histories) - 0.3 for e in epochs]
         style = {"color": colors[index % len(colors)], "linestyle": ("-", "--", ":")[index // len(colors) % 3]}
         for ax, metric in zip(axes, panels):
             values = [[run[i][metric.key] * metric.scale for run in runs] for i in range(len(epochs))]
             means = [sum(v) / len(v) for v in values]
-            ax.plot(epochs, means, label=label if ax is axes[0] else None, linewidth=1.8, **style)
+            ax.plot(epochs, means, label=label if ax is axes[0] else None, linewidth=1.8,
+                    marker="o" if point else None, markersize=6, **style)
             drawn[metric.key] += means
             if seeds >= BAND_SEEDS:
                 widths = [mean_ci(v).half_width for v in values]
@@ -80,16 +89,26 @@ def curves_figure(histories: Mapping[str, Sequence[Sequence[dict[str, Any]]]], m
                 ceiling = 100.0 if metric.scale == 100.0 else math.inf
                 low = [max(floor, m - w) for m, w in zip(means, widths)]
                 high = [min(ceiling, m + w) for m, w in zip(means, widths)]
-                ax.fill_between(epochs, low, high, alpha=0.2, color=style["color"], linewidth=0)
+                if point:
+                    ax.errorbar(epochs, means, yerr=[[m - lo for m, lo in zip(means, low)],
+                                                     [hi - m for m, hi in zip(means, high)]],
+                                fmt="none", ecolor=style["color"], elinewidth=6, alpha=0.3)
+                else:
+                    ax.fill_between(epochs, low, high, alpha=0.2, color=style["color"], linewidth=0)
                 drawn[metric.key] += low + high
             elif seeds > 1:
                 for seed in range(seeds):
                     line = [v[seed] for v in values]
-                    ax.plot(epochs, line, linewidth=0.7, alpha=0.45, color=style["color"])
+                    ax.plot(epochs, line, linewidth=0.7, alpha=0.45, color=style["color"],
+                            marker="o" if point else None, markersize=3)
                     drawn[metric.key] += line
     for ax, metric in zip(axes, panels):
         ax.set(xlabel="epoch", ylabel=metric.label, title=metric.label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if point:  # else matplotlib widens the single epoch by 5% each side and ticks it in hundredths
+            epoch = next(iter(all_epochs))
+            ax.set_xlim(epoch - 0.5, epoch + 0.5)
+            ax.set_xticks([epoch])
         bottom, top = min(drawn[metric.key]), max(drawn[metric.key])
         if metric.key == "train_loss" and bottom > 0 and top >= LOG_SPAN * bottom:
             ax.set_yscale("log")
@@ -98,8 +117,26 @@ def curves_figure(histories: Mapping[str, Sequence[Sequence[dict[str, Any]]]], m
         else:
             margin = 0.05 * (top - bottom) or 0.05 * abs(top) or 0.05
             ax.set_ylim(bottom - margin, top + margin)
+            # the values themselves on the ticks: a narrow range (a GAN's classifier score, 1.00013 .. 1.00019)
+            # was ticked 3 .. 9 under an offset "1e-5+1.0001"
+            ax.ticklabel_format(axis="y", useOffset=False)
     grey = "0.45"
-    if seeds >= BAND_SEEDS:
+    key: list[Artist]
+    if point:
+        def marker(label: str, size: float = 6, alpha: float = 1.0) -> Line2D:
+            return Line2D([], [], color=grey, marker="o", markersize=size, linestyle="none", alpha=alpha,
+                          label=label)
+
+        if seeds >= BAND_SEEDS:
+            key = [marker(f"marker: mean over {seeds} seeds"),
+                   Line2D([], [], color=grey, linewidth=6, alpha=0.3,
+                          label=f"bar: 95% CI of the mean over {seeds} seeds (Student t)")]
+        elif seeds == 2:
+            key = [marker("large marker: mean of the 2 seeds"),
+                   marker(f"small markers: each seed (a CI bar needs {BAND_SEEDS} seeds)", size=3, alpha=0.6)]
+        else:
+            key = [marker("each marker: 1 seed")]
+    elif seeds >= BAND_SEEDS:
         key = [Line2D([], [], color=grey, linewidth=1.8, label=f"line: mean over {seeds} seeds"),
                Patch(color=grey, alpha=0.3, label=f"band: 95% CI of the mean over {seeds} seeds (Student t)")]
     elif seeds == 2:
@@ -139,16 +176,17 @@ def plot_tuning(summary: dict[str, Any], out: Path) -> None:
 
 def history_figure(summary: dict[str, Any]) -> Figure:
     """Each counted trial's validation metric by trial number (pruned: at its last epoch) and the best so far,
-    per spec; the trial axis has whole-number ticks."""
+    per spec; the trial axis has whole-number ticks, the legend says what the markers and the lines are."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
     metric = Metric(**summary["metric"])
     better = max if metric.higher_is_better else min
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     palette = plt.get_cmap("tab10")
     for index, row in enumerate(summary["rows"]):
         color = palette(index % 10)
@@ -164,9 +202,17 @@ def history_figure(summary: dict[str, Any]) -> Figure:
             best_so_far.append(better([*best_so_far[-1:], r["value"] * metric.scale]))
             steps.append(r["number"])
         ax.step(steps, best_so_far, where="post", color=color, label=f"{row['spec']} ({row['counted']} trials)")
-    ax.set(xlabel="trial", ylabel=metric.label, title="optimization history (x: pruned, at its last epoch)")
+    ax.set(xlabel="trial", ylabel=metric.label, title="optimization history")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=8, frameon=False)
+    ax.ticklabel_format(axis="y", useOffset=False)  # the values themselves on the ticks, not an offset
+    grey = "0.45"
+    key = [Line2D([], [], color=grey, marker="o", markersize=4, linestyle="none", label="dot: a trial"),
+           Line2D([], [], color=grey, marker="x", markersize=5, linestyle="none", alpha=0.6,
+                  label="x: a pruned trial, at its last epoch"),
+           Line2D([], [], color=grey, label="line: the best so far")]
+    # beside the axes, where it covers no trial
+    ax.legend(handles=[*ax.get_legend_handles_labels()[0], *key], fontsize=8, frameon=False, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
@@ -192,7 +238,7 @@ def lr_strength_figure(summary: dict[str, Any]) -> Figure | None:
                             c=[r["value"] * metric.scale for r in complete], cmap="viridis", s=30)
         pruned = [r for r in shown if r["state"] != "complete"]
         ax.scatter([r["params"]["lr"] for r in pruned], [r["params"][strength] for r in pruned], color="grey",
-                   marker="x", s=24, label="pruned")
+                   marker="x", s=24, label="pruned" if pruned else None)
         if row["best"]:
             ax.scatter([row["best"]["params"]["lr"]], [row["best"]["params"][strength]], s=160, facecolors="none",
                        edgecolors="red", label="best")
@@ -203,6 +249,7 @@ def lr_strength_figure(summary: dict[str, Any]) -> Figure | None:
         log_ticks(ax.yaxis)
         if complete:
             fig.colorbar(points, ax=ax, label=metric.label)
-        ax.legend(fontsize=7, frameon=False, loc="lower left")
+        if pruned or row["best"]:  # under the axes: inside, a trial can sit beside its marks and read as one
+            ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     fig.tight_layout()
     return fig

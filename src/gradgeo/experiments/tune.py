@@ -30,7 +30,7 @@ number of processes on any number of machines pointed at one storage URL work on
 
 Layout of the output folder:
 
-    OUT/study.db                       the embedded storage (without ``storage=``)
+    OUT/study.db                       the embedded storage (without storage=)
     OUT/<spec>/trial-<k>/...           each trial's training run (metrics.jsonl, checkpoint.pt, result.json)
     OUT/<spec>/trials.json, trials.csv every trial: state, parameters, spec string, validation metric per epoch
     OUT/summary.json, OUT/summary.csv  per spec: budget, search space, best trial and its spec string

@@ -348,9 +348,9 @@ def fit(
     Args:
         config: the run's hyper-parameters.
         build: ``model_args -> (model, objective)``; the model is moved to the run's device.
-        out_dir, resume, progress, log, splits, stop_after, on_epoch, tensorboard: as in :func:`train` (every
-            rank calls ``on_epoch`` with the same row; the gradient norms and strength are those of the optimizer
-            built here from ``config.optimizer``).
+        out_dir, resume, progress, log, splits, stop_after: as in :func:`train`.
+        on_epoch: as in :func:`train`; every rank calls it with the same row.
+        tensorboard: as in :func:`train`, with the gradient norms and strength of the optimizer built here.
 
     Returns:
         One dict per epoch: the objective's training and evaluation fields, ``epoch``, ``lr``, ``time``.

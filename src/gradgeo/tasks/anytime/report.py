@@ -42,6 +42,7 @@ def plot_accuracy_vs_flops(summary: dict[str, Any], path: Path) -> None:
     bars = "; bars: 95% CI of the mean" if seeds >= BAR_SEEDS else f" (CI bars from {BAR_SEEDS} seeds)"
     ax.set(xlabel="MFLOPs per image", ylabel="test accuracy (%)",
            title=f"accuracy vs compute, mean over {seeds} seed{'s' if seeds > 1 else ''}{bars}")
+    ax.ticklabel_format(axis="y", useOffset=False)  # the accuracies themselves on the ticks, not an offset
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

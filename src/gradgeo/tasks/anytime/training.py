@@ -25,7 +25,6 @@ from gradgeo.multiexit.strategies import STRATEGIES, MultiExitStrategy, make_str
 from gradgeo.tasks.anytime.budget import ExitScores, budgeted_evaluation
 from gradgeo.tasks.anytime.report import write_accuracy_vs_flops
 from gradgeo.tasks.base import Builder, Metric, Task
-from gradgeo.tasks.classify import TEST_ACC
 from gradgeo.training.engine import TrainConfig
 from gradgeo.training.objective import Objective, eval_batch_size
 from gradgeo.training.progress import progress_bar
@@ -36,6 +35,8 @@ __all__ = ["ANYTIME", "EXIT_TEST_ACC", "AnytimeConfig", "MultiExitObjective", "e
 
 #: each exit's final test accuracy
 EXIT_TEST_ACC = Metric("test_exit_acc", "test acc %", per_exit=True)
+#: the curves of a comparison: a row's test_acc and train_loss are its last exit's
+LAST_EXIT_TEST_ACC = Metric("test_acc", "last exit's test acc %")
 
 
 def parse_strategy(spec: str) -> tuple[str, dict[str, Any]]:
@@ -273,6 +274,7 @@ def _builder(config: AnytimeConfig, splits: DatasetSplits, log: Callable[[str], 
 #: the ``anytime`` task: a comparison varies the multi-exit strategy (``gradgeo compare --task anytime sum osgd``)
 ANYTIME = Task("anytime", AnytimeConfig, _builder, (EXIT_TEST_ACC,), ANYTIME_MODELS,
                model_kind="an anytime model", imports_models=True, compared="strategy",
-               label_name="method", summary="exits", curves=(TEST_ACC,), artefacts=write_accuracy_vs_flops,
+               label_name="method", summary="exits", curves=(LAST_EXIT_TEST_ACC,),
+               loss_label="last exit's training loss", artefacts=write_accuracy_vs_flops,
                artefact_names=("accuracy_vs_flops.png",),
                outputs="metrics, checkpoint and result.json (exit FLOPs, early exit)")
