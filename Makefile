@@ -1,10 +1,10 @@
 # Two commands on a fresh machine: `make demo` (the main job) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# extras installed into the venv; the tests also run the Lightning and Hugging Face recipes and TensorBoard
+# extras installed into the venv; the tests also run the Lightning and Hugging Face recipes, TensorBoard
 # logging; lint needs ruff and mypy (the dev extra), and tune for the optuna and sqlalchemy types mypy follows
 EXTRAS ?= test,harness
-test: EXTRAS = test,harness,lightning,tune,hf,tensorboard
+test: EXTRAS = test,harness,lightning,tune,hf,tensorboard,docs
 lint: EXTRAS = test,harness,tune,dev
 docs: EXTRAS = test,harness,docs
 
