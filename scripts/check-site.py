@@ -3,8 +3,8 @@
 Every relative ``href`` and ``src`` of every page must name a file that exists (a link to a folder shows a file
 listing from disk, not a page), and no link may start at the server root (it breaks from disk and under a
 sub-path). ``404.html`` too: a reader may open it from disk, and a server shows it under any sub-path (its
-script then points its links at the site's root folder, docs_theme/404.html). Every script is the site's own (one
-from the network fails offline), and the search works from disk: its index is also a script
+script then points its links at the site's root folder, docs_theme/404.html). Everything a page loads by itself
+(scripts, stylesheets, fonts, images) is the site's own (one from the network fails offline), and the search works from disk: its index is also a script
 (``search/search_index.js``, mkdocs.yml's offline plugin). No page shows markup meant for the API reference's
 renderer as text (a Sphinx role, or the cross-reference it becomes, inside code). Prints each problem and exits 1
 if there is one.
@@ -23,14 +23,14 @@ class Links(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.links: list[str] = []
-        self.scripts: list[str] = []
+        self.fetched: list[str] = []  # what the browser loads by itself: scripts, stylesheets, fonts, images
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         for name, value in attrs:
             if name in ("href", "src") and value:
                 self.links.append(value)
-                if tag == "script":
-                    self.scripts.append(value)
+                if tag in ("script", "link", "img") and (tag != "link" or dict(attrs).get("rel") != "canonical"):
+                    self.fetched.append(value)
 
 
 def broken_links(site: Path) -> list[str]:
@@ -40,8 +40,8 @@ def broken_links(site: Path) -> list[str]:
     for page in sorted(site.rglob("*.html")):
         parser = Links()
         parser.feed(page.read_text(encoding="utf-8"))
-        problems += [f"{page.relative_to(site)}: the script {src!r} comes from the network (fails offline)"
-                     for src in parser.scripts if urlsplit(src).scheme or src.startswith("//")]
+        problems += [f"{page.relative_to(site)}: {src!r} comes from the network (fails offline)"
+                     for src in parser.fetched if urlsplit(src).scheme or src.startswith("//")]
         for link in parser.links:
             parts = urlsplit(link)
             if parts.scheme or parts.netloc or link.startswith(("#", "mailto:", "javascript:", "data:")):
@@ -72,5 +72,5 @@ if __name__ == "__main__":
         sys.exit(f"{site} holds no built site (index.html); run make docs first")
     found = broken_links(site) + literal_markup(site)
     print("\n".join(found) or f"check-site: every link of {len(list(site.rglob('*.html')))} pages resolves from disk, "
-          "every script is the site's own, the search index loads from disk, no markup shows as text")
+          "nothing loads from the network, the search index loads from disk, no markup shows as text")
     sys.exit(1 if found else 0)
