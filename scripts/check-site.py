@@ -1,13 +1,13 @@
 """Check the built documentation site the way a reader opens it: from disk (``open site/index.html``).
 
 Every relative ``href`` and ``src`` of every page must name a file that exists (a link to a folder shows a file
-listing from disk, not a page), and no link may start at the server root (it breaks from disk and under a
-sub-path). ``404.html`` too: a reader may open it from disk, and a server shows it under any sub-path (its
-script then points its links at the site's root folder, docs_theme/404.html). Everything a page loads by itself
-(scripts, stylesheets, fonts, images) is the site's own (one from the network fails offline), and the search works from disk: its index is also a script
-(``search/search_index.js``, mkdocs.yml's offline plugin). No page shows markup meant for the API reference's
-renderer as text (a Sphinx role, or the cross-reference it becomes, inside code). Prints each problem and exits 1
-if there is one.
+listing from disk, not a page), and no link may start at the server root (it breaks from disk and under a sub-
+path). ``404.html`` too: a reader may open it from disk, and a server shows it under any sub-path (its script then
+points its links at the site's root folder, docs_theme/404.html). Everything a page loads by itself (scripts,
+stylesheets, fonts, images) is the site's own (one from the network fails offline), and the search works from disk:
+its index is also a script (``search/search_index.js``, mkdocs.yml's offline plugin). No page shows markup meant
+for the API reference's renderer as text (a Sphinx role, or the cross-reference it becomes, inside code). Prints
+each problem and exits 1 if there is one.
 
     python scripts/check-site.py site
 """
