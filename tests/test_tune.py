@@ -10,6 +10,7 @@ import pwd
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -238,6 +239,87 @@ def test_the_retry_of_a_killed_trial_keeps_its_place_in_the_budget(tiny_fashion,
     assert fresh.state == optuna.trial.TrialState.FAIL and "failed_trial" not in fresh.system_attrs
     assert fresh.user_attrs["note"] == "over the budget", log
     assert re.search(r"\[sgd\] trial 2: stopped at epoch [12], over the budget", log), log
+
+
+def _pause(worker: subprocess.Popen[str], database: Path) -> None:
+    """Stop ``worker`` (SIGSTOP, as a suspended laptop or a paused VM does) at a moment it holds no lock on the
+    SQLite ``database``: one stopped inside a write would block the other workers' writes until it continues."""
+    while True:
+        worker.send_signal(signal.SIGSTOP)
+        while Path(f"/proc/{worker.pid}/stat").read_text().rpartition(")")[2].split()[0] != "T":
+            time.sleep(0.001)
+        connection = sqlite3.connect(database, timeout=0, isolation_level=None)
+        try:
+            connection.execute("BEGIN EXCLUSIVE")  # fails while any process reads or writes the database
+            connection.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            worker.send_signal(signal.SIGCONT)
+            time.sleep(0.01)
+        finally:
+            connection.close()
+
+
+@pytest.mark.slow
+def test_a_paused_worker_neither_crashes_a_worker_nor_loses_its_trial(tiny_fashion, tmp_path):
+    """Worker B (a real process) is paused (SIGSTOP) in the middle of trial 0 for more than three heartbeats.
+    Worker A (another real process) starts meanwhile, fails trial 0 as silent, queues its retry and takes it; the
+    retry's run folder is still held by B, so A waits for it. B, continued, sees at the end of its epoch that
+    trial 0 is no longer running, stops it (releasing the folder) and takes the next trial; A resumes the run
+    from B's checkpoint. Neither worker fails, no epoch is trained twice, and the budget of 2 trials completes."""
+    out = tmp_path / "tune"
+    command = _gradgeo("tune", "sgd", "--data-dir", tiny_fashion, *TINY, "--epochs", "4", "--trials", "2",
+                       "--heartbeat", "1", "--out", out)
+    env = {**_env(), "PYTHONUNBUFFERED": "1"}  # A's lines as it prints them
+    folder = out / "sgd" / "trial-0"
+    workers: list[subprocess.Popen[str]] = []
+    try:
+        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True))
+        b = workers[0]
+        deadline = time.monotonic() + 120
+        while not (folder / "checkpoint.pt").exists():
+            assert b.poll() is None and time.monotonic() < deadline, b.communicate()[0]
+            time.sleep(0.02)
+        _pause(b, out / "study.db")
+        assert not (folder / "result.json").exists()  # paused mid-trial (4 epochs of a fraction of a second)
+        first_epoch = (folder / "metrics.jsonl").read_text().splitlines()[0]
+        # three heartbeats of 1 s missed, on the database's clock (whole seconds: a beat at 10.9 s reads 10 s), so
+        # trial 0 is stale for the next worker that looks
+        time.sleep(4.5)
+        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True))
+        a = workers[1]
+        assert a.stdout is not None
+        seen = []
+        for line in a.stdout:  # A takes trial 0's retry and waits for B to let go of its folder
+            seen.append(line)
+            if "waits for sgd/trial-0" in line:
+                break
+        else:
+            pytest.fail("worker A ended without waiting for the paused worker's folder:\n" + "".join(seen))
+        b.send_signal(signal.SIGCONT)
+        log_b = b.communicate(timeout=240)[0]
+        log_a = "".join(seen) + a.communicate(timeout=240)[0]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGCONT)
+                worker.kill()
+                worker.wait()
+    assert (b.returncode, a.returncode) == (0, 0), f"B:\n{log_b}\nA:\n{log_a}"
+    assert re.search(r"\[sgd\] trial 0: stopped at epoch \d, no longer running", log_b), log_b
+    row = json.loads((out / "summary.json").read_text())["rows"][0]
+    trials = {t["number"]: t for t in row["trials"]}
+    assert (row["counted"], row["complete"]) == (2, 2), row["trials"]  # the budget, all of it, not more
+    assert trials[0]["state"] == "fail" and not trials[0]["counted"]
+    [retry] = [t for t in trials.values() if t["retry_of"] == 0]
+    assert retry["state"] == "complete" and retry["counted"] and retry["dir"] == "sgd/trial-0"
+    # the retry resumed B's run: every epoch trained once, in order, the first one by B
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    assert lines[0] == first_epoch and [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+    assert f"trial {retry['number']}: epoch 1/4" not in log_a, log_a
+    assert json.loads((folder / "result.json").read_text())["history"][-1]["val_acc"] == retry["value"]
 
 
 @pytest.mark.slow
