@@ -260,41 +260,36 @@ def _pause(worker: subprocess.Popen[str], database: Path) -> None:
             connection.close()
 
 
-@pytest.mark.slow
-def test_a_paused_worker_neither_crashes_a_worker_nor_loses_its_trial(tiny_fashion, tmp_path):
-    """Worker B (a real process) is paused (SIGSTOP) in the middle of trial 0 for more than three heartbeats.
-    Worker A (another real process) starts meanwhile, fails trial 0 as silent, queues its retry and takes it; the
-    retry's run folder is still held by B, so A waits for it. B, continued, sees at the end of its epoch that
-    trial 0 is no longer running, stops it (releasing the folder) and takes the next trial; A resumes the run
-    from B's checkpoint. Neither worker fails, no epoch is trained twice, and the budget of 2 trials completes."""
-    out = tmp_path / "tune"
-    command = _gradgeo("tune", "sgd", "--data-dir", tiny_fashion, *TINY, "--epochs", "4", "--trials", "2",
-                       "--heartbeat", "1", "--out", out)
+def _paused_while_another_takes_its_retry(command: list[str], runs: str) -> tuple[list[int], str, str, Path, str]:
+    """Start worker B (a real process of ``command``, with ``--heartbeat 1``), pause it (:func:`_pause`) in the
+    middle of a run, once one of the folders ``runs`` (a glob) holds an epoch's checkpoint and no result, for more
+    than three heartbeats; then start worker A, and continue B once A waits for that run folder (B still holds it).
+    Returns both exit codes (B's, A's), both logs, the folder and its first epoch's line of metrics."""
+    out = Path(command[command.index("--out") + 1])
     env = {**_env(), "PYTHONUNBUFFERED": "1"}  # A's lines as it prints them
-    folder = out / "sgd" / "trial-0"
     workers: list[subprocess.Popen[str]] = []
     try:
         workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         text=True))
         b = workers[0]
         deadline = time.monotonic() + 120
-        while not (folder / "checkpoint.pt").exists():
+        while not (mid := [d for d in out.glob(runs) if (d / "checkpoint.pt").exists()]):
             assert b.poll() is None and time.monotonic() < deadline, b.communicate()[0]
             time.sleep(0.02)
         _pause(b, out / "study.db")
-        assert not (folder / "result.json").exists()  # paused mid-trial (4 epochs of a fraction of a second)
-        first_epoch = (folder / "metrics.jsonl").read_text().splitlines()[0]
+        assert not (mid[0] / "result.json").exists()  # paused mid-run (4 epochs of a fraction of a second)
+        first_epoch = (mid[0] / "metrics.jsonl").read_text().splitlines()[0]
         # three heartbeats of 1 s missed, on the database's clock (whole seconds: a beat at 10.9 s reads 10 s), so
-        # trial 0 is stale for the next worker that looks
+        # the run's trial is stale for the next worker that looks
         time.sleep(4.5)
         workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         text=True))
         a = workers[1]
         assert a.stdout is not None
         seen = []
-        for line in a.stdout:  # A takes trial 0's retry and waits for B to let go of its folder
+        for line in a.stdout:  # A fails the trial as stale, takes its retry and waits for B's folder
             seen.append(line)
-            if "waits for sgd/trial-0" in line:
+            if ": waits for " in line:
                 break
         else:
             pytest.fail("worker A ended without waiting for the paused worker's folder:\n" + "".join(seen))
@@ -307,7 +302,22 @@ def test_a_paused_worker_neither_crashes_a_worker_nor_loses_its_trial(tiny_fashi
                 worker.send_signal(signal.SIGCONT)
                 worker.kill()
                 worker.wait()
-    assert (b.returncode, a.returncode) == (0, 0), f"B:\n{log_b}\nA:\n{log_a}"
+    return [b.returncode, a.returncode], log_b, log_a, mid[0], first_epoch
+
+
+@pytest.mark.slow
+def test_a_paused_worker_neither_crashes_a_worker_nor_loses_its_trial(tiny_fashion, tmp_path):
+    """Worker B is paused (SIGSTOP: a suspended laptop, a paused VM) in the middle of trial 0 for more than three
+    heartbeats. Worker A starts meanwhile, fails trial 0 as silent, queues its retry and takes it; the retry's run
+    folder is still held by B, so A waits for it. B, continued, sees at the end of its epoch that trial 0 is no
+    longer running, stops it (releasing the folder) and takes the next trial; A resumes the run from B's checkpoint.
+    Neither worker fails, no epoch is trained twice, and the budget of 2 trials completes, no more."""
+    out = tmp_path / "tune"
+    command = _gradgeo("tune", "sgd", "--data-dir", tiny_fashion, *TINY, "--epochs", "4", "--trials", "2",
+                       "--heartbeat", "1", "--out", out)
+    codes, log_b, log_a, folder, first_epoch = _paused_while_another_takes_its_retry(command, "sgd/trial-*")
+    assert codes == [0, 0], f"B:\n{log_b}\nA:\n{log_a}"
+    assert folder.name == "trial-0" and "] trial 1: waits for sgd/trial-0, still held" in log_a, log_a
     assert re.search(r"\[sgd\] trial 0: stopped at epoch \d, no longer running", log_b), log_b
     row = json.loads((out / "summary.json").read_text())["rows"][0]
     trials = {t["number"]: t for t in row["trials"]}
@@ -315,7 +325,7 @@ def test_a_paused_worker_neither_crashes_a_worker_nor_loses_its_trial(tiny_fashi
     assert trials[0]["state"] == "fail" and not trials[0]["counted"]
     [retry] = [t for t in trials.values() if t["retry_of"] == 0]
     assert retry["state"] == "complete" and retry["counted"] and retry["dir"] == "sgd/trial-0"
-    # the retry resumed B's run: every epoch trained once, in order, the first one by B
+    # the retry resumed B's run: every epoch trained once, in order, the first ones by B
     lines = (folder / "metrics.jsonl").read_text().splitlines()
     assert lines[0] == first_epoch and [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
     assert f"trial {retry['number']}: epoch 1/4" not in log_a, log_a
@@ -476,6 +486,24 @@ def test_a_rerun_after_every_worker_died_does_not_wait_for_them(tiny_fashion, tm
 
 
 @pytest.mark.slow
+def test_a_paused_grid_worker_neither_crashes_a_worker_nor_trains_a_run_twice(tiny_fashion, tmp_path):
+    """As for tune: the worker that takes the paused worker's run again waits for its folder and resumes it once
+    the paused one, continued, has stopped it; every run of the grid completes once, no epoch trains twice."""
+    out = tmp_path / "grid"
+    command = _gradgeo("compare", "sgd", "sgd+h0:lam=2", "--seeds", "1", "--epochs", "4", *TINY, "--data-dir",
+                       tiny_fashion, "--quiet", "--out", out, "--storage", "--heartbeat", "1")
+    codes, log_b, log_a, folder, first_epoch = _paused_while_another_takes_its_retry(command, "runs/*/seed-*")
+    assert codes == [0, 0], f"B:\n{log_b}\nA:\n{log_a}"
+    assert re.search(r"seed 0: stopped, no longer running", log_b), log_b
+    study = optuna.load_study(study_name="grid", storage=f"sqlite:///{out / 'study.db'}")
+    complete = sorted((t.user_attrs["label"], t.user_attrs["seed"]) for t in study.get_trials()
+                      if t.state == optuna.trial.TrialState.COMPLETE)
+    assert complete == [("sgd", 0), ("sgd+h0:lam=2", 0)]
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    assert lines[0] == first_epoch and [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
 def test_a_worker_that_looks_while_a_run_is_queued_again_waits_for_it(tiny_fashion, tmp_path, monkeypatch):
     """Worker A, in this process, is stopped by Ctrl-C in the grid's only run while worker B (a real process) waits
     for that run: A fails the run's trial, then queues it again. In between B looks: nothing queued, nothing
@@ -487,7 +515,7 @@ def test_a_worker_that_looks_while_a_run_is_queued_again_waits_for_it(tiny_fashi
     run_queue = queue.run_queue
 
     def stopped_while_second_waits(runs, run_one, **kwargs):
-        def run(label: str, seed: int) -> str:
+        def run(label: str, seed: int, still_running) -> str:
             second.append(subprocess.Popen(command, env={**_env(), "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
                                            stderr=subprocess.STDOUT, text=True))
             seen = []
@@ -531,7 +559,7 @@ def test_a_lost_runs_retry_is_waited_for_three_heartbeats_a_failed_run_not_at_al
     lines: list[str] = []
     kwargs = {"storage": None, "out": tmp_path, "study": "grid", "settings": {}, "heartbeat": 1, "log": lines.append}
 
-    def first(label: str, seed: int) -> str:
+    def first(label: str, seed: int, still_running) -> str:
         raise error
 
     with pytest.raises(error):
@@ -539,7 +567,7 @@ def test_a_lost_runs_retry_is_waited_for_three_heartbeats_a_failed_run_not_at_al
     monkeypatch.undo()
     trained = []
     started = time.monotonic()
-    queue.run_queue([("sgd", 0)], lambda label, seed: str(trained.append((label, seed))), **kwargs)
+    queue.run_queue([("sgd", 0)], lambda label, seed, still_running: str(trained.append((label, seed))), **kwargs)
     assert trained == [("sgd", 0)] and any(line.startswith("waiting for 1 trial(s)") for line in lines) == waits
     assert not waits or 3 <= time.monotonic() - started < 30, lines
 
