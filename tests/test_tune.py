@@ -91,6 +91,18 @@ def test_on_epoch_sees_each_new_epoch_once_and_can_stop_a_resumable_run(tiny_fas
 
 # ---- gradgeo tune ---------------------------------------------------------------------------------------------
 
+def _main_beside(second: list[subprocess.Popen[str]], args: list[str], code: int) -> str:
+    """Run ``gradgeo`` here, expecting exit ``code``, while a second worker (put into ``second`` meanwhile) runs;
+    the second worker's output once it ends. It is killed if it still runs when this fails."""
+    try:
+        assert main(args) == code
+        return second[0].communicate(timeout=240)[0]
+    finally:
+        if second and second[0].poll() is None:
+            second[0].kill()
+            second[0].wait()
+
+
 def _stop_mid_run(command: list[str], runs: str, signal_: int) -> tuple[Path, subprocess.Popen[str]]:
     """Start ``command`` (a real worker process) and send it ``signal_`` in the middle of a run, once one of the
     folders ``runs`` (a glob) holds the checkpoint of an epoch and no result; returns that folder and the ended
@@ -221,13 +233,7 @@ def test_the_retry_of_a_killed_trial_keeps_its_place_in_the_budget(tiny_fashion,
         queue_retry(callback, study_, trial)
 
     monkeypatch.setattr(optuna.storages.RetryHeartbeatStaleTrialCallback, "__call__", second_worker_first)
-    try:
-        assert main(command[3:]) == 0
-        log = second[0].communicate(timeout=240)[0]
-    finally:
-        if second and second[0].poll() is None:
-            second[0].kill()
-            second[0].wait()
+    log = _main_beside(second, command[3:], 0)
     assert second[0].returncode == 0, log
     row = json.loads((out / "summary.json").read_text())["rows"][0]
     retries = {t["retry_of"]: t for t in row["trials"] if t["counted"]}
@@ -426,13 +432,7 @@ def test_a_worker_that_looks_while_a_run_is_queued_again_waits_for_it(tiny_fashi
 
     monkeypatch.setattr(queue, "run_queue", stopped_while_second_waits)
     monkeypatch.setattr(optuna.storages.RetryHeartbeatStaleTrialCallback, "__call__", second_looks_first)
-    try:
-        assert main(command[3:]) == 130
-        log = second[0].communicate(timeout=240)[0]
-    finally:
-        if second and second[0].poll() is None:
-            second[0].kill()
-            second[0].wait()
+    log = _main_beside(second, command[3:], 130)
     assert second[0].returncode == 0 and "[1/1] sgd seed 0: final" in log, log
     trials = optuna.load_study(study_name="grid", storage=f"sqlite:///{out / 'study.db'}").get_trials()
     assert [(t.number, t.state.name, t.system_attrs.get("failed_trial")) for t in trials] == [
