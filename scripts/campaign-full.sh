@@ -8,7 +8,8 @@
 #   bash scripts/campaign-full.sh [CLONE_DIR]     (default /root/gradgeo-campaign-<commit>; COMMIT=<sha> pins
 #                                                 another commit; JOBS=2;
 #                                                 STAGES="..." runs only these results/<stage>/run.sh, in order;
-#                                                 STAGE@1,2,3,4,5 with those seeds)
+#                                                 STAGE@1,2,3,4,5 with those seeds; a stage whose run.sh has
+#                                                 the line "# needs: bf16" is skipped on a CPU without bfloat16)
 set -euo pipefail
 here=${CAMPAIGN_HERE:-$(cd "$(dirname "$0")/.." && pwd)}
 if [ -z "${CAMPAIGN_HERE:-}" ]; then  # run from a copy: bash reads a script as it goes, so an edit of this file
@@ -70,6 +71,11 @@ for entry in ${STAGES:-full-cifar-tune full-cifar-final full-cifar-analyze full-
       python3 -c 'import json, sys; sys.exit(json.load(open(sys.argv[1]))["seeds"] != [int(s) for s in sys.argv[2:]])' \
         "$committed/summary.json" $asked; }; }; }; then
     echo "== $entry: done (results/$stage is committed; STAGES=$entry runs it again)"
+    continue
+  fi
+  if grep -q '^# needs: bf16' "results/$stage/run.sh" && ! grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then
+    echo "== $entry: skipped: it trains in bf16, and this CPU has no bfloat16 instructions (avx512_bf16, amx_bf16),"
+    echo "   where bf16 runs 15-50x slower than fp32; it runs on a machine that has them"
     continue
   fi
   echo "== $entry ($(date -u +%FT%TZ))"
