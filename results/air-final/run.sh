@@ -13,8 +13,8 @@ set -euo pipefail
 source .venv/bin/activate  # from the repository root
 tuned=${RESULTS:-results}  # RESULTS: where the campaign lands results (its checkout)
 SPECS="$(python scripts/pick_tuned.py "$tuned/air-tune-sgd/summary.json" none h0) $(python scripts/pick_tuned.py \
-  "$tuned/air-retune-h1/summary.json") $(python scripts/pick_tuned.py "$tuned/air-tune-muon/summary.json")"
-# (sgd+h1 from its second tuning: its first optimum sat on the low edge of lam)
+  "$tuned/air-retune-h1/summary.json") $(python scripts/pick_tuned.py "$tuned/air-retune-muon/summary.json")"
+# (sgd+h1 and muon from their second tunings: their first optima sat on an edge of their ranges)
 echo "finals: $SPECS"
 OMP_NUM_THREADS=1 gradgeo compare $SPECS \
   --dataset cifar10 --data-dir "${CIFAR_DIR:-../shared/data/cifar10-jpeg75}" --model airbench --width 1 \
