@@ -10,7 +10,8 @@ import torch
 
 from gradgeo.cli import main
 from gradgeo.data import load_dataset
-from gradgeo.training.engine import TrainConfig, train
+from gradgeo.training.config import TrainConfig
+from gradgeo.training.engine import train
 
 # the engine's runs are judged on the first 2,000 test images: evaluating all 10,000 every epoch cost more than
 # the training in most of these tests (and the first 2,000 hold every class about equally)
