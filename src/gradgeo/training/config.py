@@ -24,6 +24,7 @@ from gradgeo.training.schedules import SCHEDULES
 
 __all__ = ["MAX_SEED", "PRECISIONS", "TrainConfig"]
 
+#: the accepted values of :attr:`TrainConfig.precision`
 PRECISIONS = ("fp32", "bf16")
 #: the largest seed (2**32 - 1); each epoch seeds torch with ``seed * 100_003 + epoch``, far inside its range
 MAX_SEED = 2**32 - 1
@@ -31,37 +32,92 @@ MAX_SEED = 2**32 - 1
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Every hyper-parameter of a run, in one record (saved with each checkpoint and result)."""
+    """Every hyper-parameter of a run, in one record (saved with each checkpoint and result).
+
+    A task's configuration subclasses it (:class:`~gradgeo.tasks.Task`), and the command line makes each field an
+    option (``batch_size``: ``--batch-size``). :meth:`validate` checks every field before a run starts.
+
+    Attributes:
+        dataset: ``"fashion-mnist"`` (the default), ``"mnist"``, ``"cifar10"``, ``"cifar100"``, or a dataset of
+            your own: ``"npz:FILE"``, ``"folder:DIR"`` or ``"package.module:callable"`` (:mod:`gradgeo.data.arrays`).
+        data_dir: the folder that holds the dataset's files; None (the default): the standard places,
+            ``$GRADGEO_DATA`` first (:func:`~gradgeo.data.load_dataset`).
+        model: a built-in model's name (default ``"small_cnn"``; ``"resnet20"`` ...:
+            :func:`~gradgeo.models.build_model`), or ``"package.module:callable"``, a factory of your own
+            (:mod:`gradgeo.models.imported`).
+        model_options: ``"key=value,..."``, keyword arguments of the model's constructor or factory beyond
+            ``num_classes`` and ``in_channels``; ``""`` (the default): none.
+        width: the channel-width multiplier of the built-in models, in (0, 64] (default 1.0); leave it at 1.0 for
+            a model of your own (give its factory an option instead).
+        optimizer: the optimizer spec (:func:`~gradgeo.channel.factory.create_optimizer`): ``"sgd"`` (the
+            default), ``"sgd+sobolev:lam=0.1"``, ``"adam:lr=1e-3+h0:lam=2"`` ...; an option the spec writes
+            overrides the field of the same name below.
+        lr: the base learning rate (> 0), before the schedule's multiplier (default 0.05).
+        momentum: the momentum (>= 0, default 0.9) of a base optimizer that takes one (SGD's); one that takes
+            none (Adam) ignores it.
+        nesterov: Nesterov momentum, for a base that has it (needs ``momentum`` > 0); False (the default) leaves
+            the spec's or torch's default.
+        weight_decay: the weight decay (>= 0, default 5e-4) of the weights; biases and normalization parameters
+            get none.
+        epochs: passes over the training set (>= 1, default 10); the schedule spans all of them.
+        batch_size: images per step (>= 1, default 128; the training set must hold one full batch); under
+            torchrun the global batch, which must divide evenly over the processes.
+        schedule: the learning-rate multiplier at each step (:mod:`gradgeo.training.schedules`): ``"cosine"``
+            (the default: down to 0 over the run), ``"step"`` (x0.1 at 50% and again at 75% of the steps),
+            ``"constant"``, or ``"triangle"`` (linear from 0.2x up to 1x at 23% of the steps, then down to 0.07x:
+            the airbench recipe's).
+        label_smoothing: the cross-entropy's label smoothing, in [0, 1); 0 (the default): none.
+        augment: random crop and horizontal flip of the training batches; None (the default): on for the CIFAR
+            datasets, off for the others.
+        crop_padding: the random crop's zero padding per side, in pixels (0..16, default 4): a crop translates the
+            image by up to this many pixels.
+        tta: test-time augmentation of every evaluation (classify): ``"none"`` (the default), ``"flip"`` (the
+            mean logits of the image and its mirror image) or ``"flip-translate"`` (also shifted by one pixel: 6
+            passes).
+        train_size: train on a stratified subset of this many training images (>= 1); None (the default): all of
+            them.
+        val_size: training images carved out as a stratified validation set (>= 0), so that tuning never sees
+            the test set; 0 (the default): none.
+        test_size: evaluate on a stratified subset of this many test images (>= 1), for short runs whose every
+            epoch would otherwise evaluate the whole test set; None (the default): the whole test set.
+        seed: the run's seed, in 0..2**32 - 1 (:data:`MAX_SEED`; default 0): the initialization, the batch
+            order, the augmentation and each epoch's randomness inside the model. The validation, training and
+            test subsets are drawn with seed 0, not this one, so every run of a comparison sees the same images.
+        compile: run the training forward through ``torch.compile`` (default False).
+        channels_last: convolution weights and image batches in channels-last (NHWC) memory: faster
+            convolutions on CPU (default False).
+        precision: ``"fp32"`` (the default), or ``"bf16"``: the training forward under bfloat16 autocast
+            (weights, gradients and evaluation stay fp32; an x86 CPU without AVX512-BF16 or AMX emulates it,
+            slowly, and warns).
+        device: ``"auto"`` (the default: CUDA when available, else the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``
+            or ``"mps"``.
+    """
 
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
-    model: str = "small_cnn"  # a built-in name, or package.module:callable (a factory of your own)
-    model_options: str = ""  # "key=value,...": keyword arguments of the model's constructor or factory
+    model: str = "small_cnn"
+    model_options: str = ""
     width: float = 1.0
-    optimizer: str = "sgd"  # a spec: "sgd", "sgd+sobolev:lam=0.1", "adam:lr=1e-3+h0:lam=2", ...
+    optimizer: str = "sgd"
     lr: float = 0.05
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
     epochs: int = 10
     batch_size: int = 128
-    # per-iteration cosine to 0, "step" (x0.1 at 50% and 75%), "constant", or "triangle" (linear from 0.2x up to 1x
-    # at 23% of the steps, then linear down to 0.07x: the airbench recipe's)
     schedule: str = "cosine"
     label_smoothing: float = 0.0
-    augment: bool | None = None  # None: crop + flip for CIFAR, none for the 28x28 sets
-    crop_padding: int = 4  # the random crop's zero padding per side (translations of up to this many pixels)
-    tta: str = "none"  # test-time augmentation of every evaluation: "none", "flip" or "flip-translate" (classify)
-    train_size: int | None = None  # a stratified subset of the training set, for short runs
-    val_size: int = 0  # images carved from the training set for validation (tuning never sees the test set)
-    # evaluate on a stratified subset of this many test images (drawn with seed 0: the same images in every run),
-    # for short runs whose every epoch would evaluate the whole test set; None: the whole test set
+    augment: bool | None = None
+    crop_padding: int = 4
+    tta: str = "none"
+    train_size: int | None = None
+    val_size: int = 0
     test_size: int | None = None
     seed: int = 0
     compile: bool = False
-    channels_last: bool = False  # conv weights and image batches in NHWC memory (faster convolutions on CPU)
-    precision: str = "fp32"  # "bf16": the training forward under bfloat16 autocast (weights, gradients stay fp32)
-    device: str = "auto"  # "auto": cuda when available
+    channels_last: bool = False
+    precision: str = "fp32"
+    device: str = "auto"
 
     def validate(self) -> TrainConfig:
         """Raise a ValueError naming the bad field and the accepted values."""
