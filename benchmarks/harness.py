@@ -38,7 +38,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from gradgeo.data import Augment, load_dataset
 from gradgeo.models import build_model
-from gradgeo.training.engine import TrainConfig, _slow_bf16_reason, train
+from gradgeo.training.config import TrainConfig
+from gradgeo.training.engine import _slow_bf16_reason, train
 
 
 class PerSampleCifar(Dataset):

@@ -24,7 +24,8 @@ from gradgeo.experiments.analyze import gradient_noise, load_checkpoint
 from gradgeo.experiments.stats import mean_ci
 from gradgeo.osgd import gram_schmidt
 from gradgeo.tasks.anytime import AnytimeConfig, train_anytime
-from gradgeo.training.engine import TrainConfig, train
+from gradgeo.training.config import TrainConfig
+from gradgeo.training.engine import train
 
 CHECKPOINT_DAMAGE = {  # folder -> what is done to the checkpoint's fields (weights-only files, all of them)
     "ck-config-list": lambda state: state.update(config=[1, 2]),

@@ -24,7 +24,8 @@ from gradgeo.data import DatasetSplits, Loader
 from gradgeo.experiments import compare_task
 from gradgeo.multiexit.strategies import make_strategy
 from gradgeo.tasks.anytime import AnytimeConfig, MultiExitObjective, parse_strategy
-from gradgeo.training.engine import TrainConfig, fit, train
+from gradgeo.training.config import TrainConfig
+from gradgeo.training.engine import fit, train
 from gradgeo.training.run_folder import _json_safe
 
 OPTIONS = {"h0": {"lam": 2.0}, "sobolev": {"lam": 0.1}, "h1": {"lam": 0.01}, "laplacian": {"sigma": 1.0}, "none": {}}

@@ -1,6 +1,7 @@
 """The training engine and every CLI command, end to end on real Fashion-MNIST with tiny budgets."""
 
 import dataclasses
+import inspect
 import json
 import re
 from pathlib import Path
@@ -10,7 +11,8 @@ import torch
 
 from gradgeo.cli import main
 from gradgeo.data import load_dataset
-from gradgeo.training.engine import TrainConfig, train
+from gradgeo.training.config import TrainConfig
+from gradgeo.training.engine import train
 
 # the engine's runs are judged on the first 2,000 test images: evaluating all 10,000 every epoch cost more than
 # the training in most of these tests (and the first 2,000 hold every class about equally)
@@ -110,6 +112,13 @@ def test_checkpoint_from_before_a_config_field_existed_resumes(fashion, tmp_path
 def test_bad_config_is_named(field, value, match):
     with pytest.raises(ValueError, match=match):
         dataclasses.replace(TrainConfig(), **{field: value}).validate()
+
+
+def test_every_config_field_is_documented():
+    """The API page lists the fields from the docstring's Attributes section alone: one entry per field, no other."""
+    section = inspect.getdoc(TrainConfig).split("\nAttributes:\n", 1)[1]
+    documented = re.findall(r"^    (\w+):", section, re.M)
+    assert documented == [field.name for field in dataclasses.fields(TrainConfig)]
 
 
 def test_cli_train_and_analyze(tmp_path, capsys, tiny):

@@ -11,7 +11,8 @@ import pytest
 
 from gradgeo.cli import main
 from gradgeo.training import extras
-from gradgeo.training.engine import TrainConfig, train
+from gradgeo.training.config import TrainConfig
+from gradgeo.training.engine import train
 from gradgeo.training.extras import MissingExtraError, check, missing, require
 
 

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from gradgeo.experiments.analyze import load_checkpoint
-from gradgeo.training.engine import TrainConfig, train
+from gradgeo.training.config import TrainConfig
+from gradgeo.training.engine import train
 
 TINY = ["--batch-size", "50", "--epochs", "1", "--train-size", "100", "--quiet"]
 

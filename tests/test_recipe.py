@@ -13,7 +13,8 @@ from torch import nn
 from gradgeo.channel.factory import create_optimizer
 from gradgeo.data import load_dataset
 from gradgeo.models import build_model
-from gradgeo.training.engine import DATA_INIT_IMAGES, TrainConfig, fit, train
+from gradgeo.training.config import TrainConfig
+from gradgeo.training.engine import DATA_INIT_IMAGES, fit, train
 from gradgeo.training.objective import CrossEntropy, tta_logits
 from gradgeo.training.schedules import lr_lambda
 

@@ -23,7 +23,8 @@ from gradgeo.cli import main
 from gradgeo.experiments import compare_task
 from gradgeo.experiments.analyze import load_checkpoint
 from gradgeo.tasks.anytime import AnytimeConfig, train_anytime
-from gradgeo.training.engine import TrainConfig, train
+from gradgeo.training.config import TrainConfig
+from gradgeo.training.engine import train
 
 
 def tiny(data_dir: Path, **fields) -> TrainConfig:

@@ -10,7 +10,8 @@ import pytest
 
 from gradgeo.cli import main
 from gradgeo.experiments.grid import run_dir
-from gradgeo.training.engine import TrainConfig, train
+from gradgeo.training.config import TrainConfig
+from gradgeo.training.engine import train
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402

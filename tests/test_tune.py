@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from gradgeo.cli import main
-from gradgeo.training.engine import TrainConfig, train
+from gradgeo.training.config import TrainConfig
+from gradgeo.training.engine import train
 
 optuna = pytest.importorskip("optuna", reason="the tune extra is not installed: pip install 'gradgeo[tune]'")
 

@@ -76,7 +76,8 @@ def test_a_bad_model_is_named_before_training(user_module, tmp_path, tiny_fashio
 
 def test_the_python_api_takes_the_same_path(user_module, tiny_fashion):
     from gradgeo.models import build_model
-    from gradgeo.training.engine import TrainConfig, train
+    from gradgeo.training.config import TrainConfig
+    from gradgeo.training.engine import train
 
     assert build_model("user_nets:tiny", num_classes=4, in_channels=1, hidden=5)[0].out_channels == 5
     history = train(TrainConfig(model="user_nets:tiny", model_options="hidden=4", data_dir=str(tiny_fashion),

@@ -28,7 +28,7 @@ from gradgeo.cli.tune import add_storage_arguments, add_tune_parser
 from gradgeo.experiments import compare_task
 from gradgeo.tasks import TASKS
 from gradgeo.training import ddp
-from gradgeo.training.engine import TrainConfig
+from gradgeo.training.config import TrainConfig
 from gradgeo.training.extras import MissingExtraError
 from gradgeo.training.prepare import out_of_memory
 

@@ -17,7 +17,7 @@ from typing import Any
 from gradgeo.models import ANYTIME_MODELS
 from gradgeo.multiexit import STRATEGIES
 from gradgeo.tasks import TASKS, Task, get_task, make_config
-from gradgeo.training.engine import TrainConfig
+from gradgeo.training.config import TrainConfig
 from gradgeo.training.extras import missing
 
 __all__ = ["add_grid_arguments", "add_log_argument", "add_task_arguments", "extras_epilog", "seeds", "task_config"]

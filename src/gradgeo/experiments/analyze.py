@@ -15,7 +15,8 @@ from gradgeo.channel.optim import DEFAULT_LAM, layer_kinds
 from gradgeo.channel.transforms import LayerKind, h1, laplacian_smooth, reweighted_h0, smoothing_view, sobolev
 from gradgeo.data import DatasetSplits
 from gradgeo.models import build_model
-from gradgeo.training.engine import TrainConfig, load_splits, read_checkpoint
+from gradgeo.training.config import TrainConfig
+from gradgeo.training.engine import load_splits, read_checkpoint
 from gradgeo.training.run_folder import restore
 
 __all__ = ["analyze_checkpoint", "channel_correlation", "format_report", "gradient_noise", "load_checkpoint"]

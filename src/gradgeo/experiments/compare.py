@@ -29,7 +29,7 @@ from gradgeo.experiments.grid import run_grid
 from gradgeo.experiments.summary import format_table, summarize
 from gradgeo.tasks import Task, get_task
 from gradgeo.training import ddp
-from gradgeo.training.engine import TrainConfig
+from gradgeo.training.config import TrainConfig
 
 __all__ = ["compare_task", "describe_row"]
 

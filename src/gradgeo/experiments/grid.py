@@ -28,7 +28,8 @@ import torch
 
 from gradgeo.data import DatasetSplits
 from gradgeo.training import ddp
-from gradgeo.training.engine import RESULT, TrainConfig, _atomic_save, load_splits
+from gradgeo.training.config import TrainConfig
+from gradgeo.training.engine import RESULT, _atomic_save, load_splits
 from gradgeo.training.extras import check
 from gradgeo.training.run_folder import hold_folder
 

@@ -75,7 +75,8 @@ from gradgeo.experiments.storage import (
 )
 from gradgeo.tasks import Metric, Task, get_task
 from gradgeo.training import ddp
-from gradgeo.training.engine import TrainConfig, _atomic_save
+from gradgeo.training.config import TrainConfig
+from gradgeo.training.engine import _atomic_save
 from gradgeo.training.run_folder import write_file
 
 __all__ = ["WEIGHT_DECAY_RANGE", "Dimension", "SearchSpace", "format_tune_table", "search_space",

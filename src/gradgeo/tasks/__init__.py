@@ -20,7 +20,7 @@ from gradgeo.tasks.base import Metric, Task
 from gradgeo.tasks.classify import CLASSIFY
 from gradgeo.tasks.gan.training import GAN_TASK
 from gradgeo.tasks.segment.training import SEGMENT
-from gradgeo.training.engine import TrainConfig
+from gradgeo.training.config import TrainConfig
 
 __all__ = ["TASKS", "Metric", "Task", "get_task", "make_config"]
 

@@ -2,7 +2,7 @@
 
 A :class:`Task` is a record of everything that differs between workloads, and nothing else:
 
-* its configuration class, a :class:`~gradgeo.training.engine.TrainConfig` subclass (the CLI makes one option
+* its configuration class, a :class:`~gradgeo.training.config.TrainConfig` subclass (the CLI makes one option
   per field), the data its runs load, and the model names it accepts;
 * how to build a run's model and :class:`~gradgeo.training.engine.Objective` (``builder``); :meth:`Task.train`
   runs them through :func:`gradgeo.training.engine.fit`, the one training loop;
@@ -25,7 +25,8 @@ from typing import Any
 from torch import nn
 
 from gradgeo.data import DatasetSplits
-from gradgeo.training.engine import Objective, TrainConfig, fit, load_splits
+from gradgeo.training.config import TrainConfig
+from gradgeo.training.engine import Objective, fit, load_splits
 
 __all__ = ["Builder", "Metric", "Task"]
 
@@ -69,7 +70,7 @@ class Task:
 
     Attributes:
         name: what ``--task`` says.
-        config_class: the run's hyper-parameters, a :class:`~gradgeo.training.engine.TrainConfig` subclass.
+        config_class: the run's hyper-parameters, a :class:`~gradgeo.training.config.TrainConfig` subclass.
         builder: ``builder(config, splits, log) -> Builder``, called once per run before training: checks what
             it needs (and may load things, logging to ``log``), then returns what builds the model and objective.
         metrics: the final metrics of a comparison, headline first.

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from gradgeo.data import DatasetSplits
 from gradgeo.models import MODELS
 from gradgeo.tasks.base import Builder, Metric, Task
-from gradgeo.training.engine import TrainConfig, classifier
+from gradgeo.training.config import TrainConfig
+from gradgeo.training.engine import classifier
 
 __all__ = ["CLASSIFY", "TEST_ACC"]
 

@@ -25,7 +25,7 @@ from gradgeo.multiexit.strategies import STRATEGIES, MultiExitStrategy, make_str
 from gradgeo.tasks.anytime.budget import ExitScores, budgeted_evaluation
 from gradgeo.tasks.anytime.report import write_accuracy_vs_flops
 from gradgeo.tasks.base import Builder, Metric, Task
-from gradgeo.training.engine import TrainConfig
+from gradgeo.training.config import TrainConfig
 from gradgeo.training.objective import Objective, eval_batch_size
 from gradgeo.training.progress import progress_bar
 
@@ -70,7 +70,7 @@ def make_strategy_from_spec(spec: str, flops: list[int]) -> MultiExitStrategy:
 
 @dataclasses.dataclass
 class AnytimeConfig(TrainConfig):
-    """A :class:`~gradgeo.training.engine.TrainConfig` for an anytime network, plus the multi-exit strategy.
+    """A :class:`~gradgeo.training.config.TrainConfig` for an anytime network, plus the multi-exit strategy.
 
     ``model`` names an anytime model (:data:`gradgeo.models.ANYTIME_MODELS`); ``val_size`` defaults to 5000
     images, the split on which the early-exit thresholds are chosen (0 skips the budgeted evaluation).

@@ -27,7 +27,8 @@ import torch
 
 from gradgeo.data import DatasetSplits, load_dataset
 from gradgeo.models import SmallCNN, build_model
-from gradgeo.training.engine import CHECKPOINT, TrainConfig, _atomic_save, read_checkpoint, train
+from gradgeo.training.config import TrainConfig
+from gradgeo.training.engine import CHECKPOINT, _atomic_save, read_checkpoint, train
 from gradgeo.training.run_folder import restore
 
 __all__ = ["CACHE_ENV_VAR", "FeatureClassifier", "cache_dir", "classifier_config", "feature_classifier"]

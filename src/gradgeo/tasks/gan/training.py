@@ -38,7 +38,8 @@ from gradgeo.tasks.base import Builder, Metric, Task
 from gradgeo.tasks.gan.classifier import FeatureClassifier, classifier_config, feature_classifier
 from gradgeo.tasks.gan.frechet import classifier_score, frechet_distance, gaussian_stats
 from gradgeo.training import ddp
-from gradgeo.training.engine import TrainConfig, _atomic_save
+from gradgeo.training.config import TrainConfig
+from gradgeo.training.engine import _atomic_save
 from gradgeo.training.objective import Objective, eval_batch_size
 from gradgeo.training.progress import progress_bar
 from gradgeo.training.run_folder import save_figure
@@ -54,7 +55,7 @@ SAMPLES_PNG, SAMPLES_PT = "samples.png", "samples.pt"
 
 @dataclasses.dataclass
 class GANConfig(TrainConfig):
-    """A :class:`~gradgeo.training.engine.TrainConfig` for a GAN: DCGAN-style defaults (Adam, lr 2e-4, betas 0.5 and
+    """A :class:`~gradgeo.training.config.TrainConfig` for a GAN: DCGAN-style defaults (Adam, lr 2e-4, betas 0.5 and
     0.999, batch 64, constant learning rate, no weight decay).
 
     ``beta1``/``beta2`` are Adam's defaults (a ``betas=`` option in the spec overrides them);

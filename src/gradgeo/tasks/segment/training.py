@@ -22,7 +22,7 @@ from gradgeo.models import SEGMENTATION_MODELS, build_segmentation_model
 from gradgeo.tasks.base import Builder, Metric, Task
 from gradgeo.tasks.segment.metrics import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 from gradgeo.tasks.segment.scenes import scene_splits
-from gradgeo.training.engine import TrainConfig
+from gradgeo.training.config import TrainConfig
 from gradgeo.training.objective import Objective, eval_batch_size
 from gradgeo.training.progress import progress_bar
 
@@ -35,7 +35,7 @@ SCENE_SOURCES = ("fashion-mnist", "mnist")
 
 @dataclasses.dataclass
 class SegmentConfig(TrainConfig):
-    """A :class:`~gradgeo.training.engine.TrainConfig` for segmentation on item scenes
+    """A :class:`~gradgeo.training.config.TrainConfig` for segmentation on item scenes
     (:mod:`gradgeo.tasks.segment.scenes`).
 
     ``dataset`` names the source of the items (:data:`SCENE_SOURCES`); ``train_size``, ``val_size`` and
