@@ -72,13 +72,19 @@ def make_strategy_from_spec(spec: str, flops: list[int]) -> MultiExitStrategy:
 class AnytimeConfig(TrainConfig):
     """A :class:`~gradgeo.training.config.TrainConfig` for an anytime network, plus the multi-exit strategy.
 
-    ``model`` names an anytime model (:data:`gradgeo.models.ANYTIME_MODELS`); ``val_size`` defaults to 5000
-    images, the split on which the early-exit thresholds are chosen (0 skips the budgeted evaluation).
+    Attributes:
+        model: an anytime model (:data:`gradgeo.models.ANYTIME_MODELS`; default ``"nested_depth"``) or
+            ``"package.module:callable"``, a multi-exit factory of your own.
+        val_size: validation images (default 5000), the split on which the early-exit thresholds are chosen; 0
+            skips the budgeted evaluation.
+        strategy: how the exits' losses make one update (:mod:`gradgeo.multiexit`): ``"sum"``, ``"sdn"``,
+            ``"adaloss"``, ``"pcgrad"``, ``"osgd"`` (the default), ``"osgd:granularity=tensor"`` ...
+        num_exits: the exits of the network (>= 1, default 4).
     """
 
     model: str = "nested_depth"
     val_size: int = 5000
-    strategy: str = "osgd"  # "sum", "sdn", "adaloss", "pcgrad", "osgd", "osgd:granularity=tensor", ...
+    strategy: str = "osgd"
     num_exits: int = 4
 
     def validate(self) -> AnytimeConfig:

@@ -56,12 +56,16 @@ SAMPLES_PNG, SAMPLES_PT = "samples.png", "samples.pt"
 @dataclasses.dataclass
 class GANConfig(TrainConfig):
     """A :class:`~gradgeo.training.config.TrainConfig` for a GAN: DCGAN-style defaults (Adam, lr 2e-4, betas 0.5 and
-    0.999, batch 64, constant learning rate, no weight decay).
+    0.999, batch 64, constant learning rate, no weight decay). ``label_smoothing`` is one-sided here (the
+    discriminator's real targets only).
 
-    ``beta1``/``beta2`` are Adam's defaults (a ``betas=`` option in the spec overrides them);
-    ``label_smoothing`` is one-sided (the discriminator's real targets only); ``latent_dim`` is the noise size;
-    ``eval_samples`` the generated images each evaluation measures; ``classifier_epochs`` the training epochs of
-    the cached feature classifier (:func:`gradgeo.tasks.gan.classifier_config`).
+    Attributes:
+        beta1: Adam's first beta (default 0.5); a ``betas=`` option in the spec overrides it and ``beta2``.
+        beta2: Adam's second beta (default 0.999).
+        latent_dim: the size of the generator's noise vector (default 64).
+        eval_samples: the generated images each evaluation measures (Frechet distance, score; default 5000).
+        classifier_epochs: the training epochs of the cached feature classifier behind those measures (default
+            5; :func:`gradgeo.tasks.gan.classifier_config`).
     """
 
     model: str = "dcgan"

@@ -36,23 +36,31 @@ SCENE_SOURCES = ("fashion-mnist", "mnist")
 @dataclasses.dataclass
 class SegmentConfig(TrainConfig):
     """A :class:`~gradgeo.training.config.TrainConfig` for segmentation on item scenes
-    (:mod:`gradgeo.tasks.segment.scenes`).
+    (:mod:`gradgeo.tasks.segment.scenes`). ``dataset`` names the source of the items (:data:`SCENE_SOURCES`),
+    ``model`` a segmentation model (:data:`gradgeo.models.SEGMENTATION_MODELS`; default ``"unet"``), and
+    ``val_size`` counts scenes; the optimizer defaults to Adam at lr 1e-3 with no weight decay, batch 32 (Adam
+    learns the scenes several times faster than SGD at 0.05 here).
 
-    ``dataset`` names the source of the items (:data:`SCENE_SOURCES`); ``train_size``, ``val_size`` and
-    ``test_size`` count scenes; ``model`` names a segmentation model (:data:`gradgeo.models.SEGMENTATION_MODELS`).
+    Attributes:
+        train_size: training scenes (default 2000).
+        test_size: test scenes (default 1000), made of items from the test images only.
+        canvas: a scene's height and width in pixels (default 64).
+        min_items: the fewest items pasted into a scene (default 2).
+        max_items: the most items pasted into a scene (default 4).
+        threshold: an item covers its pixels brighter than this, of 255 (default 32).
     """
 
     model: str = "unet"
-    optimizer: str = "adam"  # Adam at lr 1e-3 learns the scenes several times faster than SGD at 0.05 here
+    optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 32
-    train_size: int | None = 2000  # training scenes
-    test_size: int = 1000  # test scenes (items from the test images only)
+    train_size: int | None = 2000
+    test_size: int = 1000
     canvas: int = 64
     min_items: int = 2
     max_items: int = 4
-    threshold: int = 32  # an item covers its pixels brighter than this (of 255)
+    threshold: int = 32
 
     def validate(self) -> SegmentConfig:
         """Raise a ValueError naming the bad field and the accepted values."""
