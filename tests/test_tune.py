@@ -10,6 +10,7 @@ import pwd
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -246,6 +247,97 @@ def test_the_retry_of_a_killed_trial_keeps_its_place_in_the_budget(tiny_fashion,
     assert re.search(r"\[sgd\] trial 2: stopped at epoch [12], over the budget", log), log
 
 
+def _pause(worker: subprocess.Popen[str], database: Path) -> None:
+    """Stop ``worker`` (SIGSTOP, as a suspended laptop or a paused VM does) at a moment it holds no lock on the
+    SQLite ``database``: one stopped inside a write would block the other workers' writes until it continues."""
+    while True:
+        worker.send_signal(signal.SIGSTOP)
+        while Path(f"/proc/{worker.pid}/stat").read_text().rpartition(")")[2].split()[0] != "T":
+            time.sleep(0.001)
+        connection = sqlite3.connect(database, timeout=0, isolation_level=None)
+        try:
+            connection.execute("BEGIN EXCLUSIVE")  # fails while any process reads or writes the database
+            connection.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            worker.send_signal(signal.SIGCONT)
+            time.sleep(0.01)
+        finally:
+            connection.close()
+
+
+def _paused_while_another_takes_its_retry(command: list[str], runs: str) -> tuple[list[int], str, str, Path, str]:
+    """Start worker B (a real process of ``command``, with ``--heartbeat 1``), pause it (:func:`_pause`) in the
+    middle of a run, once one of the folders ``runs`` (a glob) holds an epoch's checkpoint and no result, for more
+    than three heartbeats; then start worker A, and continue B once A waits for that run folder (B still holds it).
+    Returns both exit codes (B's, A's), both logs, the folder and its first epoch's line of metrics."""
+    out = Path(command[command.index("--out") + 1])
+    env = {**_env(), "PYTHONUNBUFFERED": "1"}  # A's lines as it prints them
+    workers: list[subprocess.Popen[str]] = []
+    try:
+        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True))
+        b = workers[0]
+        deadline = time.monotonic() + 120
+        while not (mid := [d for d in out.glob(runs) if (d / "checkpoint.pt").exists()]):
+            assert b.poll() is None and time.monotonic() < deadline, b.communicate()[0]
+            time.sleep(0.02)
+        _pause(b, out / "study.db")
+        assert not (mid[0] / "result.json").exists()  # paused mid-run (4 epochs of a fraction of a second)
+        first_epoch = (mid[0] / "metrics.jsonl").read_text().splitlines()[0]
+        # three heartbeats of 1 s missed, on the database's clock (whole seconds: a beat at 10.9 s reads 10 s), so
+        # the run's trial is stale for the next worker that looks
+        time.sleep(4.5)
+        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True))
+        a = workers[1]
+        assert a.stdout is not None
+        seen = []
+        for line in a.stdout:  # A fails the trial as stale, takes its retry and waits for B's folder
+            seen.append(line)
+            if ": waits for " in line:
+                break
+        else:
+            pytest.fail("worker A ended without waiting for the paused worker's folder:\n" + "".join(seen))
+        b.send_signal(signal.SIGCONT)
+        log_b = b.communicate(timeout=240)[0]
+        log_a = "".join(seen) + a.communicate(timeout=240)[0]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGCONT)
+                worker.kill()
+                worker.wait()
+    return [b.returncode, a.returncode], log_b, log_a, mid[0], first_epoch
+
+
+@pytest.mark.slow
+def test_a_paused_worker_neither_crashes_a_worker_nor_loses_its_trial(tiny_fashion, tmp_path):
+    """Worker B is paused (SIGSTOP: a suspended laptop, a paused VM) in the middle of trial 0 for more than three
+    heartbeats. Worker A starts meanwhile, fails trial 0 as silent, queues its retry and takes it; the retry's run
+    folder is still held by B, so A waits for it. B, continued, sees at the end of its epoch that trial 0 is no
+    longer running, stops it (releasing the folder) and takes the next trial; A resumes the run from B's checkpoint.
+    Neither worker fails, no epoch is trained twice, and the budget of 2 trials completes, no more."""
+    out = tmp_path / "tune"
+    command = _gradgeo("tune", "sgd", "--data-dir", tiny_fashion, *TINY, "--epochs", "4", "--trials", "2",
+                       "--heartbeat", "1", "--out", out)
+    codes, log_b, log_a, folder, first_epoch = _paused_while_another_takes_its_retry(command, "sgd/trial-*")
+    assert codes == [0, 0], f"B:\n{log_b}\nA:\n{log_a}"
+    assert folder.name == "trial-0" and "] trial 1: waits for sgd/trial-0, still held" in log_a, log_a
+    assert re.search(r"\[sgd\] trial 0: stopped at epoch \d, no longer running", log_b), log_b
+    row = json.loads((out / "summary.json").read_text())["rows"][0]
+    trials = {t["number"]: t for t in row["trials"]}
+    assert (row["counted"], row["complete"]) == (2, 2), row["trials"]  # the budget, all of it, not more
+    assert trials[0]["state"] == "fail" and not trials[0]["counted"]
+    [retry] = [t for t in trials.values() if t["retry_of"] == 0]
+    assert retry["state"] == "complete" and retry["counted"] and retry["dir"] == "sgd/trial-0"
+    # the retry resumed B's run: every epoch trained once, in order, the first ones by B
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    assert lines[0] == first_epoch and [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+    assert f"trial {retry['number']}: epoch 1/4" not in log_a, log_a
+    assert json.loads((folder / "result.json").read_text())["history"][-1]["val_acc"] == retry["value"]
+
+
 @pytest.mark.slow
 def test_tune_gives_every_spec_the_same_budget(tiny_fashion, tmp_path, capsys):
     assert main(["tune", "sgd", "sgd+h1", "--data-dir", str(tiny_fashion), *TINY, "--epochs", "1", "--trials", "2",
@@ -400,6 +492,24 @@ def test_a_rerun_after_every_worker_died_does_not_wait_for_them(tiny_fashion, tm
 
 
 @pytest.mark.slow
+def test_a_paused_grid_worker_neither_crashes_a_worker_nor_trains_a_run_twice(tiny_fashion, tmp_path):
+    """As for tune: the worker that takes the paused worker's run again waits for its folder and resumes it once
+    the paused one, continued, has stopped it; every run of the grid completes once, no epoch trains twice."""
+    out = tmp_path / "grid"
+    command = _gradgeo("compare", "sgd", "sgd+h0:lam=2", "--seeds", "1", "--epochs", "4", *TINY, "--data-dir",
+                       tiny_fashion, "--quiet", "--out", out, "--storage", "--heartbeat", "1")
+    codes, log_b, log_a, folder, first_epoch = _paused_while_another_takes_its_retry(command, "runs/*/seed-*")
+    assert codes == [0, 0], f"B:\n{log_b}\nA:\n{log_a}"
+    assert re.search(r"seed 0: stopped, no longer running", log_b), log_b
+    study = optuna.load_study(study_name="grid", storage=f"sqlite:///{out / 'study.db'}")
+    complete = sorted((t.user_attrs["label"], t.user_attrs["seed"]) for t in study.get_trials()
+                      if t.state == optuna.trial.TrialState.COMPLETE)
+    assert complete == [("sgd", 0), ("sgd+h0:lam=2", 0)]
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    assert lines[0] == first_epoch and [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
 def test_a_worker_that_looks_while_a_run_is_queued_again_waits_for_it(tiny_fashion, tmp_path, monkeypatch):
     """Worker A, in this process, is stopped by Ctrl-C in the grid's only run while worker B (a real process) waits
     for that run: A fails the run's trial, then queues it again. In between B looks: nothing queued, nothing
@@ -411,7 +521,7 @@ def test_a_worker_that_looks_while_a_run_is_queued_again_waits_for_it(tiny_fashi
     run_queue = queue.run_queue
 
     def stopped_while_second_waits(runs, run_one, **kwargs):
-        def run(label: str, seed: int) -> str:
+        def run(label: str, seed: int, still_running) -> str:
             second.append(subprocess.Popen(command, env={**_env(), "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
                                            stderr=subprocess.STDOUT, text=True))
             seen = []
@@ -449,7 +559,7 @@ def test_a_lost_runs_retry_is_waited_for_three_heartbeats_a_failed_run_not_at_al
     lines: list[str] = []
     kwargs = {"storage": None, "out": tmp_path, "study": "grid", "settings": {}, "heartbeat": 1, "log": lines.append}
 
-    def first(label: str, seed: int) -> str:
+    def first(label: str, seed: int, still_running) -> str:
         raise error
 
     with pytest.raises(error):
@@ -457,7 +567,7 @@ def test_a_lost_runs_retry_is_waited_for_three_heartbeats_a_failed_run_not_at_al
     monkeypatch.undo()
     trained = []
     started = time.monotonic()
-    queue.run_queue([("sgd", 0)], lambda label, seed: str(trained.append((label, seed))), **kwargs)
+    queue.run_queue([("sgd", 0)], lambda label, seed, still_running: str(trained.append((label, seed))), **kwargs)
     assert trained == [("sgd", 0)] and any(line.startswith("waiting for 1 trial(s)") for line in lines) == waits
     assert not waits or 3 <= time.monotonic() - started < 30, lines
 

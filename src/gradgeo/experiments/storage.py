@@ -15,6 +15,13 @@ stopped by Ctrl-C (KeyboardInterrupt) is queued again the same way before the wo
 queueing it again are two writes: a worker that looks in between waits for the retry (a trial whose objective
 raised an error is not retried: it names itself in the user attribute ``raised``).
 
+Paused workers: a worker that was only silent (stopped, a suspended laptop, a paused virtual machine) is alive
+when it continues, still training the trial that another worker failed and queued again meanwhile. The retry's
+run folder is then still held by it: the worker that took the retry waits for the folder (:func:`when_free`),
+and the paused one, finding its trial no longer running (at the end of an epoch, :class:`Lost`, or when Optuna
+refuses its result), stops it, lets go of the folder and takes the next trial; the retry resumes the run from
+its checkpoint. No worker fails and no trial is lost.
+
 This module imports Optuna: importing it without the extra raises a :class:`ModuleNotFoundError` that names
 ``pip install 'gradgeo[tune]'``.
 """
@@ -32,7 +39,9 @@ import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+from gradgeo.training.run_folder import FolderInUse
 
 MISSING_EXTRA = "gradgeo tune and gradgeo compare --storage need Optuna: pip install 'gradgeo[tune]'"
 try:
@@ -42,8 +51,10 @@ try:
 except ModuleNotFoundError as error:
     raise ModuleNotFoundError(MISSING_EXTRA) from error
 
-__all__ = ["EMBEDDED", "MACHINE_FIELDS", "MISSING_EXTRA", "Job", "Surplus", "open_storage", "open_study",
-           "portable_config", "quiet_optuna", "work"]
+__all__ = ["EMBEDDED", "MACHINE_FIELDS", "MISSING_EXTRA", "Job", "Lost", "Surplus", "open_storage", "open_study",
+           "portable_config", "quiet_optuna", "when_free", "work"]
+
+_T = TypeVar("_T")
 
 EMBEDDED = "study.db"
 #: config fields that name things on one machine; workers on other machines may set them differently
@@ -52,6 +63,12 @@ _SETTINGS_ATTR = "gradgeo"
 _MAX_RETRY = 3
 # errors of two workers creating the same new database at once: the loser retries and finds the tables
 _CREATION_RACE = ("already exists", "duplicate key", "database is locked", "unique")
+
+
+class Lost(Exception):  # noqa: N818 (not an error: the trial goes on elsewhere)
+    """Raised by an objective whose trial is no longer running: another worker failed it while this one was
+    silent for three heartbeats (paused) and queued it again. Its message is the line this worker logs; the
+    worker writes nothing more to the trial and takes the next one."""
 
 
 class Surplus(Exception):  # noqa: N818 (not an error: a trial that is not needed)
@@ -273,11 +290,30 @@ def _look(study: optuna.Study) -> None:
     _queue_dead(study)
 
 
-def _take_one(job: Job) -> None:
+def when_free(run: Callable[[], _T], waiting: str, *, poll: float,
+              log: Callable[[str], None] | None) -> _T:
+    """``run()``, a retried trial's training run, called again every ``poll`` seconds while its run folder is
+    held by another process (:class:`~gradgeo.training.run_folder.FolderInUse`): the worker of the failed trial,
+    paused and continued, still training it. That worker lets go at the end of its epoch (:class:`Lost`); the run
+    then resumes from its checkpoint. ``waiting``: the line logged when it starts waiting."""
+    logged = False
+    while True:
+        try:
+            return run()
+        except FolderInUse:
+            if log is not None and not logged:
+                log(waiting)
+                logged = True
+            time.sleep(poll)
+
+
+def _take_one(job: Job, log: Callable[[str], None] | None) -> None:
     """Run one trial of ``job`` here, its worker recorded in it (:data:`WORKER_ATTR`) and, when its objective
     raises an error, the trial (:data:`RAISED_ATTR`); a trial that Ctrl-C stops is queued again, like a killed
-    worker's, before the KeyboardInterrupt goes on."""
+    worker's, before the KeyboardInterrupt goes on. A trial another worker failed meanwhile (this one was paused)
+    ends here with a line to ``log``: its objective raised :class:`Lost`, or Optuna refused its outcome."""
     taken: list[int] = []
+    lost: list[Lost] = []
 
     def objective(trial: optuna.Trial) -> float:
         taken.append(trial._trial_id)
@@ -286,6 +322,9 @@ def _take_one(job: Job) -> None:
         try:
             return job.objective(trial)
         except optuna.TrialPruned:
+            raise
+        except Lost as error:
+            lost.append(error)
             raise
         except Exception:
             trial.set_user_attr(RAISED_ATTR, trial.number)
@@ -298,6 +337,14 @@ def _take_one(job: Job) -> None:
         if state in (TrialState.RUNNING, TrialState.FAIL):  # Optuna failed it, or was stopped before it could
             _queue_again(job.study, taken[0], fail=state == TrialState.RUNNING)
         raise
+    except Exception:  # Optuna cannot tell a trial that another worker failed: this worker was paused
+        trial = job.study._storage.get_trial(taken[0]) if taken else None
+        if trial is None or trial.state != TrialState.FAIL or trial.user_attrs.get(RAISED_ATTR) == trial.number:
+            raise
+        if log is not None:
+            log(str(lost[0]) if lost else f"trial {trial.number} of {job.study.study_name!r}: its outcome is dropped: "
+                "another worker failed it while this one was silent for three heartbeats (paused?) and queued it "
+                "again, which resumes the run from its checkpoint")
 
 
 def _unfinished(study: optuna.Study, lost: dict[int, float], heartbeat: int) -> int:
@@ -329,7 +376,8 @@ def work(jobs: Sequence[Job], *, heartbeat: int = 30, deadline: float | None = N
         heartbeat: the storage's heartbeat in seconds: trials running elsewhere are looked at every
             ``min(5, heartbeat)`` seconds, and a lost trial's retry is waited for three heartbeats.
         deadline: a :func:`time.monotonic` time after which no trial starts and nothing is waited for.
-        log: receives one line when this worker starts waiting for others.
+        log: receives one line when this worker starts waiting for others, and one per trial of this worker that
+            another worker failed meanwhile (:func:`_take_one`).
     """
     waiting_logged = False
     lost: dict[int, float] = {}
@@ -340,7 +388,7 @@ def work(jobs: Sequence[Job], *, heartbeat: int = 30, deadline: float | None = N
                     _look(job.study)
                     if not job.wants_trial(job.study.get_trials(deepcopy=False)):
                         break
-                    _take_one(job)
+                    _take_one(job, log)
             if deadline is not None and time.monotonic() >= deadline:
                 return
             running = sum(_unfinished(job.study, lost, heartbeat) for job in jobs)
