@@ -26,7 +26,7 @@ from gradgeo.training.engine import TrainConfig, train
 optuna = pytest.importorskip("optuna", reason="the tune extra is not installed: pip install 'gradgeo[tune]'")
 
 from gradgeo.experiments import queue  # noqa: E402 (needs optuna)
-from gradgeo.experiments.storage import open_storage, open_study  # noqa: E402
+from gradgeo.experiments.storage import Job, Surplus, open_storage, open_study, work  # noqa: E402
 from gradgeo.experiments.tune import search_space  # noqa: E402
 
 # the newest Debian PostgreSQL server binaries (.ci/run installs them)
@@ -570,6 +570,72 @@ def test_a_lost_runs_retry_is_waited_for_three_heartbeats_a_failed_run_not_at_al
     queue.run_queue([("sgd", 0)], lambda label, seed, still_running: str(trained.append((label, seed))), **kwargs)
     assert trained == [("sgd", 0)] and any(line.startswith("waiting for 1 trial(s)") for line in lines) == waits
     assert not waits or 3 <= time.monotonic() - started < 30, lines
+
+
+def _silent_before_its_outcome_is_recorded(monkeypatch, out: Path, number: int) -> None:
+    """Make this worker silent for three heartbeats (of 1 s) right before Optuna records the outcome of trial
+    ``number``, its heartbeats already stopped (a worker paused there, or starved by a loaded machine); another
+    worker on the study in ``out`` looks then (its own storage): it fails the trial as stale and queues it again."""
+    tell = optuna.study._optimize._tell_with_warning
+
+    def late(study, trial, *args, **kwargs):
+        if trial.number == number:
+            time.sleep(4)  # three heartbeats missed on the database's clock (whole seconds: a beat at 10.9 s reads 10)
+            other = optuna.load_study(study_name=study.study_name, storage=open_storage(None, out, heartbeat=1))
+            optuna.storages.fail_stale_trials(other)
+            assert other.get_trials()[number].state == optuna.trial.TrialState.FAIL
+        return tell(study, trial, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.study._optimize, "_tell_with_warning", late)
+
+
+@pytest.mark.parametrize("outcome", ["value", "pruned", "surplus", "error"])
+def test_a_trial_another_worker_failed_before_its_outcome_was_recorded_is_lost_cleanly(outcome, tmp_path,
+                                                                                       monkeypatch):
+    """Another worker fails this worker's trial as stale just before Optuna records its outcome, which Optuna then
+    refuses ("Cannot tell a FAIL trial"). The worker goes on: a value or a pruning is dropped with a line (the retry
+    the other worker queued takes the trial's place), a trial not needed (Surplus) quietly; an error of the
+    objective's own still ends the worker, as that error (not Optuna's refusal)."""
+    study = open_study(open_storage(None, tmp_path, heartbeat=1), "study", {}, direction="minimize")
+    _silent_before_its_outcome_is_recorded(monkeypatch, tmp_path, 0)
+    lines: list[str] = []
+
+    def objective(trial):
+        if trial.number == 0 and outcome != "value":
+            raise {"pruned": optuna.TrialPruned(), "surplus": Surplus("not needed"), "error": OSError("disk")}[outcome]
+        return 1.0
+
+    def wants_trial(trials):  # one trial, and its retry
+        return not trials or any(t.state == optuna.trial.TrialState.WAITING for t in trials)
+
+    with pytest.raises(OSError, match="disk") if outcome == "error" else contextlib.nullcontext():
+        work([Job(study, objective, wants_trial)], heartbeat=1, log=lines.append)
+    trials = study.get_trials()
+    assert trials[0].state == optuna.trial.TrialState.FAIL and trials[1].system_attrs["failed_trial"] == 0
+    if outcome != "error":
+        assert trials[1].state == optuna.trial.TrialState.COMPLETE  # the retry, in the trial's place
+        assert lines == ([] if outcome == "surplus" else [
+            "trial 0 of 'study': its outcome is dropped: another worker failed it while this one was silent for three "
+            "heartbeats (paused?) and queued it again, which resumes the run from its checkpoint"])
+
+
+def test_a_duplicate_run_another_worker_failed_before_its_surplus_was_recorded_ends_no_worker(tmp_path, monkeypatch):
+    """Two workers that start together both queue the grid's run; the first copy trains it, the second is not
+    needed (Surplus). The worker taking that copy is silent for three heartbeats before its failure is recorded;
+    the other worker fails it as stale and queues it again. The worker goes on (it used to end with "Cannot tell a
+    FAIL trial", exit code 2): the queued copy is dropped in turn, the run completes once."""
+    study = open_study(open_storage(None, tmp_path, heartbeat=1), "grid", {"kind": "grid", "runs": [["sgd", 0]]},
+                       direction="minimize")
+    for _ in range(2):  # by each worker
+        study.enqueue_trial({}, user_attrs={"label": "sgd", "seed": 0})
+    _silent_before_its_outcome_is_recorded(monkeypatch, tmp_path, 1)
+    trained = []
+    queue.run_queue([("sgd", 0)], lambda label, seed, still_running: str(trained.append((label, seed))),
+                    storage=None, out=tmp_path, study="grid", settings={}, heartbeat=1, log=None)
+    trials = study.get_trials()
+    assert trained == [("sgd", 0)]
+    assert [(t.state.name, t.system_attrs.get("failed_trial")) for t in trials] == [
+        ("COMPLETE", None), ("FAIL", None), ("FAIL", 1)]
 
 
 # ---- bad input: a clear error, no traceback ---------------------------------------------------------------------

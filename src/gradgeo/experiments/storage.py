@@ -47,6 +47,7 @@ MISSING_EXTRA = "gradgeo tune and gradgeo compare --storage need Optuna: pip ins
 try:
     import optuna
     import sqlalchemy
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import FrozenTrial, TrialState
 except ModuleNotFoundError as error:
     raise ModuleNotFoundError(MISSING_EXTRA) from error
@@ -310,10 +311,15 @@ def when_free(run: Callable[[], _T], waiting: str, *, poll: float,
 def _take_one(job: Job, log: Callable[[str], None] | None) -> None:
     """Run one trial of ``job`` here, its worker recorded in it (:data:`WORKER_ATTR`) and, when its objective
     raises an error, the trial (:data:`RAISED_ATTR`); a trial that Ctrl-C stops is queued again, like a killed
-    worker's, before the KeyboardInterrupt goes on. A trial another worker failed meanwhile (this one was paused)
-    ends here with a line to ``log``: its objective raised :class:`Lost`, or Optuna refused its outcome."""
+    worker's, before the KeyboardInterrupt goes on.
+
+    A trial that another worker failed meanwhile (this one was silent for three heartbeats: paused, or starved by
+    a loaded machine) ends here, and the retry that worker queued takes its place: its objective raised
+    :class:`Lost`, or Optuna refused to record its outcome, which may happen at any moment up to the last (a
+    trial's heartbeats stop before its outcome is recorded). Its line goes to ``log``, none for a trial that was
+    not needed (:class:`Surplus`); an error of the objective's own still ends the worker, as that error."""
     taken: list[int] = []
-    lost: list[Lost] = []
+    raised: list[Exception] = []  # what the objective raised
 
     def objective(trial: optuna.Trial) -> float:
         taken.append(trial._trial_id)
@@ -321,13 +327,10 @@ def _take_one(job: Job, log: Callable[[str], None] | None) -> None:
             trial.set_user_attr(WORKER_ATTR, worker)
         try:
             return job.objective(trial)
-        except optuna.TrialPruned:
-            raise
-        except Lost as error:
-            lost.append(error)
-            raise
-        except Exception:
-            trial.set_user_attr(RAISED_ATTR, trial.number)
+        except Exception as error:
+            raised.append(error)
+            if not isinstance(error, (optuna.TrialPruned, Lost)):
+                trial.set_user_attr(RAISED_ATTR, trial.number)
             raise
 
     try:
@@ -337,14 +340,20 @@ def _take_one(job: Job, log: Callable[[str], None] | None) -> None:
         if state in (TrialState.RUNNING, TrialState.FAIL):  # Optuna failed it, or was stopped before it could
             _queue_again(job.study, taken[0], fail=state == TrialState.RUNNING)
         raise
-    except Exception:  # Optuna cannot tell a trial that another worker failed: this worker was paused
+    except Exception as error:
+        # Optuna re-raises the objective's own error once it has recorded the trial as failed; any other error with
+        # the trial failed is its refusal to record an outcome ("Cannot tell a FAIL trial"): another worker failed it
         trial = job.study._storage.get_trial(taken[0]) if taken else None
-        if trial is None or trial.state != TrialState.FAIL or trial.user_attrs.get(RAISED_ATTR) == trial.number:
+        own = raised[0] if raised else None
+        if trial is None or trial.state != TrialState.FAIL or error is own:
             raise
-        if log is not None:
-            log(str(lost[0]) if lost else f"trial {trial.number} of {job.study.study_name!r}: its outcome is dropped: "
-                "another worker failed it while this one was silent for three heartbeats (paused?) and queued it "
-                "again, which resumes the run from its checkpoint")
+        # outcomes, not errors (UpdateFinishedTrialError: the objective wrote to its trial after it was failed)
+        if own is not None and not isinstance(own, (optuna.TrialPruned, Lost, Surplus, UpdateFinishedTrialError)):
+            raise own from None
+        if log is not None and not isinstance(own, Surplus):
+            log(str(own) if isinstance(own, Lost) else f"trial {trial.number} of {job.study.study_name!r}: its outcome "
+                "is dropped: another worker failed it while this one was silent for three heartbeats (paused?) and "
+                "queued it again, which resumes the run from its checkpoint")
 
 
 def _unfinished(study: optuna.Study, lost: dict[int, float], heartbeat: int) -> int:
