@@ -22,10 +22,12 @@ import torch
 
 from gradgeo.cli import main
 from gradgeo.training.engine import TrainConfig, train
+from gradgeo.training.run_folder import hold_folder
 
 optuna = pytest.importorskip("optuna", reason="the tune extra is not installed: pip install 'gradgeo[tune]'")
 
 from gradgeo.experiments import queue  # noqa: E402 (needs optuna)
+from gradgeo.experiments.grid import run_dir  # noqa: E402
 from gradgeo.experiments.storage import Job, Surplus, open_storage, open_study, work  # noqa: E402
 from gradgeo.experiments.tune import search_space  # noqa: E402
 
@@ -507,6 +509,47 @@ def test_a_paused_grid_worker_neither_crashes_a_worker_nor_trains_a_run_twice(ti
     assert complete == [("sgd", 0), ("sgd+h0:lam=2", 0)]
     lines = (folder / "metrics.jsonl").read_text().splitlines()
     assert lines[0] == first_epoch and [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning",  # fail_stale_trials
+                            "ignore:Heartbeat of storage is supposed to be used with Study.optimize")  # ask()
+def test_a_copy_of_a_run_that_takes_over_from_a_paused_worker_waits_for_its_folder(tmp_path):
+    """Two workers that start together both queue the grid's run (trials 0 and 1). Worker B takes trial 0 and is
+    paused, holding the run folder; another worker fails the trial as stale and queues its retry (trial 2). Worker A
+    then takes trial 1, the first queued: with trial 0 failed, that copy is the one that trains the run, so it
+    waits for the folder like a retry (it used to end with "... is in use", exit code 2) until B, continued, lets go
+    of it; the retry is then dropped as a duplicate. The run trains once."""
+    storage = open_storage(None, tmp_path, heartbeat=1)
+    study = open_study(storage, "grid", {"kind": "grid", "runs": [["sgd", 0]]}, direction="minimize")
+    for _ in range(2):  # by each worker
+        study.enqueue_trial({}, user_attrs={"label": "sgd", "seed": 0})
+    paused = study.ask()  # B's
+    storage.record_heartbeat(paused._trial_id)
+    folder = run_dir(tmp_path, "sgd", 0)
+    folder.mkdir(parents=True)
+    with contextlib.ExitStack() as b:
+        b.enter_context(hold_folder(folder))
+        time.sleep(4)  # three heartbeats missed on the database's clock (whole seconds: a beat at 10.9 s reads 10)
+        optuna.storages.fail_stale_trials(study)  # another worker looks
+        lines: list[str] = []
+        trained = []
+
+        def log(line: str) -> None:
+            lines.append(line)
+            if ": waits for " in line:
+                b.close()  # B continues: at the end of its epoch it stops the run, letting go of the folder
+
+        def run_one(label: str, seed: int, still_running) -> str:
+            with hold_folder(run_dir(tmp_path, label, seed)):
+                trained.append((label, seed))
+            return "trained"
+
+        queue.run_queue([("sgd", 0)], run_one, storage=None, out=tmp_path, study="grid", settings={}, heartbeat=1,
+                        log=log)
+    assert trained == [("sgd", 0)]
+    assert lines[0].startswith("sgd seed 0: waits for its run folder, still held by the worker of trial 0"), lines
+    assert [(t.state.name, t.system_attrs.get("failed_trial")) for t in study.get_trials()] == [
+        ("FAIL", None), ("COMPLETE", None), ("FAIL", 0)]
 
 
 @pytest.mark.slow

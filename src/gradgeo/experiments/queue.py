@@ -7,9 +7,10 @@ queued, running or done is skipped (two workers that start together may both que
 when taken). A worker whose run dies (killed, machine lost) stops sending heartbeats; the run is queued again and
 the next worker resumes it from its checkpoint. A worker that was only paused for three heartbeats (stopped,
 suspended) finds, when it continues, that its run was queued again: it stops the run at the end of its epoch, while
-the worker that took the retry waits for the run folder, then resumes it. A run that failed with an error is queued
-again when a worker starts. Each worker returns when every run is done (a worker that looks while a lost run is
-being queued again waits for it), so any of them can summarize.
+the worker that took the run over (its retry, or a copy that two workers starting together both queued) waits for
+the run folder, then resumes it. A run that failed with an error is queued again when a worker starts. Each worker
+returns when every run is done (a worker that looks while a lost run is being queued again waits for it), so any of
+them can summarize.
 
 A trial's value is its run's training time in seconds (the study minimizes nothing: the queue is the point).
 """
@@ -118,13 +119,16 @@ def run_queue(
                            "this one was silent for three heartbeats (paused?) and queued it again, to resume it from "
                            "its checkpoint")
 
+        # the run's earlier trials, all failed since this one trains it: a retry's, or a copy's that two workers
+        # starting together both queued; the worker of such a trial may be alive, paused, still training the run
+        before = [t.number for t in queue.get_trials(deepcopy=False) if _run(t) == run and t.number < trial.number]
         started = time.perf_counter()
-        if "failed_trial" not in frozen.system_attrs:
+        if not before:
             line = run_one(*run, still_running)
-        else:  # a retry: the failed trial's worker may be alive, paused, still training the run
+        else:
             line = when_free(lambda: run_one(*run, still_running), f"{run[0]} seed {run[1]}: waits for its run folder, "
-                             f"still held by the worker of trial {frozen.system_attrs['failed_trial']} (paused or "
-                             "slow), to resume it from its checkpoint", poll=min(5, heartbeat), log=log)
+                             f"still held by the worker of trial {before[0]} (paused or slow), to resume it from its "
+                             "checkpoint", poll=min(5, heartbeat), log=log)
         if log is not None:
             done = sum(t.state == TrialState.COMPLETE for t in queue.get_trials(deepcopy=False)) + 1
             log(f"[{done}/{len(runs)}] {run[0]} seed {run[1]}: {line}")
