@@ -615,6 +615,24 @@ def test_a_lost_runs_retry_is_waited_for_three_heartbeats_a_failed_run_not_at_al
     assert not waits or 3 <= time.monotonic() - started < 30, lines
 
 
+def test_two_workers_never_take_the_same_queued_trial(tmp_path):
+    """Two processes take queued trials from the embedded storage as fast as they can. Optuna takes one by reading
+    that it is waiting, then setting it running, with SELECT ... FOR UPDATE, which SQLite lacks: both could read
+    "waiting" and run the same trial (a grid's run twice, one worker ending on "... is in use"; a duplicate's
+    Surplus told twice: "Cannot tell a FAIL trial"). Each trial is taken once."""
+    study = open_study(open_storage(None, tmp_path, heartbeat=1), "queue", {}, direction="minimize")
+    for number in range(200):
+        study.enqueue_trial({}, user_attrs={"n": number})
+    take_all = ("import json, sys, warnings; from pathlib import Path; import optuna; "
+                "from gradgeo.experiments.storage import open_storage; warnings.simplefilter('ignore'); "
+                "study = optuna.load_study(study_name='queue', storage=open_storage(None, Path(sys.argv[1]), 1)); "
+                "taken = iter(study._pop_waiting_trial_id, None); print(json.dumps(list(taken)))")
+    workers = [subprocess.Popen([sys.executable, "-c", take_all, str(tmp_path)], env=_env(), stdout=subprocess.PIPE,
+                                text=True) for _ in range(2)]
+    first, second = (json.loads(w.communicate(timeout=240)[0]) for w in workers)
+    assert sorted(first + second) == sorted(t._trial_id for t in study.get_trials())  # each taken, and once
+
+
 def _silent_before_its_outcome_is_recorded(monkeypatch, out: Path, number: int) -> None:
     """Make this worker silent for three heartbeats (of 1 s) right before Optuna records the outcome of trial
     ``number``, its heartbeats already stopped (a worker paused there, or starved by a loaded machine); another

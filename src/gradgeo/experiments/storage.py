@@ -4,7 +4,9 @@ takes trials until a study is done.
 Storage: embedded by default, a SQLite file in the output folder (no server; the processes of one machine, or of
 machines that share that folder on a file system with working locks); ``storage=URL`` takes any database URL of
 Optuna's :class:`~optuna.storages.RDBStorage`, ``postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB`` being the
-documented way to spread one study over many machines.
+documented way to spread one study over many machines. On SQLite every transaction takes the database's write lock
+as it begins (:func:`_begin_immediate`): Optuna's read-then-write of a trial is atomic there too, so a queued trial
+is taken by one worker only.
 
 Dead workers: a running trial records a heartbeat every ``heartbeat`` seconds. A trial silent for three is taken
 for dead (its process was killed or lost its machine): the next worker that looks marks it failed and queues it
@@ -142,15 +144,23 @@ def open_storage(url: str | None, out: Path | None = None, heartbeat: int = 30) 
         raise ValueError(f"the password in the study storage URL {shown_url(url)} holds '@': write it percent-encoded "
                          "(%40), or leave it out of the URL and give it in PGPASSWORD or ~/.pgpass")
     sqlite = url.startswith("sqlite")
-    # SQLite: wait for another worker's write instead of failing; a server: test pooled connections before use
-    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
+    # SQLite: wait for another worker's write instead of failing, and no BEGIN of pysqlite's own (see below); a
+    # server: test pooled connections before use
+    engine_kwargs: dict[str, Any] = ({"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite
+                                     else {"pool_pre_ping": True})
     for attempt in range(5):
         try:
             with quiet_optuna():
-                return optuna.storages.RDBStorage(
+                storage = optuna.storages.RDBStorage(
                     url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                         max_retry=_MAX_RETRY, inherit_intermediate_values=True))
+            if sqlite:
+                # Optuna reads a trial and then writes it in one transaction (a queued trial is taken: read as
+                # waiting, set running), made atomic by SELECT ... FOR UPDATE, which SQLite lacks: two workers
+                # could take the same queued trial. Each transaction takes the write lock as it begins instead.
+                sqlalchemy.event.listen(storage.engine, "begin", _begin_immediate)
+            return storage
         except ImportError as error:  # the URL's database driver (Optuna raises a plain ImportError for some)
             missing = f" {error.name!r}" if error.name else ""
             raise ValueError(f"cannot open the study storage {shown_url(url)}: its database driver{missing} is not "
@@ -163,6 +173,11 @@ def open_storage(url: str | None, out: Path | None = None, heartbeat: int = 30) 
                 continue
             raise ValueError(f"cannot open the study storage {shown_url(url)}: {redact(reason, url)}") from None
     raise AssertionError("unreachable")
+
+
+def _begin_immediate(connection: sqlalchemy.Connection) -> None:
+    """Begin a transaction on an SQLite database with its write lock held (waiting for it, up to the timeout)."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def portable_config(config: Any) -> dict[str, Any]:
