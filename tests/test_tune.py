@@ -10,6 +10,7 @@ import pwd
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -22,11 +23,13 @@ import torch
 from gradgeo.cli import main
 from gradgeo.training.config import TrainConfig
 from gradgeo.training.engine import train
+from gradgeo.training.run_folder import hold_folder
 
 optuna = pytest.importorskip("optuna", reason="the tune extra is not installed: pip install 'gradgeo[tune]'")
 
 from gradgeo.experiments import queue  # noqa: E402 (needs optuna)
-from gradgeo.experiments.storage import open_storage, open_study  # noqa: E402
+from gradgeo.experiments.grid import run_dir  # noqa: E402
+from gradgeo.experiments.storage import Job, Surplus, open_storage, open_study, work  # noqa: E402
 from gradgeo.experiments.tune import search_space  # noqa: E402
 
 # the newest Debian PostgreSQL server binaries (.ci/run installs them)
@@ -247,6 +250,97 @@ def test_the_retry_of_a_killed_trial_keeps_its_place_in_the_budget(tiny_fashion,
     assert re.search(r"\[sgd\] trial 2: stopped at epoch [12], over the budget", log), log
 
 
+def _pause(worker: subprocess.Popen[str], database: Path) -> None:
+    """Stop ``worker`` (SIGSTOP, as a suspended laptop or a paused VM does) at a moment it holds no lock on the
+    SQLite ``database``: one stopped inside a write would block the other workers' writes until it continues."""
+    while True:
+        worker.send_signal(signal.SIGSTOP)
+        while Path(f"/proc/{worker.pid}/stat").read_text().rpartition(")")[2].split()[0] != "T":
+            time.sleep(0.001)
+        connection = sqlite3.connect(database, timeout=0, isolation_level=None)
+        try:
+            connection.execute("BEGIN EXCLUSIVE")  # fails while any process reads or writes the database
+            connection.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            worker.send_signal(signal.SIGCONT)
+            time.sleep(0.01)
+        finally:
+            connection.close()
+
+
+def _paused_while_another_takes_its_retry(command: list[str], runs: str) -> tuple[list[int], str, str, Path, str]:
+    """Start worker B (a real process of ``command``, with ``--heartbeat 1``), pause it (:func:`_pause`) in the
+    middle of a run, once one of the folders ``runs`` (a glob) holds an epoch's checkpoint and no result, for more
+    than three heartbeats; then start worker A, and continue B once A waits for that run folder (B still holds it).
+    Returns both exit codes (B's, A's), both logs, the folder and its first epoch's line of metrics."""
+    out = Path(command[command.index("--out") + 1])
+    env = {**_env(), "PYTHONUNBUFFERED": "1"}  # A's lines as it prints them
+    workers: list[subprocess.Popen[str]] = []
+    try:
+        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True))
+        b = workers[0]
+        deadline = time.monotonic() + 120
+        while not (mid := [d for d in out.glob(runs) if (d / "checkpoint.pt").exists()]):
+            assert b.poll() is None and time.monotonic() < deadline, b.communicate()[0]
+            time.sleep(0.02)
+        _pause(b, out / "study.db")
+        assert not (mid[0] / "result.json").exists()  # paused mid-run (4 epochs of a fraction of a second)
+        first_epoch = (mid[0] / "metrics.jsonl").read_text().splitlines()[0]
+        # three heartbeats of 1 s missed, on the database's clock (whole seconds: a beat at 10.9 s reads 10 s), so
+        # the run's trial is stale for the next worker that looks
+        time.sleep(4.5)
+        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True))
+        a = workers[1]
+        assert a.stdout is not None
+        seen = []
+        for line in a.stdout:  # A fails the trial as stale, takes its retry and waits for B's folder
+            seen.append(line)
+            if ": waits for " in line:
+                break
+        else:
+            pytest.fail("worker A ended without waiting for the paused worker's folder:\n" + "".join(seen))
+        b.send_signal(signal.SIGCONT)
+        log_b = b.communicate(timeout=240)[0]
+        log_a = "".join(seen) + a.communicate(timeout=240)[0]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGCONT)
+                worker.kill()
+                worker.wait()
+    return [b.returncode, a.returncode], log_b, log_a, mid[0], first_epoch
+
+
+@pytest.mark.slow
+def test_a_paused_worker_neither_crashes_a_worker_nor_loses_its_trial(tiny_fashion, tmp_path):
+    """Worker B is paused (SIGSTOP: a suspended laptop, a paused VM) in the middle of trial 0 for more than three
+    heartbeats. Worker A starts meanwhile, fails trial 0 as silent, queues its retry and takes it; the retry's run
+    folder is still held by B, so A waits for it. B, continued, sees at the end of its epoch that trial 0 is no
+    longer running, stops it (releasing the folder) and takes the next trial; A resumes the run from B's checkpoint.
+    Neither worker fails, no epoch is trained twice, and the budget of 2 trials completes, no more."""
+    out = tmp_path / "tune"
+    command = _gradgeo("tune", "sgd", "--data-dir", tiny_fashion, *TINY, "--epochs", "4", "--trials", "2",
+                       "--heartbeat", "1", "--out", out)
+    codes, log_b, log_a, folder, first_epoch = _paused_while_another_takes_its_retry(command, "sgd/trial-*")
+    assert codes == [0, 0], f"B:\n{log_b}\nA:\n{log_a}"
+    assert folder.name == "trial-0" and "] trial 1: waits for sgd/trial-0, still held" in log_a, log_a
+    assert re.search(r"\[sgd\] trial 0: stopped at epoch \d, no longer running", log_b), log_b
+    row = json.loads((out / "summary.json").read_text())["rows"][0]
+    trials = {t["number"]: t for t in row["trials"]}
+    assert (row["counted"], row["complete"]) == (2, 2), row["trials"]  # the budget, all of it, not more
+    assert trials[0]["state"] == "fail" and not trials[0]["counted"]
+    [retry] = [t for t in trials.values() if t["retry_of"] == 0]
+    assert retry["state"] == "complete" and retry["counted"] and retry["dir"] == "sgd/trial-0"
+    # the retry resumed B's run: every epoch trained once, in order, the first ones by B
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    assert lines[0] == first_epoch and [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+    assert f"trial {retry['number']}: epoch 1/4" not in log_a, log_a
+    assert json.loads((folder / "result.json").read_text())["history"][-1]["val_acc"] == retry["value"]
+
+
 @pytest.mark.slow
 def test_tune_gives_every_spec_the_same_budget(tiny_fashion, tmp_path, capsys):
     assert main(["tune", "sgd", "sgd+h1", "--data-dir", str(tiny_fashion), *TINY, "--epochs", "1", "--trials", "2",
@@ -401,6 +495,65 @@ def test_a_rerun_after_every_worker_died_does_not_wait_for_them(tiny_fashion, tm
 
 
 @pytest.mark.slow
+def test_a_paused_grid_worker_neither_crashes_a_worker_nor_trains_a_run_twice(tiny_fashion, tmp_path):
+    """As for tune: the worker that takes the paused worker's run again waits for its folder and resumes it once
+    the paused one, continued, has stopped it; every run of the grid completes once, no epoch trains twice."""
+    out = tmp_path / "grid"
+    command = _gradgeo("compare", "sgd", "sgd+h0:lam=2", "--seeds", "1", "--epochs", "4", *TINY, "--data-dir",
+                       tiny_fashion, "--quiet", "--out", out, "--storage", "--heartbeat", "1")
+    codes, log_b, log_a, folder, first_epoch = _paused_while_another_takes_its_retry(command, "runs/*/seed-*")
+    assert codes == [0, 0], f"B:\n{log_b}\nA:\n{log_a}"
+    assert re.search(r"seed 0: stopped, no longer running", log_b), log_b
+    study = optuna.load_study(study_name="grid", storage=f"sqlite:///{out / 'study.db'}")
+    complete = sorted((t.user_attrs["label"], t.user_attrs["seed"]) for t in study.get_trials()
+                      if t.state == optuna.trial.TrialState.COMPLETE)
+    assert complete == [("sgd", 0), ("sgd+h0:lam=2", 0)]
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    assert lines[0] == first_epoch and [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning",  # fail_stale_trials
+                            "ignore:Heartbeat of storage is supposed to be used with Study.optimize")  # ask()
+def test_a_copy_of_a_run_that_takes_over_from_a_paused_worker_waits_for_its_folder(tmp_path):
+    """Two workers that start together both queue the grid's run (trials 0 and 1). Worker B takes trial 0 and is
+    paused, holding the run folder; another worker fails the trial as stale and queues its retry (trial 2). Worker A
+    then takes trial 1, the first queued: with trial 0 failed, that copy is the one that trains the run, so it
+    waits for the folder like a retry (it used to end with "... is in use", exit code 2) until B, continued, lets go
+    of it; the retry is then dropped as a duplicate. The run trains once."""
+    storage = open_storage(None, tmp_path, heartbeat=1)
+    study = open_study(storage, "grid", {"kind": "grid", "runs": [["sgd", 0]]}, direction="minimize")
+    for _ in range(2):  # by each worker
+        study.enqueue_trial({}, user_attrs={"label": "sgd", "seed": 0})
+    paused = study.ask()  # B's
+    storage.record_heartbeat(paused._trial_id)
+    folder = run_dir(tmp_path, "sgd", 0)
+    folder.mkdir(parents=True)
+    with contextlib.ExitStack() as b:
+        b.enter_context(hold_folder(folder))
+        time.sleep(4)  # three heartbeats missed on the database's clock (whole seconds: a beat at 10.9 s reads 10)
+        optuna.storages.fail_stale_trials(study)  # another worker looks
+        lines: list[str] = []
+        trained = []
+
+        def log(line: str) -> None:
+            lines.append(line)
+            if ": waits for " in line:
+                b.close()  # B continues: at the end of its epoch it stops the run, letting go of the folder
+
+        def run_one(label: str, seed: int, still_running) -> str:
+            with hold_folder(run_dir(tmp_path, label, seed)):
+                trained.append((label, seed))
+            return "trained"
+
+        queue.run_queue([("sgd", 0)], run_one, storage=None, out=tmp_path, study="grid", settings={}, heartbeat=1,
+                        log=log)
+    assert trained == [("sgd", 0)]
+    assert lines[0].startswith("sgd seed 0: waits for its run folder, still held by the worker of trial 0"), lines
+    assert [(t.state.name, t.system_attrs.get("failed_trial")) for t in study.get_trials()] == [
+        ("FAIL", None), ("COMPLETE", None), ("FAIL", 0)]
+
+
+@pytest.mark.slow
 def test_a_worker_that_looks_while_a_run_is_queued_again_waits_for_it(tiny_fashion, tmp_path, monkeypatch):
     """Worker A, in this process, is stopped by Ctrl-C in the grid's only run while worker B (a real process) waits
     for that run: A fails the run's trial, then queues it again. In between B looks: nothing queued, nothing
@@ -412,7 +565,7 @@ def test_a_worker_that_looks_while_a_run_is_queued_again_waits_for_it(tiny_fashi
     run_queue = queue.run_queue
 
     def stopped_while_second_waits(runs, run_one, **kwargs):
-        def run(label: str, seed: int) -> str:
+        def run(label: str, seed: int, still_running) -> str:
             second.append(subprocess.Popen(command, env={**_env(), "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
                                            stderr=subprocess.STDOUT, text=True))
             seen = []
@@ -450,7 +603,7 @@ def test_a_lost_runs_retry_is_waited_for_three_heartbeats_a_failed_run_not_at_al
     lines: list[str] = []
     kwargs = {"storage": None, "out": tmp_path, "study": "grid", "settings": {}, "heartbeat": 1, "log": lines.append}
 
-    def first(label: str, seed: int) -> str:
+    def first(label: str, seed: int, still_running) -> str:
         raise error
 
     with pytest.raises(error):
@@ -458,9 +611,93 @@ def test_a_lost_runs_retry_is_waited_for_three_heartbeats_a_failed_run_not_at_al
     monkeypatch.undo()
     trained = []
     started = time.monotonic()
-    queue.run_queue([("sgd", 0)], lambda label, seed: str(trained.append((label, seed))), **kwargs)
+    queue.run_queue([("sgd", 0)], lambda label, seed, still_running: str(trained.append((label, seed))), **kwargs)
     assert trained == [("sgd", 0)] and any(line.startswith("waiting for 1 trial(s)") for line in lines) == waits
     assert not waits or 3 <= time.monotonic() - started < 30, lines
+
+
+def test_two_workers_never_take_the_same_queued_trial(tmp_path):
+    """Two processes take queued trials from the embedded storage as fast as they can. Optuna takes one by reading
+    that it is waiting, then setting it running, with SELECT ... FOR UPDATE, which SQLite lacks: both could read
+    "waiting" and run the same trial (a grid's run twice, one worker ending on "... is in use"; a duplicate's
+    Surplus told twice: "Cannot tell a FAIL trial"). Each trial is taken once."""
+    study = open_study(open_storage(None, tmp_path, heartbeat=1), "queue", {}, direction="minimize")
+    for number in range(200):
+        study.enqueue_trial({}, user_attrs={"n": number})
+    take_all = ("import json, sys, warnings; from pathlib import Path; import optuna; "
+                "from gradgeo.experiments.storage import open_storage; warnings.simplefilter('ignore'); "
+                "study = optuna.load_study(study_name='queue', storage=open_storage(None, Path(sys.argv[1]), 1)); "
+                "taken = iter(study._pop_waiting_trial_id, None); print(json.dumps(list(taken)))")
+    workers = [subprocess.Popen([sys.executable, "-c", take_all, str(tmp_path)], env=_env(), stdout=subprocess.PIPE,
+                                text=True) for _ in range(2)]
+    first, second = (json.loads(w.communicate(timeout=240)[0]) for w in workers)
+    assert sorted(first + second) == sorted(t._trial_id for t in study.get_trials())  # each taken, and once
+
+
+def _silent_before_its_outcome_is_recorded(monkeypatch, out: Path, number: int) -> None:
+    """Make this worker silent for three heartbeats (of 1 s) right before Optuna records the outcome of trial
+    ``number``, its heartbeats already stopped (a worker paused there, or starved by a loaded machine); another
+    worker on the study in ``out`` looks then (its own storage): it fails the trial as stale and queues it again."""
+    tell = optuna.study._optimize._tell_with_warning
+
+    def late(study, trial, *args, **kwargs):
+        if trial.number == number:
+            time.sleep(4)  # three heartbeats missed on the database's clock (whole seconds: a beat at 10.9 s reads 10)
+            other = optuna.load_study(study_name=study.study_name, storage=open_storage(None, out, heartbeat=1))
+            optuna.storages.fail_stale_trials(other)
+            assert other.get_trials()[number].state == optuna.trial.TrialState.FAIL
+        return tell(study, trial, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.study._optimize, "_tell_with_warning", late)
+
+
+@pytest.mark.parametrize("outcome", ["value", "pruned", "surplus", "error"])
+def test_a_trial_another_worker_failed_before_its_outcome_was_recorded_is_lost_cleanly(outcome, tmp_path,
+                                                                                       monkeypatch):
+    """Another worker fails this worker's trial as stale just before Optuna records its outcome, which Optuna then
+    refuses ("Cannot tell a FAIL trial"). The worker goes on: a value or a pruning is dropped with a line (the retry
+    the other worker queued takes the trial's place), a trial not needed (Surplus) quietly; an error of the
+    objective's own still ends the worker, as that error (not Optuna's refusal)."""
+    study = open_study(open_storage(None, tmp_path, heartbeat=1), "study", {}, direction="minimize")
+    _silent_before_its_outcome_is_recorded(monkeypatch, tmp_path, 0)
+    lines: list[str] = []
+
+    def objective(trial):
+        if trial.number == 0 and outcome != "value":
+            raise {"pruned": optuna.TrialPruned(), "surplus": Surplus("not needed"), "error": OSError("disk")}[outcome]
+        return 1.0
+
+    def wants_trial(trials):  # one trial, and its retry
+        return not trials or any(t.state == optuna.trial.TrialState.WAITING for t in trials)
+
+    with pytest.raises(OSError, match="disk") if outcome == "error" else contextlib.nullcontext():
+        work([Job(study, objective, wants_trial)], heartbeat=1, log=lines.append)
+    trials = study.get_trials()
+    assert trials[0].state == optuna.trial.TrialState.FAIL and trials[1].system_attrs["failed_trial"] == 0
+    if outcome != "error":
+        assert trials[1].state == optuna.trial.TrialState.COMPLETE  # the retry, in the trial's place
+        assert lines == ([] if outcome == "surplus" else [
+            "trial 0 of 'study': its outcome is dropped: another worker failed it while this one was silent for three "
+            "heartbeats (paused?) and queued it again, which resumes the run from its checkpoint"])
+
+
+def test_a_duplicate_run_another_worker_failed_before_its_surplus_was_recorded_ends_no_worker(tmp_path, monkeypatch):
+    """Two workers that start together both queue the grid's run; the first copy trains it, the second is not
+    needed (Surplus). The worker taking that copy is silent for three heartbeats before its failure is recorded;
+    the other worker fails it as stale and queues it again. The worker goes on (it used to end with "Cannot tell a
+    FAIL trial", exit code 2): the queued copy is dropped in turn, the run completes once."""
+    study = open_study(open_storage(None, tmp_path, heartbeat=1), "grid", {"kind": "grid", "runs": [["sgd", 0]]},
+                       direction="minimize")
+    for _ in range(2):  # by each worker
+        study.enqueue_trial({}, user_attrs={"label": "sgd", "seed": 0})
+    _silent_before_its_outcome_is_recorded(monkeypatch, tmp_path, 1)
+    trained = []
+    queue.run_queue([("sgd", 0)], lambda label, seed, still_running: str(trained.append((label, seed))),
+                    storage=None, out=tmp_path, study="grid", settings={}, heartbeat=1, log=None)
+    trials = study.get_trials()
+    assert trained == [("sgd", 0)]
+    assert [(t.state.name, t.system_attrs.get("failed_trial")) for t in trials] == [
+        ("COMPLETE", None), ("FAIL", None), ("FAIL", 1)]
 
 
 # ---- bad input: a clear error, no traceback ---------------------------------------------------------------------

@@ -185,13 +185,21 @@ def run_grid(
         if context.is_main:
             _atomic_save(plan, plan_path)  # atomic: the other ranks may be reading it
 
-        def train_one(label: str, seed: int, splits: DatasetSplits | None) -> None:
-            """Train one run in this process, logging its epochs (rank 0, unless progress is False)."""
+        def train_one(label: str, seed: int, splits: DatasetSplits | None,
+                      still_running: Callable[[], None] | None = None) -> None:
+            """Train one run in this process, logging its epochs (rank 0, unless progress is False); after each,
+            ``still_running()`` may stop it (a queued run that another worker took back)."""
             config = make_config(label, seed)
             report = progress is not False and context.is_main
+
+            def on_epoch(row: dict[str, Any]) -> None:
+                if still_running is not None:
+                    still_running()
+                if report:
+                    log(_epoch_line(label, seed, config.epochs, describe, row))
+
             train_fn(config, run_dir(out, label, seed), resume=True, progress=progress, log=None, splits=splits,
-                     on_epoch=(lambda row: log(_epoch_line(label, seed, config.epochs, describe, row))) if report
-                     else None)
+                     on_epoch=on_epoch if report or still_running is not None else None)
 
         def finished(label: str, seed: int) -> str:
             """What the line after a finished run says of it."""
@@ -212,10 +220,10 @@ def run_grid(
                                  "command) instead of --jobs or torchrun")
             loaded: dict[str, DatasetSplits] = {}
 
-            def run_one(label: str, seed: int) -> str:
+            def run_one(label: str, seed: int, still_running: Callable[[], None]) -> str:
                 if "splits" not in loaded:
                     loaded["splits"] = load(make_config(label, seed))
-                train_one(label, seed, loaded["splits"])
+                train_one(label, seed, loaded["splits"], still_running)
                 return finished(label, seed)
 
             run_queue([(label, seed) for seed in seeds for label in labels], run_one, storage=storage or None, out=out,

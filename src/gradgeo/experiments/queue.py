@@ -1,13 +1,16 @@
 """A grid of runs as queued trials of one Optuna study, which any number of worker processes take one at a time.
 
-Every worker calls :func:`run_queue` with the same runs and settings (the same ``gradgeo compare ... --storage
-URL`` command, on any machine that shares the output folder). Each run is one trial, queued once with the run in
-its user attributes; a worker takes the next queued trial and trains it. No run trains twice: a run whose
-earlier trial is queued, running or done is skipped (two workers that start together may both queue it; the
-later copy is dropped when taken). A worker whose run dies (killed, machine lost) stops sending heartbeats; the
-run is queued again and the next worker resumes it from its checkpoint. A run that failed with an error is
-queued again when a worker starts. Each worker returns when every run is done (a worker that looks while a lost
-run is being queued again waits for it), so any of them can summarize.
+Every worker calls :func:`run_queue` with the same runs and settings (the same ``gradgeo compare ... --storage URL``
+command, on any machine that shares the output folder). Each run is one trial, queued once with the run in its user
+attributes; a worker takes the next queued trial and trains it. No run trains twice: a run whose earlier trial is
+queued, running or done is skipped (two workers that start together may both queue it; the later copy is dropped
+when taken). A worker whose run dies (killed, machine lost) stops sending heartbeats; the run is queued again and
+the next worker resumes it from its checkpoint. A worker that was only paused for three heartbeats (stopped,
+suspended) finds, when it continues, that its run was queued again: it stops the run at the end of its epoch, while
+the worker that took the run over (its retry, or a copy that two workers starting together both queued) waits for
+the run folder, then resumes it. A run that failed with an error is queued again when a worker starts. Each worker
+returns when every run is done (a worker that looks while a lost run is being queued again waits for it), so any of
+them can summarize.
 
 A trial's value is its run's training time in seconds (the study minimizes nothing: the queue is the point).
 """
@@ -23,11 +26,13 @@ from gradgeo.experiments.storage import (
     MACHINE_FIELDS,
     FrozenTrial,
     Job,
+    Lost,
     Surplus,
     TrialState,
     open_storage,
     open_study,
     optuna,
+    when_free,
     work,
 )
 
@@ -43,7 +48,7 @@ def _run(trial: FrozenTrial) -> tuple[str, int] | None:
 
 def run_queue(
     runs: Sequence[tuple[str, int]],
-    run_one: Callable[[str, int], str],
+    run_one: Callable[[str, int, Callable[[], None]], str],
     *,
     storage: str | None,
     out: Path | None = None,
@@ -56,8 +61,11 @@ def run_queue(
 
     Args:
         runs: the grid, in the order to queue it.
-        run_one: trains one run and returns a line about its result; it must resume a run that was interrupted
-            (it may be called for a run another worker started and lost) and finish at once for a finished one.
+        run_one: ``run_one(label, seed, still_running)`` trains one run and returns a line about its result; it
+            must resume a run that was interrupted (it may be called for a run another worker started and lost)
+            and finish at once for a finished one, and call ``still_running()`` after each epoch: it raises
+            :class:`~gradgeo.experiments.storage.Lost` when another worker has queued the run again meanwhile
+            (this one was paused), which stops the run.
         storage: the database URL (``postgresql+psycopg://...``, ``sqlite:///FILE``); None: the SQLite file
             ``out/study.db`` (the processes of one machine, or of machines sharing ``out``).
         out: the folder of the embedded storage.
@@ -103,8 +111,24 @@ def run_queue(
         if owner.number != trial.number:
             trial.set_user_attr("note", f"duplicate of trial {owner.number}")
             raise Surplus(f"{run} is trial {owner.number}'s")
+
+        def still_running() -> None:
+            now = next(t for t in queue.get_trials(deepcopy=False) if t.number == trial.number)
+            if now.state != TrialState.RUNNING:
+                raise Lost(f"{run[0]} seed {run[1]}: stopped, no longer running: another worker failed its trial while "
+                           "this one was silent for three heartbeats (paused?) and queued it again, to resume it from "
+                           "its checkpoint")
+
+        # the run's earlier trials, all failed since this one trains it: a retry's, or a copy's that two workers
+        # starting together both queued; the worker of such a trial may be alive, paused, still training the run
+        before = [t.number for t in queue.get_trials(deepcopy=False) if _run(t) == run and t.number < trial.number]
         started = time.perf_counter()
-        line = run_one(*run)
+        if not before:
+            line = run_one(*run, still_running)
+        else:
+            line = when_free(lambda: run_one(*run, still_running), f"{run[0]} seed {run[1]}: waits for its run folder, "
+                             f"still held by the worker of trial {before[0]} (paused or slow), to resume it from its "
+                             "checkpoint", poll=min(5, heartbeat), log=log)
         if log is not None:
             done = sum(t.state == TrialState.COMPLETE for t in queue.get_trials(deepcopy=False)) + 1
             log(f"[{done}/{len(runs)}] {run[0]} seed {run[1]}: {line}")

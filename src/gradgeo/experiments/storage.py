@@ -4,7 +4,9 @@ takes trials until a study is done.
 Storage: embedded by default, a SQLite file in the output folder (no server; the processes of one machine, or of
 machines that share that folder on a file system with working locks); ``storage=URL`` takes any database URL of
 Optuna's :class:`~optuna.storages.RDBStorage`, ``postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB`` being the
-documented way to spread one study over many machines.
+documented way to spread one study over many machines. On SQLite every transaction takes the database's write lock
+as it begins (:func:`_begin_immediate`): Optuna's read-then-write of a trial is atomic there too, so a queued trial
+is taken by one worker only.
 
 Dead workers: a running trial records a heartbeat every ``heartbeat`` seconds. A trial silent for three is taken
 for dead (its process was killed or lost its machine): the next worker that looks marks it failed and queues it
@@ -14,6 +16,13 @@ machine, the process id and its start time), and a trial whose process is gone i
 stopped by Ctrl-C (KeyboardInterrupt) is queued again the same way before the worker ends. Failing a trial and
 queueing it again are two writes: a worker that looks in between waits for the retry (a trial whose objective
 raised an error is not retried: it names itself in the user attribute ``raised``).
+
+Paused workers: a worker that was only silent (stopped, a suspended laptop, a paused virtual machine) is alive
+when it continues, still training the trial that another worker failed and queued again meanwhile. The retry's
+run folder is then still held by it: the worker that took the retry waits for the folder (:func:`when_free`),
+and the paused one, finding its trial no longer running (at the end of an epoch, :class:`Lost`, or when Optuna
+refuses its result), stops it, lets go of the folder and takes the next trial; the retry resumes the run from
+its checkpoint. No worker fails and no trial is lost.
 
 This module imports Optuna: importing it without the extra raises a :class:`ModuleNotFoundError` that names
 ``pip install 'gradgeo[tune]'``.
@@ -32,18 +41,23 @@ import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+from gradgeo.training.run_folder import FolderInUse
 
 MISSING_EXTRA = "gradgeo tune and gradgeo compare --storage need Optuna: pip install 'gradgeo[tune]'"
 try:
     import optuna
     import sqlalchemy
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import FrozenTrial, TrialState
 except ModuleNotFoundError as error:
     raise ModuleNotFoundError(MISSING_EXTRA) from error
 
-__all__ = ["EMBEDDED", "MACHINE_FIELDS", "MISSING_EXTRA", "Job", "Surplus", "open_storage", "open_study",
-           "portable_config", "quiet_optuna", "work"]
+__all__ = ["EMBEDDED", "MACHINE_FIELDS", "MISSING_EXTRA", "Job", "Lost", "Surplus", "open_storage", "open_study",
+           "portable_config", "quiet_optuna", "when_free", "work"]
+
+_T = TypeVar("_T")
 
 EMBEDDED = "study.db"
 #: config fields that name things on one machine; workers on other machines may set them differently
@@ -52,6 +66,12 @@ _SETTINGS_ATTR = "gradgeo"
 _MAX_RETRY = 3
 # errors of two workers creating the same new database at once: the loser retries and finds the tables
 _CREATION_RACE = ("already exists", "duplicate key", "database is locked", "unique")
+
+
+class Lost(Exception):  # noqa: N818 (not an error: the trial goes on elsewhere)
+    """Raised by an objective whose trial is no longer running: another worker failed it while this one was
+    silent for three heartbeats (paused) and queued it again. Its message is the line this worker logs; the
+    worker writes nothing more to the trial and takes the next one."""
 
 
 class Surplus(Exception):  # noqa: N818 (not an error: a trial that is not needed)
@@ -124,15 +144,23 @@ def open_storage(url: str | None, out: Path | None = None, heartbeat: int = 30) 
         raise ValueError(f"the password in the study storage URL {shown_url(url)} holds '@': write it percent-encoded "
                          "(%40), or leave it out of the URL and give it in PGPASSWORD or ~/.pgpass")
     sqlite = url.startswith("sqlite")
-    # SQLite: wait for another worker's write instead of failing; a server: test pooled connections before use
-    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
+    # SQLite: wait for another worker's write instead of failing, and no BEGIN of pysqlite's own (see below); a
+    # server: test pooled connections before use
+    engine_kwargs: dict[str, Any] = ({"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite
+                                     else {"pool_pre_ping": True})
     for attempt in range(5):
         try:
             with quiet_optuna():
-                return optuna.storages.RDBStorage(
+                storage = optuna.storages.RDBStorage(
                     url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                         max_retry=_MAX_RETRY, inherit_intermediate_values=True))
+            if sqlite:
+                # Optuna reads a trial and then writes it in one transaction (a queued trial is taken: read as
+                # waiting, set running), made atomic by SELECT ... FOR UPDATE, which SQLite lacks: two workers
+                # could take the same queued trial. Each transaction takes the write lock as it begins instead.
+                sqlalchemy.event.listen(storage.engine, "begin", _begin_immediate)
+            return storage
         except ImportError as error:  # the URL's database driver (Optuna raises a plain ImportError for some)
             missing = f" {error.name!r}" if error.name else ""
             raise ValueError(f"cannot open the study storage {shown_url(url)}: its database driver{missing} is not "
@@ -145,6 +173,11 @@ def open_storage(url: str | None, out: Path | None = None, heartbeat: int = 30) 
                 continue
             raise ValueError(f"cannot open the study storage {shown_url(url)}: {redact(reason, url)}") from None
     raise AssertionError("unreachable")
+
+
+def _begin_immediate(connection: sqlalchemy.Connection) -> None:
+    """Begin a transaction on an SQLite database with its write lock held (waiting for it, up to the timeout)."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def portable_config(config: Any) -> dict[str, Any]:
@@ -273,11 +306,35 @@ def _look(study: optuna.Study) -> None:
     _queue_dead(study)
 
 
-def _take_one(job: Job) -> None:
+def when_free(run: Callable[[], _T], waiting: str, *, poll: float,
+              log: Callable[[str], None] | None) -> _T:
+    """``run()``, a retried trial's training run, called again every ``poll`` seconds while its run folder is
+    held by another process (:class:`~gradgeo.training.run_folder.FolderInUse`): the worker of the failed trial,
+    paused and continued, still training it. That worker lets go at the end of its epoch (:class:`Lost`); the run
+    then resumes from its checkpoint. ``waiting``: the line logged when it starts waiting."""
+    logged = False
+    while True:
+        try:
+            return run()
+        except FolderInUse:
+            if log is not None and not logged:
+                log(waiting)
+                logged = True
+            time.sleep(poll)
+
+
+def _take_one(job: Job, log: Callable[[str], None] | None) -> None:
     """Run one trial of ``job`` here, its worker recorded in it (:data:`WORKER_ATTR`) and, when its objective
     raises an error, the trial (:data:`RAISED_ATTR`); a trial that Ctrl-C stops is queued again, like a killed
-    worker's, before the KeyboardInterrupt goes on."""
+    worker's, before the KeyboardInterrupt goes on.
+
+    A trial that another worker failed meanwhile (this one was silent for three heartbeats: paused, or starved by
+    a loaded machine) ends here, and the retry that worker queued takes its place: its objective raised
+    :class:`Lost`, or Optuna refused to record its outcome, which may happen at any moment up to the last (a
+    trial's heartbeats stop before its outcome is recorded). Its line goes to ``log``, none for a trial that was
+    not needed (:class:`Surplus`); an error of the objective's own still ends the worker, as that error."""
     taken: list[int] = []
+    raised: list[Exception] = []  # what the objective raised
 
     def objective(trial: optuna.Trial) -> float:
         taken.append(trial._trial_id)
@@ -285,10 +342,10 @@ def _take_one(job: Job) -> None:
             trial.set_user_attr(WORKER_ATTR, worker)
         try:
             return job.objective(trial)
-        except optuna.TrialPruned:
-            raise
-        except Exception:
-            trial.set_user_attr(RAISED_ATTR, trial.number)
+        except Exception as error:
+            raised.append(error)
+            if not isinstance(error, (optuna.TrialPruned, Lost)):
+                trial.set_user_attr(RAISED_ATTR, trial.number)
             raise
 
     try:
@@ -298,6 +355,20 @@ def _take_one(job: Job) -> None:
         if state in (TrialState.RUNNING, TrialState.FAIL):  # Optuna failed it, or was stopped before it could
             _queue_again(job.study, taken[0], fail=state == TrialState.RUNNING)
         raise
+    except Exception as error:
+        # Optuna re-raises the objective's own error once it has recorded the trial as failed; any other error with
+        # the trial failed is its refusal to record an outcome ("Cannot tell a FAIL trial"): another worker failed it
+        trial = job.study._storage.get_trial(taken[0]) if taken else None
+        own = raised[0] if raised else None
+        if trial is None or trial.state != TrialState.FAIL or error is own:
+            raise
+        # outcomes, not errors (UpdateFinishedTrialError: the objective wrote to its trial after it was failed)
+        if own is not None and not isinstance(own, (optuna.TrialPruned, Lost, Surplus, UpdateFinishedTrialError)):
+            raise own from None
+        if log is not None and not isinstance(own, Surplus):
+            log(str(own) if isinstance(own, Lost) else f"trial {trial.number} of {job.study.study_name!r}: its outcome "
+                "is dropped: another worker failed it while this one was silent for three heartbeats (paused?) and "
+                "queued it again, which resumes the run from its checkpoint")
 
 
 def _unfinished(study: optuna.Study, lost: dict[int, float], heartbeat: int) -> int:
@@ -329,7 +400,8 @@ def work(jobs: Sequence[Job], *, heartbeat: int = 30, deadline: float | None = N
         heartbeat: the storage's heartbeat in seconds: trials running elsewhere are looked at every
             ``min(5, heartbeat)`` seconds, and a lost trial's retry is waited for three heartbeats.
         deadline: a :func:`time.monotonic` time after which no trial starts and nothing is waited for.
-        log: receives one line when this worker starts waiting for others.
+        log: receives one line when this worker starts waiting for others, and one per trial of this worker that
+            another worker failed meanwhile (:func:`_take_one`).
     """
     waiting_logged = False
     lost: dict[int, float] = {}
@@ -340,7 +412,7 @@ def work(jobs: Sequence[Job], *, heartbeat: int = 30, deadline: float | None = N
                     _look(job.study)
                     if not job.wants_trial(job.study.get_trials(deepcopy=False)):
                         break
-                    _take_one(job)
+                    _take_one(job, log)
             if deadline is not None and time.monotonic() >= deadline:
                 return
             running = sum(_unfinished(job.study, lost, heartbeat) for job in jobs)

@@ -64,6 +64,7 @@ from gradgeo.experiments.search_space import (
 from gradgeo.experiments.storage import (
     FrozenTrial,
     Job,
+    Lost,
     Surplus,
     TrialState,
     open_storage,
@@ -71,6 +72,7 @@ from gradgeo.experiments.storage import (
     optuna,
     portable_config,
     shown_url,
+    when_free,
     work,
 )
 from gradgeo.tasks import Metric, Task, get_task
@@ -269,7 +271,12 @@ def tune(
 
             def on_epoch(row: dict[str, Any]) -> None:
                 value, epoch = row[metric.key], row["epoch"]
-                if not counted(study_.get_trials(deepcopy=False)):  # a retry queued since took back its place
+                now = study_.get_trials(deepcopy=False)
+                if next(t for t in now if t.number == trial.number).state != TrialState.RUNNING:
+                    raise Lost(f"[{space.spec}] trial {trial.number}: stopped at epoch {epoch}, no longer running: "
+                               "another worker failed it while this one was silent for three heartbeats (paused?) "
+                               f"and queued it again, to resume from its checkpoint ({spec})")
+                if not counted(now):  # a retry queued since took back its place
                     if log is not None:
                         log(f"[{space.spec}] trial {trial.number}: stopped at epoch {epoch}, over the budget ({spec})")
                     raise surplus()
@@ -282,9 +289,18 @@ def tune(
                 if epoch < base.epochs and trial.should_prune():  # the last epoch completes the trial anyway
                     raise stop(f"pruned at epoch {epoch}")
 
+            def train() -> list[dict[str, Any]]:
+                return task.train(dataclasses.replace(base, optimizer=spec), directory, resume=True,
+                                  progress=progress, log=None, splits=splits(), on_epoch=on_epoch)
+
             try:
-                history = task.train(dataclasses.replace(base, optimizer=spec), directory, resume=True,
-                                     progress=progress, log=None, splits=splits(), on_epoch=on_epoch)
+                if "failed_trial" not in frozen.system_attrs:
+                    history = train()
+                else:  # a retry: the failed trial's worker may be alive, paused, still training it
+                    history = when_free(train, f"[{space.spec}] trial {trial.number}: waits for "
+                                        f"{directory.relative_to(out)}, still held by the worker of trial "
+                                        f"{_place(frozen)} (paused or slow), to resume it from its checkpoint",
+                                        poll=min(5, heartbeat), log=log)
             except FloatingPointError as error:  # the channel metric refused a non-finite gradient
                 raise stop("diverged", str(error).splitlines()[0]) from None
             value = history[-1][metric.key]

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["CHECKPOINT", "LOCK", "METRICS", "RESULT", "TEMP_NAME", "hold_folder", "read_checkpoint", "restore",
-           "save_figure", "write_file"]
+__all__ = ["CHECKPOINT", "LOCK", "METRICS", "RESULT", "TEMP_NAME", "FolderInUse", "hold_folder", "read_checkpoint",
+           "restore", "save_figure", "write_file"]
 
 CHECKPOINT, METRICS, RESULT = "checkpoint.pt", "metrics.jsonl", "result.json"
 #: the empty file a folder's one writer holds an OS lock on (released when the process ends, however it ends)
@@ -32,12 +32,18 @@ LOCK = ".gradgeo.lock"
 TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
 
 
+class FolderInUse(ValueError):
+    """Raised by :func:`hold_folder` for a folder another process holds (a ValueError like every refused run
+    folder: a caller that expects the holder to let go, such as a worker retrying a paused worker's trial, waits
+    for it instead)."""
+
+
 @contextlib.contextmanager
 def hold_folder(folder: Path, what: str = "a run") -> Iterator[None]:
     """Hold ``folder``'s writer lock (an exclusive ``flock`` on ``folder/.gradgeo.lock``) while the block runs;
-    a ValueError when another process holds it. The kernel drops the lock with the process, so a killed run
-    leaves no stale lock; the temporary files a killed writer left (:data:`TEMP_NAME`, no other file) are
-    removed once the lock is held. A folder this process may not write (read-only media) is locked through a
+    a :class:`FolderInUse` error when another process holds it. The kernel drops the lock with the process, so a
+    killed run leaves no stale lock; the temporary files a killed writer left (:data:`TEMP_NAME`, no other file)
+    are removed once the lock is held. A folder this process may not write (read-only media) is locked through a
     read-only descriptor of its lock file, or not at all without one: nothing can be written there anyway.
     Where the OS has no ``flock`` (Windows), nothing is locked."""
     try:
@@ -61,7 +67,7 @@ def hold_folder(folder: Path, what: str = "a run") -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ValueError(f"{folder} is in use: another gradgeo process is writing {what} there; wait for it to "
+            raise FolderInUse(f"{folder} is in use: another gradgeo process is writing {what} there; wait for it to "
                              "end (or stop it), or pick another --out folder") from None
         for leftover in folder.iterdir():
             if TEMP_NAME.fullmatch(leftover.name) and leftover.is_file():
