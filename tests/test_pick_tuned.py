@@ -58,5 +58,11 @@ def test_tune_studies_give_each_specs_best_and_refuse_an_edge(tmp_path):
     done = pick(str(first), str(second))
     assert done.returncode == 1 and done.stdout == ""
     assert "sgd+h0's best lam 1.3 is at the low edge of 1..100; tune it again on 0.13..13 first" in done.stderr
+    # unless that edge is named a hard limit (the other edge, or another name, is still refused)
+    done = pick(str(first), str(second), "--hard-limit", "lam=low")
+    assert done.returncode == 0 and done.stdout.split() == ["sgd:lr=1.45", "sgd:lr=1.2+h0:lam=1.3", "muon:lr=0.08"]
+    assert pick(str(first), "--hard-limit", "lam=high").returncode == 1
+    assert pick(str(first), "--hard-limit", "lr=low").returncode == 1
+    assert "NAME=low or NAME=high" in pick(str(first), "--hard-limit", "lam").stderr
     first.write_text(json.dumps({"rows": [{"spec": "sgd", "best": None, "edges": {}}]}))
     assert "sgd has no complete trial" in pick(str(first)).stderr
