@@ -8,10 +8,8 @@
 # every stage marked "needs: bf16") on a CPU without bfloat16 instructions, where bf16 runs 15-50x slower.
 set -euo pipefail
 source .venv/bin/activate  # from the repository root
-OMP_NUM_THREADS=1 gradgeo compare sgd \
-  --dataset cifar10 --data-dir "${CIFAR_DIR:-../shared/data/cifar10-jpeg75}" --model airbench --width 0.5 \
-  --val-size 5000 --augment --crop-padding 2 --batch-size 1024 --lr 1.5 --momentum 0.85 --nesterov \
-  --weight-decay 1.33e-3 --label-smoothing 0.2 --schedule triangle --tta flip --epochs 10 --channels-last \
-  --precision bf16 --seed-list ${SEEDS:-1 2 3} --jobs "${JOBS:-2}" --quiet --out runs/air-bf16-check
+source results/air-recipe.sh
+OMP_NUM_THREADS=1 gradgeo compare sgd "${recipe[@]}" --width 0.5 --epochs 10 --precision bf16 \
+  --seed-list ${SEEDS:-1 2 3} --jobs "${JOBS:-2}" --quiet --out runs/air-bf16-check
 # paired by seed with the fp32 runs of air-control (committed in the results the campaign lands in)
 python scripts/pair_folders.py "${RESULTS:-results}/air-control" runs/air-bf16-check sgd | tee runs/air-bf16-check/paired.txt

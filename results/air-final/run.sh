@@ -19,8 +19,6 @@ SPECS="$(python scripts/pick_tuned.py "$tuned/air-tune-sgd/summary.json" none h0
   "$tuned/air-retune-h1/summary.json" --hard-limit lam=low) $(python scripts/pick_tuned.py \
   "$tuned/air-retune-muon/summary.json")"
 echo "finals: $SPECS"
-OMP_NUM_THREADS=1 gradgeo compare $SPECS \
-  --dataset cifar10 --data-dir "${CIFAR_DIR:-../shared/data/cifar10-jpeg75}" --model airbench --width 1 \
-  --val-size 5000 --augment --crop-padding 2 --batch-size 1024 --lr 1.5 --momentum 0.85 --nesterov \
-  --weight-decay 1.33e-3 --label-smoothing 0.2 --schedule triangle --tta flip --epochs 10 --channels-last \
-  --precision bf16 --seed-list ${SEEDS:-1 2 3 4 5} --jobs "${JOBS:-2}" --quiet --out runs/air-final
+source results/air-recipe.sh
+OMP_NUM_THREADS=1 gradgeo compare $SPECS "${recipe[@]}" --width 1 --epochs 10 --precision bf16 \
+  --seed-list ${SEEDS:-1 2 3 4 5} --jobs "${JOBS:-2}" --quiet --out runs/air-final
