@@ -12,12 +12,13 @@
 set -euo pipefail
 source .venv/bin/activate  # from the repository root
 tuned=${RESULTS:-results}  # RESULTS: where the campaign lands results (its checkout)
-# sgd+h1 and muon from their second tunings (their first optima sat on an edge of their ranges). h1's second
-# optimum sat on the low edge of lam again (1.21e-5: 84.70% against SGD's 84.68%): lam -> 0 turns h1 into plain
-# SGD, whose optimum is tuned beside it, so that edge is a hard limit and the finals run h1's weakest tuned cell.
+# sgd+h1 from its second tuning, muon from its third (their earlier optima sat on an edge of their ranges).
+# h1's second optimum sat on the low edge of lam again (1.21e-5: 84.70% against SGD's 84.68%): lam -> 0 turns h1
+# into plain SGD, whose optimum is tuned beside it, so that edge is a hard limit and the finals run h1's weakest
+# tuned cell.
 SPECS="$(python scripts/pick_tuned.py "$tuned/air-tune-sgd/summary.json" none h0) $(python scripts/pick_tuned.py \
   "$tuned/air-retune-h1/summary.json" --hard-limit lam=low) $(python scripts/pick_tuned.py \
-  "$tuned/air-retune-muon/summary.json")"
+  "$tuned/air-retune2-muon/summary.json")"
 echo "finals: $SPECS"
 source results/air-recipe.sh
 OMP_NUM_THREADS=1 gradgeo compare $SPECS "${recipe[@]}" --width 1 --epochs 10 --precision bf16 \
