@@ -29,7 +29,7 @@ optuna = pytest.importorskip("optuna", reason="the tune extra is not installed: 
 
 from gradgeo.experiments import queue  # noqa: E402 (needs optuna)
 from gradgeo.experiments.grid import run_dir  # noqa: E402
-from gradgeo.experiments.storage import Job, Surplus, open_storage, open_study, work  # noqa: E402
+from gradgeo.experiments.storage import Job, Surplus, _queue_again, open_storage, open_study, work  # noqa: E402
 from gradgeo.experiments.tune import search_space  # noqa: E402
 
 # the newest Debian PostgreSQL server binaries (.ci/run installs them)
@@ -679,6 +679,51 @@ def test_a_trial_another_worker_failed_before_its_outcome_was_recorded_is_lost_c
         assert lines == ([] if outcome == "surplus" else [
             "trial 0 of 'study': its outcome is dropped: another worker failed it while this one was silent for three "
             "heartbeats (paused?) and queued it again, which resumes the run from its checkpoint"])
+
+
+@pytest.mark.slow
+def test_a_trial_failed_as_stale_before_its_value_is_recorded_prints_its_final_line_once(tiny_fashion, tmp_path,
+                                                                                         monkeypatch, capsys):
+    """The worker of trial 0 is silent before Optuna records its value; another worker fails it and queues it
+    again. The retry resumes the finished run and records the value: one final line, the retry's (trial 0's was
+    printed before its value was refused, so the trial's final line used to come twice)."""
+    _silent_before_its_outcome_is_recorded(monkeypatch, tmp_path, 0)
+    assert main(["tune", "sgd", "--data-dir", str(tiny_fashion), *TINY, "--epochs", "1", "--trials", "1",
+                 "--heartbeat", "1", "--quiet", "--out", str(tmp_path)]) == 0
+    finals = [line for line in capsys.readouterr().out.splitlines() if ": val acc % " in line]
+    assert len(finals) == 1 and finals[0].startswith("[sgd] trial 1: val acc % "), finals
+
+
+def test_a_run_failed_as_stale_before_its_trial_is_recorded_logs_its_line_once(tmp_path, monkeypatch):
+    """The same for a grid run of ``compare --storage``: one "[1/1]" line, the retry's."""
+    _silent_before_its_outcome_is_recorded(monkeypatch, tmp_path, 0)
+    lines: list[str] = []
+    queue.run_queue([("sgd", 0)], lambda label, seed, still_running: "final", storage=None, out=tmp_path,
+                    study="grid", settings={}, heartbeat=1, log=lines.append)
+    assert [line for line in lines if line.startswith("[")] == ["[1/1] sgd seed 0: final"], lines
+
+
+def test_ctrl_c_in_a_trial_another_worker_queued_again_stops_the_worker_and_queues_no_second_retry(tmp_path):
+    """Another worker failed this worker's trial (silent for three heartbeats: paused) and queued it again; then
+    Ctrl-C stops this worker in it. The worker stops (Optuna's refusal to record the failure used to hide the
+    KeyboardInterrupt: the worker went on with the next trial), and the trial is not queued a second time: one
+    retry, the other worker's."""
+    study = open_study(open_storage(None, tmp_path, heartbeat=1), "study", {}, direction="minimize")
+
+    def objective(trial):
+        if trial.number == 0:
+            other = optuna.load_study(study_name="study", storage=open_storage(None, tmp_path, heartbeat=1))
+            _queue_again(other, trial._trial_id, fail=True)  # what that worker's fail_stale_trials does
+            raise KeyboardInterrupt
+        return 1.0
+
+    def wants_trial(trials):  # one trial, and its retry
+        return not trials or any(t.state == optuna.trial.TrialState.WAITING for t in trials)
+
+    with pytest.raises(KeyboardInterrupt):
+        work([Job(study, objective, wants_trial)], heartbeat=1, log=None)
+    assert [(t.state.name, t.system_attrs.get("failed_trial")) for t in study.get_trials()] == [
+        ("FAIL", None), ("WAITING", 0)]
 
 
 def test_a_duplicate_run_another_worker_failed_before_its_surplus_was_recorded_ends_no_worker(tmp_path, monkeypatch):

@@ -129,15 +129,20 @@ def run_queue(
             line = when_free(lambda: run_one(*run, still_running), f"{run[0]} seed {run[1]}: waits for its run folder, "
                              f"still held by the worker of trial {before[0]} (paused or slow), to resume it from its "
                              "checkpoint", poll=min(5, heartbeat), log=log)
-        if log is not None:
-            done = sum(t.state == TrialState.COMPLETE for t in queue.get_trials(deepcopy=False)) + 1
-            log(f"[{done}/{len(runs)}] {run[0]} seed {run[1]}: {line}")
+        lines[trial.number] = f"{run[0]} seed {run[1]}: {line}"
         return time.perf_counter() - started
+
+    lines: dict[int, str] = {}  # each run's line, logged once its trial is recorded (a retry would log it again)
+
+    def logged(trial: FrozenTrial) -> None:
+        if trial.state == TrialState.COMPLETE and log is not None:
+            done = sum(t.state == TrialState.COMPLETE for t in queue.get_trials(deepcopy=False))
+            log(f"[{done}/{len(runs)}] {lines.pop(trial.number)}")
 
     def wants_trial(trials: Sequence[FrozenTrial]) -> bool:
         return any(t.state == TrialState.WAITING for t in trials)
 
-    work([Job(queue, objective, wants_trial)], heartbeat=heartbeat, log=log)
+    work([Job(queue, objective, wants_trial, logged)], heartbeat=heartbeat, log=log)
     done = {run for run, trial in owners(queue.get_trials(deepcopy=False)).items()
             if trial.state == TrialState.COMPLETE}
     missing = [run for run in runs if run not in done]

@@ -292,11 +292,15 @@ class Job:
         study: the study.
         objective: runs one trial (raise :class:`Surplus` for a trial that is not needed).
         wants_trial: given the study's trials, whether to start one more now.
+        done: called with each trial of this worker once Optuna has recorded its outcome (complete, pruned or
+            failed), never for a trial whose outcome is dropped (another worker failed it meanwhile and queued it
+            again): the place for a trial's final line, which its retry would print a second time.
     """
 
     study: optuna.Study
     objective: Callable[[optuna.Trial], float]
     wants_trial: Callable[[Sequence[FrozenTrial]], bool]
+    done: Callable[[FrozenTrial], None] | None = None
 
 
 def _look(study: optuna.Study) -> None:
@@ -332,9 +336,10 @@ def _take_one(job: Job, log: Callable[[str], None] | None) -> None:
     a loaded machine) ends here, and the retry that worker queued takes its place: its objective raised
     :class:`Lost`, or Optuna refused to record its outcome, which may happen at any moment up to the last (a
     trial's heartbeats stop before its outcome is recorded). Its line goes to ``log``, none for a trial that was
-    not needed (:class:`Surplus`); an error of the objective's own still ends the worker, as that error."""
+    not needed (:class:`Surplus`); an error of the objective's own, or Ctrl-C, still ends the worker, as that error
+    (the trial is not queued a second time)."""
     taken: list[int] = []
-    raised: list[Exception] = []  # what the objective raised
+    raised: list[BaseException] = []  # what the objective raised
 
     def objective(trial: optuna.Trial) -> float:
         taken.append(trial._trial_id)
@@ -342,14 +347,16 @@ def _take_one(job: Job, log: Callable[[str], None] | None) -> None:
             trial.set_user_attr(WORKER_ATTR, worker)
         try:
             return job.objective(trial)
-        except Exception as error:
+        except BaseException as error:  # KeyboardInterrupt too: Optuna's refusal below must not hide it
             raised.append(error)
-            if not isinstance(error, (optuna.TrialPruned, Lost)):
+            if isinstance(error, Exception) and not isinstance(error, (optuna.TrialPruned, Lost)):
                 trial.set_user_attr(RAISED_ATTR, trial.number)
             raise
 
     try:
-        job.study.optimize(objective, n_trials=1, catch=(Surplus,), gc_after_trial=False)
+        done = job.done
+        job.study.optimize(objective, n_trials=1, catch=(Surplus,), gc_after_trial=False,
+                           callbacks=None if done is None else [lambda _, trial: done(trial)])
     except KeyboardInterrupt:
         state = job.study._storage.get_trial(taken[0]).state if taken else None
         if state in (TrialState.RUNNING, TrialState.FAIL):  # Optuna failed it, or was stopped before it could
@@ -362,7 +369,8 @@ def _take_one(job: Job, log: Callable[[str], None] | None) -> None:
         own = raised[0] if raised else None
         if trial is None or trial.state != TrialState.FAIL or error is own:
             raise
-        # outcomes, not errors (UpdateFinishedTrialError: the objective wrote to its trial after it was failed)
+        # outcomes, not errors (UpdateFinishedTrialError: the objective wrote to its trial after it was failed); a
+        # KeyboardInterrupt is raised as it came, its trial already queued again by the worker that failed it
         if own is not None and not isinstance(own, (optuna.TrialPruned, Lost, Surplus, UpdateFinishedTrialError)):
             raise own from None
         if log is not None and not isinstance(own, Surplus):

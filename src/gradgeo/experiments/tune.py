@@ -306,19 +306,25 @@ def tune(
             value = history[-1][metric.key]
             if not _finite(value):
                 raise stop("diverged", len(history))
-            if log is not None:
-                shown = _show(metric, value)
-                log(f"[{space.spec}] trial {trial.number}: {metric.label} {shown} ({spec})")
             return float(value)
 
         return objective
+
+    def done_for(space: SearchSpace, say: Callable[[str], None]) -> Callable[[FrozenTrial], None]:
+        def done(trial: FrozenTrial) -> None:  # once its value is recorded: a retry would print it again
+            if trial.state == TrialState.COMPLETE:
+                say(f"[{space.spec}] trial {trial.number}: {metric.label} {_show(metric, trial.value)} "
+                    f"({trial.user_attrs['spec']})")
+
+        return done
 
     def wants_trial(trials_: Sequence[FrozenTrial]) -> bool:
         if any(t.state == TrialState.WAITING for t in trials_):
             return True
         return trials is None or sum(t.state != TrialState.FAIL for t in trials_) < trials
 
-    jobs = [Job(s, objective_for(space, s), wants_trial) for space, s in zip(spaces, studies)]
+    jobs = [Job(s, objective_for(space, s), wants_trial, None if log is None else done_for(space, log))
+            for space, s in zip(spaces, studies)]
     if timeout is None:
         work(jobs, heartbeat=heartbeat, log=log)
     else:
