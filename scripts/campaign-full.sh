@@ -9,7 +9,8 @@
 #                                                 another commit; JOBS=2;
 #                                                 STAGES="..." runs only these results/<stage>/run.sh, in order;
 #                                                 STAGE@1,2,3,4,5 with those seeds; a stage whose run.sh has
-#                                                 the line "# needs: bf16" is skipped on a CPU without bfloat16)
+#                                                 the line "# needs: bf16" or the flag --precision bf16 is
+#                                                 skipped on a CPU without bfloat16)
 set -euo pipefail
 here=${CAMPAIGN_HERE:-$(cd "$(dirname "$0")/.." && pwd)}
 if [ -z "${CAMPAIGN_HERE:-}" ]; then  # run from a copy: bash reads a script as it goes, so an edit of this file
@@ -73,7 +74,8 @@ for entry in ${STAGES:-full-cifar-tune full-cifar-final full-cifar-analyze full-
     echo "== $entry: done (results/$stage is committed; STAGES=$entry runs it again)"
     continue
   fi
-  if grep -q '^# needs: bf16' "results/$stage/run.sh" && ! grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then
+  # the marker, or the flag itself: a stage pinned to a commit older than the marker (full-anytime-nested) has no marker
+  if grep -qE '^# needs: bf16|--precision bf16' "results/$stage/run.sh" && ! grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then
     echo "== $entry: skipped: it trains in bf16, and this CPU has no bfloat16 instructions (avx512_bf16, amx_bf16),"
     echo "   where bf16 runs 15-50x slower than fp32; it runs on a machine that has them"
     continue
