@@ -4,6 +4,7 @@ import dataclasses
 import inspect
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,10 @@ import torch
 
 from gradgeo.cli import main
 from gradgeo.data import load_dataset
+from gradgeo.experiments.analyze import load_checkpoint
 from gradgeo.training.config import TrainConfig
 from gradgeo.training.engine import train
+from gradgeo.training.objective import tta_logits
 
 # the engine's runs are judged on the first 2,000 test images: evaluating all 10,000 every epoch cost more than
 # the training in most of these tests (and the first 2,000 hold every class about equally)
@@ -151,6 +154,60 @@ def test_cli_train_and_analyze(tmp_path, capsys, tiny):
     assert [r["layer"] for r in report["correlation"]] == ["features.0.weight", "features.4.weight",
                                                            "features.8.weight"]
     assert report["correlation"][0]["adjacent_in"] is None and report["correlation"][1]["adjacent_in"] is not None
+
+
+def test_cli_evaluate_reproduces_the_recorded_accuracy_and_applies_another_tta(tmp_path, capsys, tiny_fashion):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_fashion, data)
+    args = ["--data-dir", str(data), "--batch-size", "50", "--epochs", "2", "--val-size", "100"]
+    for name in ("a", "b"):
+        assert main(["train", *args, "--tta", "flip", "--seed", str(ord(name)), "--channels-last",
+                     "--out", str(tmp_path / name), "--quiet"]) == 0
+    checkpoints = [str(tmp_path / name / "checkpoint.pt") for name in ("a", "b")]
+    recorded = [json.loads((tmp_path / name / "result.json").read_text())["history"][-1] for name in ("a", "b")]
+
+    # under the runs' own tta, on either split, the evaluation gives back what each run recorded after epoch 2
+    for split in ("test", "val"):
+        assert main(["evaluate", *checkpoints, "--split", split, "--json"]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert [(r["epoch"], r["tta"], r["split"]) for r in rows] == [(2, "flip", split)] * 2
+        assert [r["acc"] for r in rows] == [r["recorded_acc"] for r in rows] == [h[f"{split}_acc"] for h in recorded]
+    assert main(["evaluate", *checkpoints]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert len(table) == 4 and table[1].split()[-1] == table[2].split()[-1] == table[3].split()[-1] == "+0.00"
+    assert table[3].startswith("mean of 2")
+
+    # another tta: loss and accuracy of the model's logits computed by hand on the 300 test images, beside the
+    # record (the evaluation runs in batches of 64 in channels-last memory, one batch of 300 here: the float
+    # rounding differs, and may flip the class of one image whose two best logits tie to the last digits)
+    model, _ = load_checkpoint(checkpoints[0])
+    runs_data = load_dataset("fashion-mnist", str(data)).split_validation(100, seed=0)  # normalized as the runs saw it
+    x, y = next(runs_data.loader("test", 300, shuffle=False).epoch(0))
+    assert len(y) == 300
+    for tta in ("none", "flip-translate"):
+        with torch.no_grad():
+            logits = tta_logits(model.eval(), x, tta)
+        assert main(["evaluate", checkpoints[0], "--tta", tta, "--json"]) == 0
+        (row,) = json.loads(capsys.readouterr().out)
+        assert row["tta"] == tta and row["run_tta"] == "flip" and row["recorded_acc"] == recorded[0]["test_acc"]
+        assert row["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+        assert row["acc"] == pytest.approx((logits.argmax(1) == y).float().mean().item(), abs=1.01 / 300)
+
+    # the data moved (a checkpoint from another machine): the error names the folder; --data-dir finds it
+    moved = data.rename(tmp_path / "moved")
+    assert main(["evaluate", checkpoints[0]]) == 2
+    assert str(data) in capsys.readouterr().err
+    assert main(["evaluate", checkpoints[0], "--data-dir", str(moved), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["acc"] == recorded[0]["test_acc"]
+
+
+def test_cli_evaluate_refuses_a_split_the_run_does_not_have(tmp_path, capsys, tiny):
+    assert main(["train", *tiny, "--out", str(tmp_path / "t"), "--quiet"]) == 0
+    assert main(["evaluate", str(tmp_path / "t" / "checkpoint.pt"), "--split", "val"]) == 2
+    assert "has no validation split (val_size 0)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(tmp_path / "t" / "checkpoint.pt"), "--tta", "rotate"])
+    assert "invalid choice: 'rotate'" in capsys.readouterr().err
 
 
 def test_cli_compare_writes_summary_and_resumes(tmp_path, capsys, tiny):

@@ -1,6 +1,7 @@
 """The ``gradgeo`` command line: ``train``, ``compare`` (``--task classify|segment|gan|anytime``), ``analyze``,
-``demo``, ``list`` (what the options accept), ``data fetch`` (download the built-in datasets), and
-``anytime train|compare``, short for ``train --task anytime`` and ``compare --task anytime``."""
+``evaluate`` (a checkpoint's accuracy under any test-time augmentation), ``demo``, ``list`` (what the options
+accept), ``data fetch`` (download the built-in datasets), and ``anytime train|compare``, short for ``train --task
+anytime`` and ``compare --task anytime``."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from gradgeo.tasks import TASKS
 from gradgeo.training import ddp
 from gradgeo.training.config import TrainConfig
 from gradgeo.training.extras import MissingExtraError
+from gradgeo.training.objective import TTA_LEVELS
 from gradgeo.training.prepare import out_of_memory
 
 __all__ = ["build_parser", "main"]
@@ -75,6 +77,13 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
 
     report = analyze_checkpoint(args.checkpoint, batches=args.batches)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from gradgeo.experiments.analyze import evaluate_checkpoints, format_evaluation
+
+    rows = evaluate_checkpoints(args.checkpoints, split=args.split, tta=args.tta, data_dir=args.data_dir)
+    print(json.dumps(rows, indent=2) if args.json else format_evaluation(rows))
 
 
 def _add_train(sub: Any, name: str, out: str, only: Any = None, **texts: str) -> None:
@@ -128,6 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", type=int, default=8, help="mini-batches for the gradient noise (default: 8)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(run=_cmd_analyze)
+
+    p = sub.add_parser("evaluate", help="accuracy of classification checkpoints, under any test-time augmentation",
+                       description="Evaluate the model of each checkpoint.pt on a split of its run's own data, "
+                                   "beside what the run recorded there after its last epoch: e.g. --tta "
+                                   "flip-translate on runs trained with --tta flip measures what the translated "
+                                   "views add.")
+    p.add_argument("checkpoints", nargs="+", type=Path, metavar="checkpoint",
+                   help="checkpoint.pt files written by gradgeo train or compare (--task classify)")
+    p.add_argument("--split", choices=("test", "val", "train"), default="test", help="default: test")
+    p.add_argument("--tta", choices=TTA_LEVELS, default=None,
+                   help="test-time augmentation (default: each run's own)")
+    p.add_argument("--data-dir", default=None, help="the dataset's folder, if not where the runs read it")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=_cmd_evaluate)
 
     p = sub.add_parser("demo", help="a short comparison on Fashion-MNIST (a few minutes on 2 CPU cores)",
                        description=f"Compare {', '.join(DEMO_SPECS)} on Fashion-MNIST (small CNN, batch 64): "

@@ -1,4 +1,5 @@
-"""What a trained network looks like along its channel axes, and what a metric does to gradient noise."""
+"""What a trained network looks like along its channel axes, what a metric does to gradient noise, and how well
+a checkpoint classifies under another test-time augmentation."""
 
 from __future__ import annotations
 
@@ -17,26 +18,101 @@ from gradgeo.data import DatasetSplits
 from gradgeo.models import build_model
 from gradgeo.training.config import TrainConfig
 from gradgeo.training.engine import load_splits, read_checkpoint
+from gradgeo.training.objective import TTA_LEVELS, evaluate
 from gradgeo.training.run_folder import restore
 
-__all__ = ["analyze_checkpoint", "channel_correlation", "format_report", "gradient_noise", "load_checkpoint"]
+__all__ = ["analyze_checkpoint", "channel_correlation", "evaluate_checkpoints", "format_evaluation", "format_report",
+           "gradient_noise", "load_checkpoint"]
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, TrainConfig]:
-    """The model and configuration stored in a ``gradgeo train`` checkpoint."""
+_CLASSIFY_ONLY = "analyze and evaluate read the checkpoint.pt of gradgeo train (or compare) --task classify"
+
+
+def _load(path: str | os.PathLike[str]) -> tuple[nn.Module, TrainConfig, list[dict[str, Any]]]:
     state = read_checkpoint(path)
     foreign = sorted(set(state["config"]) - {f.name for f in dataclasses.fields(TrainConfig)})
     if foreign:
         raise ValueError(f"{path} is not the checkpoint of a classification run (its configuration has "
-                         f"{', '.join(map(str, foreign))}); analyze reads the checkpoint.pt of gradgeo train --task "
-                         "classify")
+                         f"{', '.join(map(str, foreign))}); {_CLASSIFY_ONLY}")
     config = TrainConfig(**state["config"])
     try:
         model = build_model(config.model, width=config.width, **state["model_args"])
     except ValueError as error:
         raise ValueError(f"{path}: its config or model_args do not build a model ({error})") from None
-    restore(Path(path), state, {"model": model}, "analyze reads the checkpoint.pt of gradgeo train --task classify")
+    restore(Path(path), state, {"model": model}, _CLASSIFY_ONLY)
+    return model, config, state["history"]
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, TrainConfig]:
+    """The model and configuration stored in a ``gradgeo train`` checkpoint."""
+    model, config, _ = _load(path)
     return model, config
+
+
+def evaluate_checkpoints(
+    paths: Sequence[str | os.PathLike[str]],
+    split: str = "test",
+    tta: str | None = None,
+    data_dir: str | None = None,
+) -> list[dict[str, Any]]:
+    """Accuracy and loss of each checkpoint's model on a split of its own dataset (the validation split and
+    subsets of its config), under the test-time augmentation ``tta`` (one of :data:`TTA_LEVELS`; None: each
+    run's own).
+
+    Each row also holds what the run recorded for that split after its last epoch, under its own ``tta``
+    (``recorded_acc``, None for the training split, whose recorded accuracy is the running one of the epoch): so
+    evaluating a finished run with another ``tta`` measures what that augmentation adds. ``data_dir`` replaces
+    the runs' data folder (a checkpoint from another machine). Runs with the same data share one load.
+
+    Example:
+        >>> rows = evaluate_checkpoints(["runs/a/checkpoint.pt"], tta="flip-translate")  # doctest: +SKIP
+        >>> rows[0]["acc"] - rows[0]["recorded_acc"]  # what the translated views add  # doctest: +SKIP
+    """
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"unknown split {split!r}; expected train, val or test")
+    if tta is not None and tta not in TTA_LEVELS:
+        raise ValueError(f"unknown tta {tta!r}; expected one of {TTA_LEVELS}")
+    loaded: dict[tuple[Any, ...], DatasetSplits] = {}
+    rows = []
+    for path in paths:
+        model, config, history = _load(path)
+        if data_dir is not None:
+            config = dataclasses.replace(config, data_dir=data_dir)
+        if split == "val" and not config.val_size:
+            raise ValueError(f"{path}: its run has no validation split (val_size {config.val_size}); evaluate "
+                             "--split test or train")
+        key = (config.dataset, config.data_dir, config.val_size, config.train_size, config.test_size)
+        if key not in loaded:
+            loaded[key] = load_splits(config)
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # as in training
+        level = config.tta if tta is None else tta
+        metrics = evaluate(model, loaded[key], split, tta=level)
+        last = history[-1] if history else {}
+        rows.append({"checkpoint": str(path), "epoch": len(history), "split": split, "tta": level,
+                     "acc": metrics["acc"], "loss": metrics["loss"], "run_tta": config.tta,
+                     "recorded_acc": last.get(f"{split}_acc") if split != "train" else None})
+    return rows
+
+
+def format_evaluation(rows: Sequence[dict[str, Any]]) -> str:
+    """:func:`evaluate_checkpoints`' rows as a table, with the mean over the checkpoints when there are several."""
+    lines = [f"{'checkpoint':<48} {'epoch':>5} {'split':>5} {'tta':>14} {'acc %':>7} {'loss':>7} "
+             f"{'recorded %':>10} {'(its tta)':>14} {'diff':>6}"]
+    diffs = []
+    for r in rows:
+        recorded, diff = "-", "-"
+        if r["recorded_acc"] is not None:
+            recorded = f"{r['recorded_acc'] * 100:.2f}"
+            diffs.append((r["acc"] - r["recorded_acc"]) * 100)
+            diff = f"{diffs[-1]:+.2f}"
+        lines.append(f"{r['checkpoint']:<48} {r['epoch']:>5} {r['split']:>5} {r['tta']:>14} {r['acc'] * 100:>7.2f} "
+                     f"{r['loss']:>7.4f} {recorded:>10} {r['run_tta']:>14} {diff:>6}")
+    if len(rows) > 1:
+        mean_diff = f"{sum(diffs) / len(diffs):+.2f}" if len(diffs) == len(rows) else "-"
+        lines.append(f"{'mean of ' + str(len(rows)):<48} {'':>5} {'':>5} {'':>14} "
+                     f"{sum(r['acc'] for r in rows) / len(rows) * 100:>7.2f} {'':>7} {'':>10} {'':>14} {mean_diff:>6}")
+    return "\n".join(lines)
 
 
 def _conv_weights(model: nn.Module) -> list[tuple[str, torch.Tensor, LayerKind]]:
