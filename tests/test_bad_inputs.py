@@ -193,6 +193,10 @@ CLI_CASES = {  # id -> (arguments, what the message must name); {out} is a fresh
     "analyze-corrupt": ("analyze {root}/corrupt/checkpoint.pt", "{root}/corrupt/checkpoint.pt"),
     "analyze-anytime": ("analyze {root}/anytime/checkpoint.pt", "not the checkpoint of a classification run"),
     "analyze-batches-zero": ("analyze {root}/finished/checkpoint.pt --batches 0", "got 0"),
+    "evaluate-missing": ("evaluate {root}/nowhere.pt", "{root}/nowhere.pt"),
+    "evaluate-corrupt": ("evaluate {root}/finished/checkpoint.pt {root}/corrupt/checkpoint.pt",
+                         "{root}/corrupt/checkpoint.pt"),
+    "evaluate-anytime": ("evaluate {root}/anytime/checkpoint.pt", "not the checkpoint of a classification run"),
     "anytime-strategy": ("anytime train --strategy fastest", "'fastest'"),
     "anytime-strategy-value": ("anytime train --strategy sdn:start=abc", "'abc'"),
     "anytime-granularity": ("anytime train --strategy osgd:granularity=row", "'row'"),
@@ -224,7 +228,7 @@ def _argv(text: str, files: dict[str, str], out: Path) -> list[str]:
     """The case's arguments after the tiny defaults (the later option wins), and a fresh --out."""
     words = shlex.split(text.format(**files))
     command = words[:2] if words[0] == "anytime" else words[:1]
-    if words[0] == "analyze":
+    if words[0] in ("analyze", "evaluate"):  # they read checkpoints: no training options, no --out
         return words
     extra = {"train": TINY, "compare": TINY, "anytime": ANY, "demo": "--data-dir {data}"}[words[0]]
     argv = [*command, *shlex.split(extra.format(**files)), *words[len(command):]]

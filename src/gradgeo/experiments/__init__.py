@@ -4,8 +4,8 @@
   :func:`summarize` (:mod:`gradgeo.experiments.summary`): ``summary.json``, ``summary.csv``, the table, the
   curves and the task's artefacts, in the layout of :mod:`gradgeo.experiments.layouts`.
 * :mod:`gradgeo.experiments.grid`: the resumable grid of runs; :mod:`gradgeo.experiments.stats`: mean ± 95% CI
-  and paired tests; :mod:`gradgeo.experiments.analyze`: channel correlations and gradient noise of a checkpoint, and its
-  accuracy under any test-time augmentation (``evaluate_checkpoints``).
+  and paired tests; :mod:`gradgeo.experiments.analyze`: channel correlations and gradient noise of a checkpoint,
+  and its accuracy under any test-time augmentation (``evaluate_checkpoints``).
 * :mod:`gradgeo.experiments.tune` (lr x metric strength on the validation split) and
   :mod:`gradgeo.experiments.queue` (a comparison grid shared by many workers), on Optuna studies
   (:mod:`gradgeo.experiments.storage`; the optional extra ``gradgeo[tune]``, imported only when used).
